@@ -1,0 +1,69 @@
+//! The `crash` example component: misbehaves on command, for the host's fault tests.
+//!
+//! Commands (UTF-8 text, surrounding whitespace ignored):
+//! - `trap`: panics, which traps the instance;
+//! - `write-then-trap`: writes storage key `poison`, then traps (the write must be
+//!   rolled back);
+//! - `get`: replies the stored `poison` value, or `none`;
+//! - `spin`: loops forever (until the host's deadline interrupts it);
+//! - `oom`: allocates and touches 1 MiB blocks without bound (until the host's
+//!   memory cap stops it);
+//! - `fail`: returns `Err("failed on purpose")`;
+//! - anything else: replies `ok`.
+
+use std::sync::Mutex;
+
+use airssys_sdk::prelude::*;
+
+/// Storage key written by `write-then-trap`.
+const POISON: &str = "poison";
+
+/// Memory grabbed by `oom`; a static so the allocations can never be elided.
+static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A component that traps, spins, exhausts memory or fails on request.
+struct Crash;
+
+impl Component for Crash {
+    fn handle_message(msg: Message) -> HandlerResult {
+        let text = msg.text();
+        match text.trim() {
+            "trap" => panic!("crash: trap requested"),
+            "write-then-trap" => {
+                storage::set(POISON, "written-before-trap")?;
+                panic!("crash: trap requested after a storage write")
+            }
+            "get" => Ok(Some(
+                storage::get(POISON).unwrap_or_else(|| b"none".to_vec()),
+            )),
+            "spin" => spin(),
+            "oom" => oom(),
+            "fail" => Err("failed on purpose".to_string()),
+            _ => Ok(Some(b"ok".to_vec())),
+        }
+    }
+}
+
+/// Loops forever; `black_box` keeps the loop from being optimized away.
+fn spin() -> ! {
+    let mut i: u64 = 0;
+    loop {
+        i = std::hint::black_box(i.wrapping_add(1));
+    }
+}
+
+/// Allocates 1 MiB blocks, writes every page of each, and keeps them all, until the
+/// allocator fails (which aborts, i.e. traps).
+fn oom() -> ! {
+    const BLOCK: usize = 1 << 20;
+    let mut hoard = match HOARD.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    loop {
+        let block = vec![0xA5u8; BLOCK];
+        hoard.push(std::hint::black_box(block));
+    }
+}
+
+airssys_sdk::export_component!(Crash);

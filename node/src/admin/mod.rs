@@ -1,0 +1,309 @@
+//! The admin HTTP API (axum): components, messages, requests, status, health, metrics.
+//!
+//! Every route but `/healthz` requires `Authorization: Bearer <token>`. Every error is
+//! an [`ApiError`] as JSON (`{"error": "<kind>", "message": "..."}`) with the status
+//! [`status_for`] gives its kind. Handlers are thin: parsing and validation live in
+//! [`params`], auth in [`auth`], and the work in the [`AdminBackend`].
+//!
+//! | route | success |
+//! |---|---|
+//! | `PUT /v1/components/{name}?memory_mb&deadline_ms&mailbox&quota_mb&fuel` (body: wasm, ≤ 64 MiB) | 201 `ComponentInfo` |
+//! | `GET /v1/components` | 200 `[ComponentInfo]` |
+//! | `GET /v1/components/{name}` | 200 `ComponentInfo` |
+//! | `DELETE /v1/components/{name}` | 204 |
+//! | `POST /v1/components/{name}/messages?delivery=durable\|fast` (body ≤ 1 MiB) | 202 `{"accepted":true}` |
+//! | `POST /v1/components/{name}/requests?timeout_ms&delivery` (body ≤ 1 MiB) | 200 reply bytes |
+//! | `GET /v1/status` | 200 `NodeStatus` |
+//! | `GET /healthz` (no auth) | 200 `ok` |
+//! | `GET /readyz` | 200 `ready`, or 503 `unavailable` |
+//! | `GET /metrics` | 200 Prometheus text |
+
+pub mod auth;
+pub mod params;
+
+pub use auth::{check_bearer, read_token_file, AdminAuth};
+pub use params::{
+    status_for, DEFAULT_REQUEST_TIMEOUT_MS, MAX_INSTALL_BYTES, MAX_PAYLOAD_BYTES,
+    MAX_REQUEST_TIMEOUT_MS,
+};
+
+use crate::api::{AdminBackend, ApiError, ComponentInfo, ErrorKind, InstallRequest, NodeStatus};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Extra time the admin layer gives a request beyond its own timeout before it answers
+/// `timeout` itself, so a backend that never resolves cannot hang the caller.
+pub const REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_for(self.error);
+        if self.error == ErrorKind::Internal {
+            tracing::warn!(message = %self.message, "admin API internal error");
+        }
+        let mut resp = (status, Json(self)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+type Pairs = Vec<(String, String)>;
+
+/// The admin API over `backend`, with every route but `/healthz` behind `auth`.
+pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
+    let auth = Arc::new(auth);
+    let protected = Router::new()
+        .route(
+            "/v1/components",
+            get(list::<B>).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/components/{name}",
+            put(install::<B>)
+                .layer(DefaultBodyLimit::max(MAX_INSTALL_BYTES))
+                .get(describe::<B>)
+                .delete(remove::<B>)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/components/{name}/messages",
+            post(send::<B>)
+                .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/components/{name}/requests",
+            post(request::<B>)
+                .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
+                .fallback(method_not_allowed),
+        )
+        .route("/v1/status", get(status::<B>).fallback(method_not_allowed))
+        .route("/readyz", get(readyz::<B>).fallback(method_not_allowed))
+        .route("/metrics", get(metrics::<B>).fallback(method_not_allowed))
+        .route_layer(middleware::from_fn_with_state(auth, require_token))
+        .with_state(backend);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .fallback(not_found)
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves, then finishes the
+/// requests in flight and returns.
+pub async fn serve<B: AdminBackend>(
+    listener: tokio::net::TcpListener,
+    backend: Arc<B>,
+    auth: AdminAuth,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin API listening");
+    }
+    axum::serve(listener, router(backend, auth))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn require_token(State(auth): State<Arc<AdminAuth>>, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match check_bearer(header, &auth.token) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---- extractor rejections, as ApiError ----
+
+fn name_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(name) = path.map_err(|r| ApiError::new(ErrorKind::BadRequest, r.body_text()))?;
+    params::validate_name(&name)?;
+    Ok(name)
+}
+
+fn query_of(query: Result<Query<Pairs>, QueryRejection>) -> Result<Pairs, ApiError> {
+    query.map(|Query(q)| q).map_err(|r| {
+        ApiError::new(
+            ErrorKind::BadRequest,
+            format!("bad query string: {}", r.body_text()),
+        )
+    })
+}
+
+fn body_of(body: Result<Bytes, BytesRejection>, cap: usize, what: &str) -> Result<Bytes, ApiError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            params::too_large(cap, what)
+        } else {
+            ApiError::new(
+                ErrorKind::BadRequest,
+                format!("cannot read the request body: {}", r.body_text()),
+            )
+        }
+    })?;
+    params::check_size(body.len(), cap, what)?;
+    Ok(body)
+}
+
+// ---- handlers ----
+
+async fn install<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Pairs>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<ComponentInfo>), ApiError> {
+    let name = name_of(path)?;
+    let limits = params::parse_install_query(&query_of(query)?)?;
+    let binary = body_of(body, MAX_INSTALL_BYTES, "component binary")?;
+    if binary.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::InvalidComponent,
+            "empty body: send the component's .wasm bytes as the request body",
+        ));
+    }
+    let info = backend
+        .install(InstallRequest {
+            name,
+            binary: Vec::from(binary),
+            limits,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn list<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+) -> Result<Json<Vec<ComponentInfo>>, ApiError> {
+    Ok(Json(backend.list().await?))
+}
+
+async fn describe<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    let name = name_of(path)?;
+    Ok(Json(backend.describe(&name).await?))
+}
+
+async fn remove<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let name = name_of(path)?;
+    backend.remove(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn send<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Pairs>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let name = name_of(path)?;
+    let delivery = params::parse_send_query(&query_of(query)?)?;
+    let payload = body_of(body, MAX_PAYLOAD_BYTES, "payload")?;
+    backend.send(&name, Vec::from(payload), delivery).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "accepted": true })),
+    ))
+}
+
+async fn request<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Pairs>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = name_of(path)?;
+    let (timeout, delivery) = params::parse_request_query(&query_of(query)?)?;
+    let payload = body_of(body, MAX_PAYLOAD_BYTES, "payload")?;
+    let call = backend.request(&name, Vec::from(payload), timeout, delivery);
+    let reply = match tokio::time::timeout(timeout + REQUEST_GRACE, call).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(ApiError::new(
+                ErrorKind::Timeout,
+                format!("no reply from {name} within {} ms", timeout.as_millis()),
+            ))
+        }
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        reply,
+    )
+        .into_response())
+}
+
+async fn status<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+) -> Result<Json<NodeStatus>, ApiError> {
+    Ok(Json(backend.status().await?))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz<B: AdminBackend>(State(backend): State<Arc<B>>) -> Result<&'static str, ApiError> {
+    if backend.ready().await {
+        Ok("ready")
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "node is not ready to serve yet",
+        ))
+    }
+}
+
+async fn metrics<B: AdminBackend>(State(backend): State<Arc<B>>) -> Response {
+    let text = backend.metrics().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorKind::NotFound,
+        format!("no admin route {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let mut resp = ApiError::new(
+        ErrorKind::BadRequest,
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .into_response();
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}

@@ -1,0 +1,211 @@
+//! The admin contract: what the admin HTTP API and the CLI exchange with a node.
+//!
+//! `AdminBackend` is implemented by the real host (`crate::host::Host`) and, in the
+//! admin layer's own tests, by an in-memory fake. Every type here is plain data that
+//! travels as JSON; error kinds carry the names users see (`not-found`, `timeout`, …).
+
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::time::Duration;
+
+/// Every failure a client can see, by the name it is reported under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// No component by that name.
+    NotFound,
+    /// A component by that name is already installed.
+    AlreadyExists,
+    /// The name does not match `[a-z0-9][a-z0-9-]{0,62}`.
+    InvalidName,
+    /// The binary is not a valid component for the airssys world.
+    InvalidComponent,
+    /// The target's mailbox is full.
+    MailboxFull,
+    /// No reply within the request's timeout.
+    Timeout,
+    /// The handler trapped, ran past its deadline or out of memory.
+    Trapped,
+    /// The handler returned an error.
+    Rejected,
+    /// A storage quota or size cap was exceeded.
+    QuotaExceeded,
+    /// A payload or install body is over its size cap.
+    TooLarge,
+    /// The component cannot run right now (marked failed, being removed).
+    Unavailable,
+    /// This node is not the leader and could not forward (cluster).
+    NotLeader,
+    /// The request itself is malformed (bad parameter, bad body).
+    BadRequest,
+    /// Missing or wrong bearer token.
+    Unauthorized,
+    /// A bug or an IO failure on the node; the message says which.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kebab-case name, as it appears in JSON and CLI output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::AlreadyExists => "already-exists",
+            ErrorKind::InvalidName => "invalid-name",
+            ErrorKind::InvalidComponent => "invalid-component",
+            ErrorKind::MailboxFull => "mailbox-full",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Trapped => "trapped",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::QuotaExceeded => "quota-exceeded",
+            ErrorKind::TooLarge => "too-large",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::NotLeader => "not-leader",
+            ErrorKind::BadRequest => "bad-request",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as the admin API reports it: `{"error": "timeout", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{error}: {message}")]
+pub struct ApiError {
+    pub error: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(error: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            error,
+            message: message.into(),
+        }
+    }
+}
+
+/// Per-component limits chosen at install. `None` means the node's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsRequest {
+    pub memory_mb: Option<u32>,
+    pub deadline_ms: Option<u64>,
+    pub mailbox: Option<u32>,
+    pub quota_mb: Option<u64>,
+    /// Fuel per handler call; `None` means no fuel metering.
+    pub fuel: Option<u64>,
+}
+
+/// The limits a component actually runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory_mb: u32,
+    pub deadline_ms: u64,
+    pub mailbox: u32,
+    pub quota_mb: u64,
+    pub fuel: Option<u64>,
+}
+
+/// How a message travels (see DESIGN.md, Semantics 5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    #[default]
+    Durable,
+    Fast,
+}
+
+/// Where a component's actor stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum ComponentState {
+    Starting,
+    Running,
+    /// Crashed and waiting to be restarted.
+    Restarting {
+        restarts: u32,
+        last_error: String,
+    },
+    /// Crashed too often; messages to it get `unavailable`.
+    Failed {
+        reason: String,
+    },
+    Stopped,
+}
+
+/// One installed component, as `component list` and `describe` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentInfo {
+    pub name: String,
+    /// sha256 of the binary, hex.
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub limits: Limits,
+    /// The node that runs the actor, and the placement generation (fencing token).
+    pub node_id: u64,
+    pub generation: u64,
+    pub state: ComponentState,
+    /// Messages waiting in the mailbox now.
+    pub mailbox_depth: u64,
+    /// Bytes of storage in use (keys + values).
+    pub storage_bytes: u64,
+    /// Crashes since the actor was (re)started on this node.
+    pub restarts: u32,
+    pub installed_at_ms: u64,
+}
+
+/// An install: name, binary and limits.
+#[derive(Debug, Clone)]
+pub struct InstallRequest {
+    pub name: String,
+    pub binary: Vec<u8>,
+    pub limits: LimitsRequest,
+}
+
+/// `airssys cluster status`: on one node, just this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    pub admin_addr: String,
+    pub version: String,
+    pub components: u64,
+    pub uptime_ms: u64,
+}
+
+/// What the admin HTTP layer needs from a node. Implemented by the real host and by
+/// in-memory fakes in tests.
+pub trait AdminBackend: Send + Sync + 'static {
+    fn install(
+        &self,
+        req: InstallRequest,
+    ) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send;
+    fn list(&self) -> impl Future<Output = Result<Vec<ComponentInfo>, ApiError>> + Send;
+    fn describe(&self, name: &str)
+        -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send;
+    fn remove(&self, name: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Fire-and-forget from an external client. Ok once accepted (durable: committed).
+    fn send(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        delivery: Delivery,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// A request from an external client; resolves with the reply or the error.
+    fn request(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+        delivery: Delivery,
+    ) -> impl Future<Output = Result<Vec<u8>, ApiError>> + Send;
+    fn status(&self) -> impl Future<Output = Result<NodeStatus, ApiError>> + Send;
+    /// Prometheus text exposition.
+    fn metrics(&self) -> impl Future<Output = String> + Send;
+    /// True when the node is ready to serve (for `/readyz`).
+    fn ready(&self) -> impl Future<Output = bool> + Send;
+}

@@ -1,0 +1,804 @@
+//! The `airssys` command line: argument definitions (clap derive) and what each
+//! command does. `main.rs` parses, calls [`run`], and turns a [`CliError`] into
+//! `error: <kind>: <message>` on stderr and [`CliError::exit_code`].
+
+pub mod output;
+
+use crate::admin::read_token_file;
+use crate::api::{ComponentInfo, Delivery, ErrorKind, LimitsRequest};
+use crate::client::{AdminClient, ClientError};
+use crate::config::{NodeConfig, DEFAULT_DATA_DIR};
+use crate::daemon::DaemonError;
+use clap::{Args, Parser, Subcommand};
+use std::io::{IsTerminal, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default `--endpoint`.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7070";
+
+const TOP_AFTER_HELP: &str = "\
+Quick start (one node, no configuration):
+  airssys node start &                       # data in ./airssys-data, admin API on 127.0.0.1:7070
+  airssys component install counter counter.wasm
+  airssys request counter inc                # prints 1
+  airssys send counter inc                   # fire-and-forget
+  airssys component list
+
+Authentication: client commands send --token (or $AIRSSYS_TOKEN). Without either, they use
+./airssys-data/admin-token, which a node started here with no --token writes.
+
+Exit codes:
+  0   success
+  1   other error (internal error on the node, I/O error, unexpected answer)
+  2   usage: bad arguments, invalid name, bad request, unsupported option
+  3   not-found: no such component
+  4   timeout: no reply in time
+  5   unreachable: no node answers at --endpoint
+  6   unauthorized: missing or wrong token
+  7   already-exists: a component by that name is installed
+  8   invalid-component: the binary is not a valid airssys component
+  9   the component failed: trapped, rejected
+  10  over a limit: too-large, quota-exceeded, mailbox-full
+  11  try again later: unavailable, not-leader";
+
+/// The `airssys` command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "airssys",
+    version,
+    about = "airssys: a WASM plugin host where every installed component is an actor",
+    long_about = "airssys runs WebAssembly components (WASM Component Model) as actors: each \
+                  installed component has its own mailbox, its own sandboxed memory and its own \
+                  persistent storage, and talks to others only by messages.\n\n\
+                  `airssys node start` runs a node; the other commands talk to a node's admin \
+                  API (--endpoint, default http://127.0.0.1:7070).",
+    after_help = TOP_AFTER_HELP,
+    arg_required_else_help = true,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (the host that runs components)
+    #[command(
+        subcommand,
+        after_help = "Example:\n  airssys node start --data-dir /var/lib/airssys --admin 0.0.0.0:7070"
+    )]
+    Node(NodeCommand),
+    /// Show the cluster this node belongs to
+    #[command(
+        after_help = "Examples:\n  airssys cluster status\n  airssys cluster members --json"
+    )]
+    Cluster(ClusterArgs),
+    /// Install, list, describe and remove components
+    #[command(
+        after_help = "Examples:\n  airssys component install counter counter.wasm --memory-mb 32\n  airssys component list\n  airssys component describe counter --json\n  airssys component remove counter"
+    )]
+    Component(ComponentArgs),
+    /// Send a fire-and-forget message to a component
+    #[command(
+        after_help = "Examples:\n  airssys send counter inc\n  airssys send logger @event.json --fast\n  echo hello | airssys send echo @-\n\n\
+                             DATA is sent as-is: text, or @FILE for a file's bytes, @- for stdin, @@text for text starting with '@'.\n\
+                             Durable (the default) is accepted once stored and is processed exactly once; --fast lives in memory only (at most once)."
+    )]
+    Send(SendArgs),
+    /// Send a request to a component and print its reply
+    #[command(
+        after_help = "Examples:\n  airssys request counter get\n  airssys request echo @input.bin --timeout-ms 10000 > reply.bin\n\n\
+                             The reply's bytes go to stdout unchanged (a newline is added only on a terminal).\n\
+                             DATA is text, or @FILE, @- for stdin, @@text for text starting with '@'."
+    )]
+    Request(RequestArgs),
+}
+
+/// `airssys node …`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Start a node and serve the admin API until Ctrl-C / SIGTERM
+    #[command(
+        after_help = "Examples:\n  airssys node start\n  airssys node start --data-dir /var/lib/airssys --admin 0.0.0.0:7070 --token \"$AIRSSYS_TOKEN\"\n\n\
+                             Without --token the node uses <data-dir>/admin-token, creating it (mode 0600) on first start;\n\
+                             client commands run from the same directory find it there. Logs go to stderr; set RUST_LOG (default: info)."
+    )]
+    Start(StartArgs),
+}
+
+/// Options of `airssys node start`.
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// Directory for the node's data (RocksDB, compiled-code cache, admin token) [default: airssys-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the admin HTTP API listens on [default: 127.0.0.1:7070]
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// This node's id in the cluster [default: 1]
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u64>,
+    /// Bearer token the admin API requires (default: the one in <data-dir>/admin-token)
+    #[arg(long, value_name = "T", env = "AIRSSYS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Address for cluster traffic (clustering is not available in this version)
+    #[arg(long, value_name = "ADDR")]
+    pub peer: Option<String>,
+    /// Peers to join, comma-separated (clustering is not available in this version)
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Configuration file (not supported yet: use the flags)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where a client command finds the node, and how it authenticates.
+#[derive(Debug, Clone, Args)]
+pub struct ClientOpts {
+    /// Admin API of the node to talk to
+    #[arg(long, value_name = "URL", env = "AIRSSYS_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
+    pub endpoint: String,
+    /// Admin bearer token (default: ./airssys-data/admin-token when it exists)
+    #[arg(
+        long,
+        value_name = "T",
+        env = "AIRSSYS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+}
+
+/// `airssys cluster …`
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the node's status: id, address, version, components, uptime
+    #[command(after_help = "Example:\n  airssys cluster status --endpoint http://10.0.0.5:7070")]
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the cluster's nodes (in this version: the node itself)
+    #[command(after_help = "Example:\n  airssys cluster members --json")]
+    Members {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `airssys component …`
+#[derive(Debug, Args)]
+pub struct ComponentArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    #[command(subcommand)]
+    pub command: ComponentCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComponentCommand {
+    /// Install a component binary under a name (each name is its own actor with its own storage)
+    #[command(
+        after_help = "Examples:\n  airssys component install counter target/wasm32-wasip2/release/counter.wasm\n  airssys component install alice account.wasm --quota-mb 16 --deadline-ms 500\n\n\
+                             NAME: 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit. Binaries up to 64 MiB.\n\
+                             Limits not given take the node's defaults (memory 64 MiB, deadline 2000 ms, mailbox 1024, quota 64 MiB, no fuel metering)."
+    )]
+    Install(InstallArgs),
+    /// List installed components
+    #[command(after_help = "Example:\n  airssys component list --json")]
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one component: state, placement, limits, storage, binary
+    #[command(after_help = "Example:\n  airssys component describe counter")]
+    Describe {
+        /// Component name
+        name: String,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a component and its storage
+    #[command(after_help = "Example:\n  airssys component remove counter")]
+    Remove {
+        /// Component name
+        name: String,
+    },
+}
+
+/// Options of `airssys component install`.
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// Name to install the component under
+    pub name: String,
+    /// The component binary (.wasm, a WASM component for the airssys world)
+    #[arg(value_name = "FILE.wasm")]
+    pub file: PathBuf,
+    /// Memory cap of the component's instance, in MiB
+    #[arg(long, value_name = "N")]
+    pub memory_mb: Option<u32>,
+    /// Longest a handler may run, in milliseconds
+    #[arg(long, value_name = "N")]
+    pub deadline_ms: Option<u64>,
+    /// Mailbox capacity, in messages
+    #[arg(long, value_name = "N")]
+    pub mailbox: Option<u32>,
+    /// Storage quota, in MiB
+    #[arg(long, value_name = "N")]
+    pub quota_mb: Option<u64>,
+    /// Fuel per handler call (turns on fuel metering)
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+}
+
+impl InstallArgs {
+    pub fn limits(&self) -> LimitsRequest {
+        LimitsRequest {
+            memory_mb: self.memory_mb,
+            deadline_ms: self.deadline_ms,
+            mailbox: self.mailbox,
+            quota_mb: self.quota_mb,
+            fuel: self.fuel,
+        }
+    }
+}
+
+/// Options of `airssys send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Target component
+    pub name: String,
+    /// Payload: text, @FILE, @- (stdin) or @@text
+    pub data: String,
+    /// Fast delivery: in memory only, at most once, lowest latency
+    #[arg(long)]
+    pub fast: bool,
+}
+
+/// Options of `airssys request`.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Target component
+    pub name: String,
+    /// Payload: text, @FILE, @- (stdin) or @@text
+    pub data: String,
+    /// How long to wait for the reply, in milliseconds
+    #[arg(long, value_name = "N", default_value_t = crate::admin::DEFAULT_REQUEST_TIMEOUT_MS)]
+    pub timeout_ms: u64,
+    /// Fast delivery: in memory only, at most once, lowest latency
+    #[arg(long)]
+    pub fast: bool,
+}
+
+fn delivery(fast: bool) -> Delivery {
+    if fast {
+        Delivery::Fast
+    } else {
+        Delivery::Durable
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The command cannot be carried out as given.
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+}
+
+impl CliError {
+    fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        CliError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The name shown after `error:`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            CliError::Client(e) => e.kind_name(),
+            CliError::Usage(_) => "usage",
+            CliError::Io { .. } => "io",
+            CliError::Daemon(_) => "node",
+        }
+    }
+
+    /// The message shown after the kind.
+    pub fn message(&self) -> String {
+        match self {
+            CliError::Client(e) => e.message(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The process exit code (see `airssys --help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Io { .. } | CliError::Daemon(_) => 1,
+            CliError::Client(ClientError::Connect { .. }) => 5,
+            CliError::Client(ClientError::Timeout { .. }) => 4,
+            CliError::Client(ClientError::InvalidEndpoint { .. }) => 2,
+            CliError::Client(ClientError::Api(e)) => exit_code_for(e.error),
+            CliError::Client(_) => 1,
+        }
+    }
+}
+
+/// The exit code of an API error kind.
+pub fn exit_code_for(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Internal => 1,
+        ErrorKind::InvalidName | ErrorKind::BadRequest => 2,
+        ErrorKind::NotFound => 3,
+        ErrorKind::Timeout => 4,
+        ErrorKind::Unauthorized => 6,
+        ErrorKind::AlreadyExists => 7,
+        ErrorKind::InvalidComponent => 8,
+        ErrorKind::Trapped | ErrorKind::Rejected => 9,
+        ErrorKind::TooLarge | ErrorKind::QuotaExceeded | ErrorKind::MailboxFull => 10,
+        ErrorKind::Unavailable | ErrorKind::NotLeader => 11,
+    }
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Node(NodeCommand::Start(args)) => start_node(args).await,
+        Command::Cluster(ClusterArgs { client, command }) => {
+            let client = connect(&client)?;
+            let status = client.status().await?;
+            match command {
+                ClusterCommand::Status { json: true } => print_json(&status),
+                ClusterCommand::Status { json: false } => out(&output::format_status(&status)),
+                ClusterCommand::Members { json } => {
+                    let members = [status];
+                    if json {
+                        print_json(&members)
+                    } else {
+                        out(&output::format_members(&members))
+                    }
+                }
+            }
+        }
+        Command::Component(ComponentArgs { client, command }) => {
+            let client = connect(&client)?;
+            component(&client, command).await
+        }
+        Command::Send(args) => {
+            let client = connect(&args.client)?;
+            let payload = read_data(&args.data)?;
+            let d = delivery(args.fast);
+            client.send(&args.name, payload, d).await?;
+            note(&format!(
+                "accepted by {} ({} delivery)",
+                args.name,
+                crate::admin::params::delivery_str(d)
+            ));
+            Ok(())
+        }
+        Command::Request(args) => {
+            let client = connect(&args.client)?;
+            let payload = read_data(&args.data)?;
+            let reply = client
+                .request(&args.name, payload, args.timeout_ms, delivery(args.fast))
+                .await?;
+            write_reply(&reply)
+        }
+    }
+}
+
+async fn component(client: &AdminClient, command: ComponentCommand) -> Result<(), CliError> {
+    match command {
+        ComponentCommand::Install(args) => {
+            let binary = std::fs::read(&args.file)
+                .map_err(|e| CliError::io(format!("cannot read {}", args.file.display()), e))?;
+            let info = client.install(&args.name, binary, &args.limits()).await?;
+            out(&installed_line(&info))
+        }
+        ComponentCommand::List { json } => {
+            let list = client.list().await?;
+            if json {
+                print_json(&list)
+            } else {
+                out(&output::format_components_table(&list))
+            }
+        }
+        ComponentCommand::Describe { name, json } => {
+            let info = client.describe(&name).await?;
+            if json {
+                print_json(&info)
+            } else {
+                out(&output::format_component(&info))
+            }
+        }
+        ComponentCommand::Remove { name } => {
+            client.remove(&name).await?;
+            out(&format!("removed {name}\n"))
+        }
+    }
+}
+
+fn installed_line(info: &ComponentInfo) -> String {
+    format!(
+        "installed {} (sha256 {}, {}) on node {}, generation {}\n",
+        info.name,
+        output::sha_prefix(&info.sha256),
+        output::human_bytes(info.size_bytes),
+        info.node_id,
+        info.generation
+    )
+}
+
+/// The client for a command's `--endpoint` / `--token`.
+pub fn connect(opts: &ClientOpts) -> Result<AdminClient, CliError> {
+    let token = client_token(opts.token.clone(), Path::new(DEFAULT_DATA_DIR));
+    Ok(AdminClient::new(&opts.endpoint, token)?)
+}
+
+/// `--token` / `$AIRSSYS_TOKEN` when given, else the token file a local node wrote
+/// under `data_dir`, else none.
+pub fn client_token(given: Option<String>, data_dir: &Path) -> Option<String> {
+    match given.map(|t| t.trim().to_string()) {
+        Some(t) if !t.is_empty() => Some(t),
+        _ => read_token_file(data_dir).ok().flatten(),
+    }
+}
+
+/// A payload argument: `@FILE` is the file's bytes, `@-` is stdin, `@@text` is the text
+/// `@text`, anything else is the text itself.
+pub fn read_data(data: &str) -> Result<Vec<u8>, CliError> {
+    match data_source(data) {
+        DataSource::Text(t) => Ok(t.as_bytes().to_vec()),
+        DataSource::Stdin => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| CliError::io("cannot read stdin", e))?;
+            Ok(buf)
+        }
+        DataSource::File(path) => {
+            std::fs::read(path).map_err(|e| CliError::io(format!("cannot read {path}"), e))
+        }
+    }
+}
+
+/// Where a payload argument's bytes come from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataSource<'a> {
+    Text(&'a str),
+    File(&'a str),
+    Stdin,
+}
+
+pub fn data_source(data: &str) -> DataSource<'_> {
+    if data.starts_with("@@") {
+        DataSource::Text(&data[1..])
+    } else if data == "@-" {
+        DataSource::Stdin
+    } else if let Some(path) = data.strip_prefix('@').filter(|p| !p.is_empty()) {
+        DataSource::File(path)
+    } else {
+        DataSource::Text(data)
+    }
+}
+
+/// The [`NodeConfig`] for `node start`, and warnings about options this version ignores.
+pub fn node_config(args: &StartArgs) -> Result<(NodeConfig, Vec<String>), CliError> {
+    if let Some(file) = &args.config {
+        return Err(CliError::Usage(format!(
+            "--config {} is not supported yet in this version: use the flags \
+             (--data-dir, --admin, --node-id, --token)",
+            file.display()
+        )));
+    }
+    let mut warnings = Vec::new();
+    if args.peer.is_some() || !args.join.is_empty() {
+        warnings.push(
+            "clustering is not available in this version: --peer and --join are ignored and \
+             this node runs alone"
+                .to_string(),
+        );
+    }
+    let mut cfg = NodeConfig::default();
+    if let Some(dir) = &args.data_dir {
+        cfg.data_dir = dir.clone();
+    }
+    if let Some(addr) = args.admin {
+        cfg.admin_addr = addr;
+    }
+    if let Some(id) = args.node_id {
+        cfg.node_id = id;
+    }
+    cfg.token = args
+        .token
+        .as_ref()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    Ok((cfg, warnings))
+}
+
+async fn start_node(args: StartArgs) -> Result<(), CliError> {
+    init_tracing();
+    let (cfg, warnings) = node_config(&args)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    crate::daemon::run(cfg).await?;
+    Ok(())
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends output quietly.
+fn out(text: &str) -> Result<(), CliError> {
+    write_stdout(text.as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::io("cannot write to stdout", e)),
+    }
+}
+
+/// The reply, byte for byte; a newline after it only when stdout is a terminal.
+fn write_reply(reply: &[u8]) -> Result<(), CliError> {
+    write_stdout(reply)?;
+    if std::io::stdout().is_terminal() && !reply.ends_with(b"\n") {
+        write_stdout(b"\n")?;
+    }
+    Ok(())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::io("cannot encode JSON", std::io::Error::other(e)))?;
+    text.push('\n');
+    out(&text)
+}
+
+/// A confirmation on stderr, so stdout stays clean for scripts.
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_ADMIN_ADDR;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("airssys").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn client_options_work_before_and_after_the_subcommand() {
+        let cli = parse(&["component", "--endpoint", "http://h:1", "list", "--json"]);
+        let Command::Component(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.client.endpoint, "http://h:1");
+        assert!(matches!(a.command, ComponentCommand::List { json: true }));
+        let cli = parse(&[
+            "component",
+            "list",
+            "--endpoint",
+            "http://h:2",
+            "--token",
+            "t",
+        ]);
+        let Command::Component(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.client.endpoint, "http://h:2");
+        assert_eq!(a.client.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn install_limits() {
+        let cli = parse(&[
+            "component",
+            "install",
+            "c",
+            "c.wasm",
+            "--memory-mb",
+            "32",
+            "--fuel",
+            "9",
+        ]);
+        let Command::Component(ComponentArgs {
+            command: ComponentCommand::Install(a),
+            ..
+        }) = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(a.file, PathBuf::from("c.wasm"));
+        assert_eq!(
+            a.limits(),
+            LimitsRequest {
+                memory_mb: Some(32),
+                fuel: Some(9),
+                ..LimitsRequest::default()
+            }
+        );
+        assert!(Cli::try_parse_from([
+            "airssys",
+            "component",
+            "install",
+            "c",
+            "c.wasm",
+            "--memory-mb",
+            "x"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn request_defaults() {
+        let cli = parse(&["request", "echo", "hi", "--fast"]);
+        let Command::Request(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.timeout_ms, crate::admin::DEFAULT_REQUEST_TIMEOUT_MS);
+        assert!(a.fast);
+        assert_eq!(a.data, "hi");
+    }
+
+    #[test]
+    fn node_start_config() {
+        let cli = parse(&[
+            "node",
+            "start",
+            "--data-dir",
+            "/tmp/x",
+            "--admin",
+            "0.0.0.0:8080",
+            "--node-id",
+            "3",
+            "--token",
+            "tok",
+            "--join",
+            "a:1,b:2",
+        ]);
+        let Command::Node(NodeCommand::Start(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.join, vec!["a:1", "b:2"]);
+        let (cfg, warnings) = node_config(&a).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(
+            cfg.admin_addr,
+            "0.0.0.0:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(cfg.node_id, 3);
+        assert_eq!(cfg.token.as_deref(), Some("tok"));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("clustering"));
+
+        let cli = parse(&["node", "start"]);
+        let Command::Node(NodeCommand::Start(mut a)) = cli.command else {
+            panic!()
+        };
+        a.token = None; // the test environment may set AIRSSYS_TOKEN
+        let (cfg, warnings) = node_config(&a).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(
+            cfg.admin_addr,
+            DEFAULT_ADMIN_ADDR.parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(cfg.token, None);
+        assert!(warnings.is_empty());
+
+        a.config = Some(PathBuf::from("node.toml"));
+        let err = node_config(&a).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("not supported yet"), "{err}");
+    }
+
+    #[test]
+    fn data_sources() {
+        assert_eq!(data_source("inc"), DataSource::Text("inc"));
+        assert_eq!(data_source("@f.bin"), DataSource::File("f.bin"));
+        assert_eq!(data_source("@-"), DataSource::Stdin);
+        assert_eq!(data_source("@@at"), DataSource::Text("@at"));
+        assert_eq!(data_source("@"), DataSource::Text("@"));
+        assert_eq!(data_source(""), DataSource::Text(""));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.bin");
+        std::fs::write(&f, [0u8, 255, 1]).unwrap();
+        assert_eq!(
+            read_data(&format!("@{}", f.display())).unwrap(),
+            vec![0, 255, 1]
+        );
+        let err = read_data("@/nonexistent/airssys-x").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/airssys-x"), "{err}");
+    }
+
+    #[test]
+    fn token_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(client_token(None, dir.path()), None);
+        std::fs::write(dir.path().join(crate::config::TOKEN_FILE), "filetok\n").unwrap();
+        assert_eq!(client_token(None, dir.path()).as_deref(), Some("filetok"));
+        assert_eq!(
+            client_token(Some("given".into()), dir.path()).as_deref(),
+            Some("given")
+        );
+        assert_eq!(
+            client_token(Some(" ".into()), dir.path()).as_deref(),
+            Some("filetok")
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_per_class() {
+        assert_eq!(exit_code_for(ErrorKind::NotFound), 3);
+        assert_eq!(exit_code_for(ErrorKind::Timeout), 4);
+        assert_eq!(exit_code_for(ErrorKind::Unauthorized), 6);
+        assert_eq!(exit_code_for(ErrorKind::BadRequest), 2);
+        let usage = CliError::Usage("x".into());
+        assert_eq!((usage.exit_code(), usage.kind_name()), (2, "usage"));
+        let api = CliError::Client(ClientError::Api(crate::api::ApiError::new(
+            ErrorKind::NotFound,
+            "no component named x",
+        )));
+        assert_eq!(api.exit_code(), 3);
+        assert_eq!(api.kind_name(), "not-found");
+        assert_eq!(api.message(), "no component named x");
+        let help = Cli::command().render_long_help().to_string();
+        for code in 0..=11 {
+            assert!(
+                help.contains(&format!("\n  {code:<2}  ")),
+                "exit code {code} undocumented"
+            );
+        }
+    }
+}

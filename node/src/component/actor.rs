@@ -1,0 +1,547 @@
+//! The component actor: one wasmtime instance, one message at a time, each handler a
+//! transaction.
+//!
+//! A handler's storage writes, its durable messages, the consumption of the durable
+//! message it handled and its durable reply go into one `CommitBatch`. Nothing leaves
+//! the actor before that batch is durable; a handler that neither writes nor touches
+//! anything durable skips the commit and releases its fast messages at once. A failed
+//! handler (error, trap, deadline, out of memory, out of fuel) applies nothing: only
+//! the consumption of its input and the error answer to its requester are committed,
+//! so every request gets exactly one answer and no durable message is handled twice.
+
+use super::host_state::{CallContext, HostState};
+use super::shared::{is_durable_request, ComponentShared};
+use crate::api::Delivery;
+use crate::clock::now_ms;
+use crate::engine::bindings::{types, Component_};
+use crate::messaging::{keys, Address, Body, Envelope, RequestErr};
+use airssys_actor::{Actor, ActorFactory, Crash, Rejection};
+use airssys_storage::{CommitBatch, Fence, TxnLimits};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+/// Key and value caps of component storage.
+pub const MAX_KEY_BYTES: usize = 1_024;
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+pub struct ComponentActor {
+    shared: Arc<ComponentShared>,
+    store: Store<HostState>,
+    instance: Component_,
+}
+
+/// How a handler call ended.
+enum Outcome {
+    /// Returned ok; the reply (for requests).
+    Ok(Option<Vec<u8>>),
+    /// Returned an error: rolled back; the instance is replaced (its memory may hold
+    /// state that no longer matches storage) but this is not a crash.
+    Rejected(String),
+    /// Trapped, deadline, out of memory or fuel: rolled back, counts as a crash.
+    Trapped(String),
+}
+
+/// The parts of an incoming envelope the commit needs after the handler ran.
+struct Incoming {
+    from: Address,
+    delivery: Delivery,
+    seq: u64,
+    /// `Some(id)` when the sender waits for a reply.
+    request_id: Option<u64>,
+    /// `Some(id)` when this is the callback of our own request `id`.
+    callback_id: Option<u64>,
+}
+
+impl ComponentActor {
+    /// A fresh instance of the component.
+    pub async fn instantiate(shared: Arc<ComponentShared>) -> Result<ComponentActor, String> {
+        let engine = shared.prepared.pre.engine().clone();
+        let mut store = Store::new(&engine, HostState::new(shared.clone()));
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_callback(|ctx| {
+            let expired = ctx
+                .data()
+                .call
+                .as_ref()
+                .is_some_and(|c| Instant::now() >= c.deadline);
+            // Yield at every tick so a long handler does not hold a runtime thread;
+            // interrupt once the handler's deadline has passed.
+            Ok(if expired {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
+        store
+            .set_fuel(u64::MAX)
+            .map_err(|e| format!("cannot set fuel: {e}"))?;
+        let instance = shared
+            .prepared
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("instantiation failed: {e:#}"))?;
+        Ok(ComponentActor {
+            shared,
+            store,
+            instance,
+        })
+    }
+
+    /// Runs the component's `init` as a transaction (at install).
+    pub async fn run_init(&mut self) -> Result<(), RequestErr> {
+        self.begin_call().map_err(RequestErr::Unavailable)?;
+        let result = self
+            .instance
+            .airssys_component_guest()
+            .call_init(&mut self.store)
+            .await;
+        let outcome = self.classify(result.map(|r| r.map(|()| None)));
+        let incoming = Incoming {
+            from: Address::External,
+            delivery: Delivery::Fast,
+            seq: 0,
+            request_id: None,
+            callback_id: None,
+        };
+        match outcome {
+            Outcome::Ok(_) => {
+                let call = self.end_call();
+                self.succeed(incoming, call, None).await.map_err(|c| {
+                    RequestErr::Unavailable(format!("init commit failed: {}", c.reason()))
+                })
+            }
+            Outcome::Rejected(text) => {
+                self.end_call();
+                Err(RequestErr::Rejected(text))
+            }
+            Outcome::Trapped(text) => {
+                self.end_call();
+                Err(RequestErr::Trapped(text))
+            }
+        }
+    }
+
+    fn begin_call(&mut self) -> Result<(), String> {
+        let shared = &self.shared;
+        let txn = shared
+            .storage
+            .begin(
+                &shared.name,
+                TxnLimits {
+                    max_key_bytes: MAX_KEY_BYTES,
+                    max_value_bytes: MAX_VALUE_BYTES,
+                    quota_bytes: shared.limits.quota_mb.saturating_mul(1 << 20),
+                },
+            )
+            .map_err(|e| format!("storage unavailable: {e}"))?;
+        let deadline = Instant::now() + Duration::from_millis(shared.limits.deadline_ms);
+        let fuel = shared.limits.fuel.unwrap_or(u64::MAX);
+        let data = self.store.data_mut();
+        data.memory.hit = false;
+        data.call = Some(CallContext {
+            txn,
+            outgoing: Vec::new(),
+            deadline,
+        });
+        self.store
+            .set_fuel(fuel)
+            .map_err(|e| format!("cannot set fuel: {e}"))?;
+        self.store.set_epoch_deadline(1);
+        Ok(())
+    }
+
+    fn end_call(&mut self) -> Option<CallContext> {
+        self.store.data_mut().call.take()
+    }
+
+    /// Turns the raw call result into an outcome with a message a user can act on.
+    fn classify(
+        &mut self,
+        result: wasmtime::Result<Result<Option<Vec<u8>>, String>>,
+    ) -> Outcome {
+        match result {
+            Ok(Ok(reply)) => Outcome::Ok(reply),
+            Ok(Err(text)) => Outcome::Rejected(text),
+            Err(err) => {
+                let limits = &self.shared.limits;
+                let why = if self.store.data().memory.hit {
+                    format!("out of memory: the {} MiB memory cap was reached", limits.memory_mb)
+                } else {
+                    match err.downcast_ref::<Trap>() {
+                        Some(Trap::Interrupt) => {
+                            format!("deadline exceeded: the handler ran past {} ms", limits.deadline_ms)
+                        }
+                        Some(Trap::OutOfFuel) => format!(
+                            "out of fuel: the handler used more than {} units",
+                            limits.fuel.unwrap_or(u64::MAX)
+                        ),
+                        _ => format!("trapped: {}", first_line(&format!("{err:#}"))),
+                    }
+                };
+                Outcome::Trapped(why)
+            }
+        }
+    }
+
+    /// Commits a successful handler and releases what it produced.
+    async fn succeed(
+        &mut self,
+        incoming: Incoming,
+        call: Option<CallContext>,
+        reply: Option<Vec<u8>>,
+    ) -> Result<(), Crash> {
+        let Some(call) = call else {
+            return Err(Crash::new("handler finished without a call context"));
+        };
+        let shared = self.shared.clone();
+        let me = shared.name.as_str();
+        let seq_before = shared.last_seq();
+        let mut batch = self.batch_consuming(&incoming);
+        if !call.txn.is_empty() {
+            batch.components.push(call.txn.into_writes());
+        }
+
+        let mut release = Vec::with_capacity(call.outgoing.len() + 1);
+        let mut requests = Vec::new();
+        for out in call.outgoing {
+            let seq = match out.delivery {
+                Delivery::Durable => shared.next_seq(),
+                Delivery::Fast => 0,
+            };
+            let body = match out.request {
+                Some((id, timeout_ms)) => {
+                    let deadline_ms = now_ms() + u64::from(timeout_ms);
+                    requests.push((id, Instant::now() + Duration::from_millis(timeout_ms.into())));
+                    if out.delivery == Delivery::Durable {
+                        batch
+                            .sys
+                            .push((keys::pending(me, id), Some(keys::encode_u64(deadline_ms))));
+                    }
+                    Body::Request {
+                        id,
+                        payload: out.payload,
+                        deadline_ms,
+                    }
+                }
+                None => Body::Message {
+                    payload: out.payload,
+                },
+            };
+            let env = Envelope {
+                from: Address::Component(me.to_string()),
+                to: out.target,
+                delivery: out.delivery,
+                seq,
+                body,
+            };
+            if env.is_durable() {
+                batch
+                    .sys
+                    .push((keys::outbox(&env.to, me, seq), Some(env.encode())));
+            }
+            release.push(env);
+        }
+
+        let reply = incoming
+            .request_id
+            .map(|id| self.reply_envelope(&incoming, id, Ok(reply.unwrap_or_default()), &mut batch));
+
+        if shared.last_seq() != seq_before {
+            batch
+                .sys
+                .push((keys::seq(me), Some(keys::encode_u64(shared.last_seq()))));
+        }
+        self.commit(batch, &incoming).await?;
+
+        let router = &shared.router;
+        for (id, deadline) in requests {
+            router.register_request(Address::Component(me.to_string()), id, deadline);
+        }
+        for env in release {
+            router.deliver(env);
+        }
+        if let Some(reply) = reply {
+            reply.send(router);
+        }
+        Ok(())
+    }
+
+    /// Commits what a failed handler must still leave behind (its input consumed, the
+    /// error answer to its requester) and sends that answer.
+    async fn fail(&mut self, incoming: Incoming, err: RequestErr) -> Result<(), Crash> {
+        let shared = self.shared.clone();
+        let seq_before = shared.last_seq();
+        let mut batch = self.batch_consuming(&incoming);
+        let reply = incoming
+            .request_id
+            .map(|id| self.reply_envelope(&incoming, id, Err(err), &mut batch));
+        if shared.last_seq() != seq_before {
+            batch.sys.push((
+                keys::seq(&shared.name),
+                Some(keys::encode_u64(shared.last_seq())),
+            ));
+        }
+        self.commit(batch, &incoming).await?;
+        if let Some(reply) = reply {
+            reply.send(&shared.router);
+        }
+        Ok(())
+    }
+
+    /// A batch that consumes the incoming durable message (outbox entry deleted,
+    /// de-dup mark advanced) and, for the callback of a durable request, its pending
+    /// record.
+    fn batch_consuming(&self, incoming: &Incoming) -> CommitBatch {
+        let me = self.shared.name.as_str();
+        let mut batch = CommitBatch {
+            fence: Some(Fence {
+                component: me.to_string(),
+                node_id: self.shared.node_id,
+                generation: self.shared.generation(),
+            }),
+            components: Vec::new(),
+            sys: Vec::new(),
+        };
+        if incoming.delivery == Delivery::Durable {
+            let sender = incoming.from.key_segment();
+            batch.sys.push((keys::outbox(me, sender, incoming.seq), None));
+            batch
+                .sys
+                .push((keys::dedup(me, sender), Some(keys::encode_u64(incoming.seq))));
+        }
+        if let Some(id) = incoming.callback_id {
+            if is_durable_request(id) {
+                batch.sys.push((keys::pending(me, id), None));
+            }
+        }
+        batch
+    }
+
+    fn reply_envelope(
+        &self,
+        incoming: &Incoming,
+        id: u64,
+        outcome: Result<Vec<u8>, RequestErr>,
+        batch: &mut CommitBatch,
+    ) -> PendingReply {
+        let me = self.shared.name.as_str();
+        match &incoming.from {
+            Address::External => PendingReply::External { id, outcome },
+            Address::Component(requester) => {
+                let seq = match incoming.delivery {
+                    Delivery::Durable => self.shared.next_seq(),
+                    Delivery::Fast => 0,
+                };
+                let env = Envelope {
+                    from: Address::Component(me.to_string()),
+                    to: requester.clone(),
+                    delivery: incoming.delivery,
+                    seq,
+                    body: Body::Reply { id, outcome },
+                };
+                if env.is_durable() {
+                    // A durable request's reply is part of this commit: exactly once
+                    // end to end.
+                    batch
+                        .sys
+                        .push((keys::outbox(requester, me, seq), Some(env.encode())));
+                }
+                PendingReply::Component(env)
+            }
+        }
+    }
+
+    async fn commit(&mut self, batch: CommitBatch, incoming: &Incoming) -> Result<(), Crash> {
+        if batch.components.is_empty() && batch.sys.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.shared.storage.commit_async(batch).await {
+            let why = format!("commit failed: {e}");
+            // Nothing was applied. Tell a waiting requester now; a durable input stays
+            // in the outbox and is handled again after recovery.
+            if let Some(id) = incoming.request_id {
+                if incoming.delivery == Delivery::Fast || incoming.from == Address::External {
+                    self.shared
+                        .router
+                        .answer(&incoming.from, id, Err(RequestErr::Unavailable(why.clone())));
+                }
+            }
+            return Err(Crash::new(why));
+        }
+        if incoming.delivery == Delivery::Durable {
+            self.shared
+                .mark_consumed(incoming.from.key_segment(), incoming.seq);
+        }
+        Ok(())
+    }
+
+    async fn reinstantiate(&mut self) -> Result<(), Crash> {
+        let fresh = ComponentActor::instantiate(self.shared.clone())
+            .await
+            .map_err(Crash::new)?;
+        *self = fresh;
+        Ok(())
+    }
+}
+
+/// A reply produced by a handler, sent after its commit.
+enum PendingReply {
+    External {
+        id: u64,
+        outcome: Result<Vec<u8>, RequestErr>,
+    },
+    Component(Envelope),
+}
+
+impl PendingReply {
+    fn send(self, router: &crate::messaging::Router) {
+        match self {
+            PendingReply::External { id, outcome } => router.answer(&Address::External, id, outcome),
+            PendingReply::Component(env) => router.deliver(env),
+        }
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+fn wit_sender(from: &Address) -> types::Sender {
+    match from {
+        Address::Component(name) => types::Sender::Component(name.clone()),
+        Address::External => types::Sender::External,
+    }
+}
+
+fn wit_request_error(err: RequestErr) -> types::RequestError {
+    match err {
+        RequestErr::NotFound => types::RequestError::NotFound,
+        RequestErr::Timeout => types::RequestError::Timeout,
+        RequestErr::MailboxFull => types::RequestError::MailboxFull,
+        RequestErr::Rejected(t) => types::RequestError::Rejected(t),
+        RequestErr::Trapped(t) => types::RequestError::Trapped(t),
+        RequestErr::Unavailable(t) => types::RequestError::Unavailable(t),
+    }
+}
+
+impl Actor for ComponentActor {
+    type Msg = Envelope;
+
+    async fn handle(&mut self, env: Envelope) -> Result<(), Crash> {
+        let Envelope {
+            from,
+            delivery,
+            seq,
+            body,
+            ..
+        } = env;
+        let mut incoming = Incoming {
+            from,
+            delivery,
+            seq,
+            request_id: None,
+            callback_id: None,
+        };
+        if delivery == Delivery::Durable
+            && self
+                .shared
+                .already_consumed(incoming.from.key_segment(), seq)
+        {
+            // Handled before (a replay after restart): only clear the leftover entry.
+            let batch = self.batch_consuming(&incoming);
+            return self.commit(batch, &incoming).await;
+        }
+
+        if let Err(why) = self.begin_call() {
+            if let Some(id) = request_id_of(&body) {
+                incoming.request_id = Some(id);
+            }
+            self.fail(incoming, RequestErr::Unavailable(why.clone())).await?;
+            return Err(Crash::new(why));
+        }
+        let guest = self.instance.airssys_component_guest();
+        let result = match body {
+            Body::Message { payload } => {
+                let msg = types::Message {
+                    sender: wit_sender(&incoming.from),
+                    payload,
+                    is_request: false,
+                };
+                guest.call_handle_message(&mut self.store, &msg).await
+            }
+            Body::Request { id, payload, .. } => {
+                incoming.request_id = Some(id);
+                let msg = types::Message {
+                    sender: wit_sender(&incoming.from),
+                    payload,
+                    is_request: true,
+                };
+                guest.call_handle_message(&mut self.store, &msg).await
+            }
+            Body::Reply { id, outcome } => {
+                incoming.callback_id = Some(id);
+                let outcome = outcome.map_err(wit_request_error);
+                guest
+                    .call_handle_callback(&mut self.store, id, outcome.as_ref())
+                    .await
+                    .map(|r| r.map(|()| None))
+            }
+        };
+        let outcome = self.classify(result);
+        let call = self.end_call();
+        match outcome {
+            Outcome::Ok(reply) => self.succeed(incoming, call, reply).await,
+            Outcome::Rejected(text) => {
+                drop(call);
+                self.fail(incoming, RequestErr::Rejected(text)).await?;
+                self.reinstantiate().await
+            }
+            Outcome::Trapped(why) => {
+                drop(call);
+                self.shared.restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(component = %self.shared.name, "handler failed: {why}");
+                self.fail(incoming, RequestErr::Trapped(why.clone())).await?;
+                Err(Crash::new(why))
+            }
+        }
+    }
+}
+
+fn request_id_of(body: &Body) -> Option<u64> {
+    match body {
+        Body::Request { id, .. } => Some(*id),
+        _ => None,
+    }
+}
+
+/// Makes the component's instances for the supervisor, and answers the messages it
+/// will never run.
+pub struct ComponentFactory {
+    pub shared: Arc<ComponentShared>,
+}
+
+impl ActorFactory for ComponentFactory {
+    type Actor = ComponentActor;
+
+    async fn create(&mut self) -> Result<ComponentActor, Crash> {
+        ComponentActor::instantiate(self.shared.clone())
+            .await
+            .map_err(Crash::new)
+    }
+
+    fn reject(&mut self, env: Envelope, why: &Rejection) {
+        // A waiting requester learns at once. A durable message stays in the outbox
+        // and is delivered again when the component next starts.
+        if let Body::Request { id, .. } = env.body {
+            self.shared
+                .router
+                .answer(&env.from, id, Err(RequestErr::Unavailable(why.to_string())));
+        } else if env.delivery == Delivery::Fast {
+            tracing::debug!(component = %self.shared.name, "fast message dropped: {why}");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Store data of one component instance and the host side of the WIT imports.
+//!
+//! Everything a handler does is collected in its `CallContext`: storage writes in a
+//! transaction overlay, messages in `outgoing`. Nothing leaves before the actor
+//! commits; a failed handler's context is simply dropped.
+
+use super::limiter::MemoryCap;
+use super::shared::ComponentShared;
+use crate::api::Delivery;
+use crate::engine::bindings::airssys::component::{host, storage, types};
+use crate::engine::log_pipe::LogPipe;
+use airssys_storage::{Txn, WriteError};
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Largest payload of one message (also the admin API's cap).
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// Most messages one handler call may queue.
+pub const MAX_OUTGOING_PER_CALL: usize = 1_024;
+/// Longest log line kept from a component.
+const MAX_LOG_TEXT: usize = 4_096;
+
+/// A message a handler queued; released after its commit.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub target: String,
+    pub delivery: Delivery,
+    pub payload: Vec<u8>,
+    /// `Some((id, timeout_ms))` for a request.
+    pub request: Option<(u64, u32)>,
+}
+
+/// What one handler call has done so far.
+pub struct CallContext {
+    pub txn: Txn,
+    pub outgoing: Vec<Outgoing>,
+    pub deadline: Instant,
+}
+
+/// Store data for one instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) memory: MemoryCap,
+    pub(crate) shared: Arc<ComponentShared>,
+    /// Set for the duration of a handler call.
+    pub call: Option<CallContext>,
+}
+
+impl HostState {
+    pub fn new(shared: Arc<ComponentShared>) -> HostState {
+        let name: Arc<str> = Arc::from(shared.name.as_str());
+        // Deny by default: no preopened directories, no environment, no arguments, no
+        // sockets or name lookup, empty stdin. Clocks and random stay available.
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(LogPipe::new(name.clone(), "stdout"))
+            .stderr(LogPipe::new(name, "stderr"))
+            .build();
+        let max_bytes = (shared.limits.memory_mb as usize).saturating_mul(1 << 20);
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap::new(max_bytes),
+            shared,
+            call: None,
+        }
+    }
+
+    fn call(&mut self) -> wasmtime::Result<&mut CallContext> {
+        self.call
+            .as_mut()
+            .ok_or_else(|| wasmtime::Error::msg("host import called outside a handler"))
+    }
+
+    fn check_send(
+        &mut self,
+        target: &str,
+        payload: &[u8],
+    ) -> wasmtime::Result<Result<(), types::SendError>> {
+        if let Err(reason) = crate::names::validate(target) {
+            return Ok(Err(types::SendError::InvalidName(reason)));
+        }
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Ok(Err(types::SendError::PayloadTooLarge));
+        }
+        if self.call()?.outgoing.len() >= MAX_OUTGOING_PER_CALL {
+            return Ok(Err(types::SendError::TooManyMessages));
+        }
+        Ok(Ok(()))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn delivery(d: types::Delivery) -> Delivery {
+    match d {
+        types::Delivery::Durable => Delivery::Durable,
+        types::Delivery::Fast => Delivery::Fast,
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn send_message(
+        &mut self,
+        target: String,
+        payload: Vec<u8>,
+        how: types::Delivery,
+    ) -> wasmtime::Result<Result<(), types::SendError>> {
+        if let Err(e) = self.check_send(&target, &payload)? {
+            return Ok(Err(e));
+        }
+        match self.shared.router.mailbox_room(&target) {
+            None => return Ok(Err(types::SendError::NotFound)),
+            Some(0) => return Ok(Err(types::SendError::MailboxFull)),
+            Some(_) => {}
+        }
+        self.call()?.outgoing.push(Outgoing {
+            target,
+            delivery: delivery(how),
+            payload,
+            request: None,
+        });
+        Ok(Ok(()))
+    }
+
+    fn send_request(
+        &mut self,
+        target: String,
+        payload: Vec<u8>,
+        timeout_ms: u32,
+        how: types::Delivery,
+    ) -> wasmtime::Result<Result<u64, types::SendError>> {
+        if let Err(e) = self.check_send(&target, &payload)? {
+            return Ok(Err(e));
+        }
+        let delivery = delivery(how);
+        // Not-found and mailbox-full reach a request through its callback, so the
+        // component handles every outcome of a request in one place.
+        let id = self.shared.next_request_id(delivery);
+        self.call()?.outgoing.push(Outgoing {
+            target,
+            delivery,
+            payload,
+            request: Some((id, timeout_ms.max(1))),
+        });
+        Ok(Ok(id))
+    }
+
+    fn log(&mut self, level: types::LogLevel, text: String) -> wasmtime::Result<()> {
+        let text = truncate(&text, MAX_LOG_TEXT);
+        let name = self.shared.name.as_str();
+        match level {
+            types::LogLevel::Trace => tracing::trace!(target: "component", component = name, "{text}"),
+            types::LogLevel::Debug => tracing::debug!(target: "component", component = name, "{text}"),
+            types::LogLevel::Info => tracing::info!(target: "component", component = name, "{text}"),
+            types::LogLevel::Warn => tracing::warn!(target: "component", component = name, "{text}"),
+            types::LogLevel::Error => tracing::error!(target: "component", component = name, "{text}"),
+        }
+        Ok(())
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(crate::clock::now_ms())
+    }
+
+    fn self_name(&mut self) -> wasmtime::Result<String> {
+        Ok(self.shared.name.clone())
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn storage_failure(e: airssys_storage::StorageError) -> wasmtime::Error {
+    // An IO failure of the node's own store: abort the handler (it rolls back) rather
+    // than let the component act on a wrong answer.
+    wasmtime::Error::msg(format!("storage failure: {e}"))
+}
+
+impl storage::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.call()?.txn.get(key.as_bytes()).map_err(storage_failure)
+    }
+
+    fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), types::StorageError>> {
+        match self.call()?.txn.set(key.into_bytes(), value) {
+            Ok(()) => Ok(Ok(())),
+            Err(WriteError::QuotaExceeded { .. }) => Ok(Err(types::StorageError::QuotaExceeded)),
+            Err(WriteError::KeyTooLarge { .. }) => Ok(Err(types::StorageError::KeyTooLarge)),
+            Err(WriteError::ValueTooLarge { .. }) => Ok(Err(types::StorageError::ValueTooLarge)),
+            Err(WriteError::Storage(e)) => Err(storage_failure(e)),
+        }
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.call()?
+            .txn
+            .delete(key.as_bytes())
+            .map_err(storage_failure)
+    }
+
+    fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
+        let keys = self
+            .call()?
+            .txn
+            .list_keys(prefix.as_bytes())
+            .map_err(storage_failure)?;
+        // Keys are only ever written from WIT strings, so they are UTF-8.
+        Ok(keys
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("hello", 10), "hello");
+    }
+}

@@ -1,0 +1,121 @@
+//! `airssys node start`: opens the host on the data dir and serves the admin API until
+//! Ctrl-C or SIGTERM, then stops every actor gracefully.
+
+use crate::admin::AdminAuth;
+use crate::config::{NodeConfig, TOKEN_FILE};
+use crate::host::{Host, HostError};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Host(#[from] HostError),
+    #[error("cannot listen on {addr}: {source} (is another node running there? pick another with --admin)")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin token file {path}: {source}")]
+    Token {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The token the admin API requires: the configured one, or the one stored in the
+/// data dir, or a new random one written there (mode 0600) for local CLIs to find.
+pub fn admin_token(config: &NodeConfig) -> Result<String, DaemonError> {
+    if let Some(token) = &config.token {
+        return Ok(token.clone());
+    }
+    let path = config.data_dir.join(TOKEN_FILE);
+    let token_err = |source| DaemonError::Token {
+        path: path.clone(),
+        source,
+    };
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(token_err)?;
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    write_private(&path, &token).map_err(token_err)?;
+    Ok(token)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(contents.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, contents)
+    }
+}
+
+/// Runs a node until Ctrl-C / SIGTERM.
+pub async fn run(config: NodeConfig) -> Result<(), DaemonError> {
+    let token = admin_token(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: config.admin_addr,
+            source,
+        })?;
+    let host = Host::open(config.clone()).await?;
+    tracing::info!(
+        node_id = config.node_id,
+        admin = %config.admin_addr,
+        data_dir = %config.data_dir.display(),
+        "airssys node serving (token in {})",
+        if config.token.is_some() { "--token/AIRSSYS_TOKEN".to_string() } else { config.data_dir.join(TOKEN_FILE).display().to_string() }
+    );
+    let served = crate::admin::serve(
+        listener,
+        Arc::new(host.clone()),
+        AdminAuth { token },
+        shutdown_signal(),
+    )
+    .await;
+    tracing::info!("shutting down: stopping components");
+    host.shutdown().await;
+    served.map_err(DaemonError::Serve)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM: {e}");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

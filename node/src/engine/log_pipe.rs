@@ -1,0 +1,79 @@
+//! A component's stdout and stderr, captured line by line into the node's log under
+//! the component's name (nothing reaches the node's own stdout).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+/// Longest line kept; the rest of a longer line is cut, so a component cannot make the
+/// node buffer without bound.
+const MAX_LINE: usize = 4096;
+
+#[derive(Clone)]
+pub(crate) struct LogPipe {
+    component: Arc<str>,
+    stream: &'static str,
+    line: Arc<Mutex<Vec<u8>>>,
+}
+
+impl LogPipe {
+    pub(crate) fn new(component: Arc<str>, stream: &'static str) -> Self {
+        LogPipe {
+            component,
+            stream,
+            line: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn write_bytes(&self, buf: &[u8]) {
+        let Ok(mut line) = self.line.lock() else {
+            return;
+        };
+        for &b in buf {
+            if b == b'\n' {
+                self.emit(&line);
+                line.clear();
+            } else if line.len() < MAX_LINE {
+                line.push(b);
+            }
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        tracing::info!(
+            target: "component",
+            component = %self.component,
+            stream = self.stream,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+impl IsTerminal for LogPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogPipe {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for LogPipe {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.write_bytes(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,152 @@
+//! The wasmtime side of a node: one `Engine` per node with the component model, async
+//! calls, the pooling allocator, epoch interruption (handler deadlines) and fuel; the
+//! `Linker` with WASI (deny-by-default) and the airssys imports; compilation with an
+//! on-disk cache; and validation of a binary against the airssys world.
+
+pub mod bindings;
+mod cache;
+pub(crate) mod log_pipe;
+mod validate;
+
+pub use validate::InvalidComponent;
+
+use crate::component::HostState;
+use crate::engine::bindings::ComponentPre;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. A handler deadline is checked at each tick, and a
+/// running handler yields to the scheduler at each tick so one busy component cannot
+/// starve the others.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Largest memory any component may be given (the pooling allocator reserves this
+/// much address space per slot).
+pub const POOL_MAX_MEMORY_BYTES: usize = 1 << 30;
+
+/// Errors of engine set-up and compilation.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("wasmtime engine set-up failed: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidComponent),
+    #[error("compiled-code cache at {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+}
+
+/// A compiled, validated component ready to instantiate.
+#[derive(Clone)]
+pub struct Prepared {
+    pub pre: ComponentPre<HostState>,
+    pub sha256: String,
+}
+
+/// The node's wasmtime engine, linker and compile cache.
+#[derive(Clone)]
+pub struct WasmEngine {
+    engine: wasmtime::Engine,
+    linker: Arc<Linker<HostState>>,
+    cache_dir: PathBuf,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl WasmEngine {
+    /// Builds the engine; `cache_dir` holds compiled code keyed by binary sha256 and
+    /// engine compatibility hash.
+    pub fn new(cache_dir: PathBuf, instance_pool: u32) -> Result<WasmEngine, EngineError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.consume_fuel(true);
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust component has one memory and a few core instances and tables (its
+        // main module plus wit-component shims).
+        let slots = instance_pool.max(1);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(4))
+            .total_memories(slots)
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_memory_size(POOL_MAX_MEMORY_BYTES);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&config).map_err(|e| EngineError::Setup(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| EngineError::Setup(format!("linking WASI: {e}")))?;
+        bindings::Component_::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| EngineError::Setup(format!("linking airssys imports: {e}")))?;
+
+        std::fs::create_dir_all(&cache_dir).map_err(|e| EngineError::Cache {
+            path: cache_dir.clone(),
+            message: e.to_string(),
+        })?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
+        Ok(WasmEngine {
+            engine,
+            linker: Arc::new(linker),
+            cache_dir,
+            ticker_stop,
+        })
+    }
+
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.engine
+    }
+
+    /// Validates and compiles `binary` (or loads its cached compilation) and links it.
+    /// Blocking: compilation of a large component takes seconds; call from a blocking
+    /// thread.
+    pub fn prepare(&self, binary: &[u8], sha256: &str) -> Result<Prepared, EngineError> {
+        validate::check_is_component(binary)?;
+        let component = cache::load_or_compile(&self.engine, &self.cache_dir, binary, sha256)?;
+        self.link(component, sha256)
+    }
+
+    fn link(&self, component: Component, sha256: &str) -> Result<Prepared, EngineError> {
+        validate::check_imports(&self.engine, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| InvalidComponent::new(format!("cannot link: {e:#}")))?;
+        let pre = ComponentPre::new(pre)
+            .map_err(|e| InvalidComponent::new(format!("wrong exports: {e:#}")))?;
+        Ok(Prepared {
+            pre,
+            sha256: sha256.to_string(),
+        })
+    }
+}
+
+impl Drop for WasmEngine {
+    fn drop(&mut self) {
+        // The ticker holds its own engine clone; stop it when the last handle goes.
+        if Arc::strong_count(&self.ticker_stop) == 1 {
+            self.ticker_stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn spawn_epoch_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("airssys-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the epoch ticker thread, deadlines will not fire: {e}");
+    }
+}

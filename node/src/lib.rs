@@ -1,0 +1,28 @@
+//! The airssys node: the wasmtime engine, component actors, the host that ties them to
+//! storage and messaging, the admin HTTP API and the `airssys` CLI.
+//!
+//! Module map:
+//! - `api`: the admin contract (plain data + the `AdminBackend` trait).
+//! - `config`: node configuration and defaults.
+//! - `engine`: wasmtime setup, compile cache, validation, bindings.
+//! - `component`: one component's actor (instance + transaction per message).
+//! - `messaging`: envelopes, outbox/dedupe keys, local routing.
+//! - `host`: the node façade (install, remove, send, request, restart recovery).
+//! - `daemon`: `airssys node start`: opens the host and serves the admin API.
+//! - `admin`: the admin HTTP server (axum) and bearer-token auth.
+//! - `client`: the admin HTTP client the CLI uses.
+//! - `cli`: the `airssys` command line.
+
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod component;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod host;
+pub mod messaging;
+pub mod metrics;
+pub mod names;

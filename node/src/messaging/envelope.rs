@@ -1,0 +1,183 @@
+//! The envelope every message travels in, and its encoding (bincode 2 with a version
+//! byte) for the outbox and, later, the wire.
+
+use crate::api::Delivery;
+use serde::{Deserialize, Serialize};
+
+/// Encoding version of [`Envelope`]; the first byte of every encoded envelope.
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// Who sent a message, and where its reply goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Address {
+    /// A component, by name.
+    Component(String),
+    /// A client of the admin API; replies go back through the node's waiting table.
+    External,
+}
+
+impl Address {
+    /// Key segment used for this address in the system keyspace. `@external` cannot
+    /// clash with a component name (`@` is not allowed in names).
+    pub fn key_segment(&self) -> &str {
+        match self {
+            Address::Component(name) => name,
+            Address::External => "@external",
+        }
+    }
+}
+
+/// Why a request got no reply; mirrors the WIT `request-error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestErr {
+    NotFound,
+    Timeout,
+    MailboxFull,
+    Rejected(String),
+    Trapped(String),
+    Unavailable(String),
+}
+
+impl RequestErr {
+    /// The error's name as users see it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RequestErr::NotFound => "not-found",
+            RequestErr::Timeout => "timeout",
+            RequestErr::MailboxFull => "mailbox-full",
+            RequestErr::Rejected(_) => "rejected",
+            RequestErr::Trapped(_) => "trapped",
+            RequestErr::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for RequestErr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestErr::Rejected(t) | RequestErr::Trapped(t) | RequestErr::Unavailable(t) => {
+                write!(f, "{}: {t}", self.name())
+            }
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+/// What a message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Fire-and-forget.
+    Message { payload: Vec<u8> },
+    /// A request; the reply goes to the envelope's `from` with the same id.
+    Request {
+        id: u64,
+        payload: Vec<u8>,
+        /// Wall-clock deadline, ms since the Unix epoch.
+        deadline_ms: u64,
+    },
+    /// The answer to request `id` sent earlier by the envelope's `to`.
+    Reply {
+        id: u64,
+        outcome: Result<Vec<u8>, RequestErr>,
+    },
+}
+
+/// One message from `from` to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: Address,
+    pub to: String,
+    pub delivery: Delivery,
+    /// For durable messages: the sender's sequence number (FIFO and de-duplication per
+    /// sender and receiver). 0 for fast messages.
+    pub seq: u64,
+    pub body: Body,
+}
+
+/// Why bytes do not decode to an envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty envelope")]
+    Empty,
+    #[error("envelope version {0} is not supported (this node speaks {ENVELOPE_VERSION})")]
+    Version(u8),
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    // A hard limit so a hostile length prefix inside cannot make us allocate gigabytes.
+    bincode::config::standard().with_limit::<{ 80 << 20 }>()
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![ENVELOPE_VERSION];
+        // Encoding plain owned data into a Vec cannot fail short of allocation failure.
+        if let Err(e) = bincode::serde::encode_into_std_write(self, &mut out, bincode_config()) {
+            tracing::error!("envelope encoding failed: {e}");
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if version != ENVELOPE_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let (env, used) = bincode::serde::decode_from_slice(rest, bincode_config())
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if used != rest.len() {
+            return Err(DecodeError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len() - used
+            )));
+        }
+        Ok(env)
+    }
+
+    /// True when the receiver must consume this message in a commit.
+    pub fn is_durable(&self) -> bool {
+        self.delivery == Delivery::Durable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            from: Address::Component("ping".into()),
+            to: "counter".into(),
+            delivery: Delivery::Durable,
+            seq: 7,
+            body: Body::Request {
+                id: 3,
+                payload: b"get".to_vec(),
+                deadline_ms: 1_700_000_000_000,
+            },
+        }
+    }
+
+    #[test]
+    fn roundtrip() {
+        let env = sample();
+        assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(Envelope::decode(&[]), Err(DecodeError::Empty)));
+        assert!(matches!(Envelope::decode(&[9, 1, 2]), Err(DecodeError::Version(9))));
+        let mut bytes = sample().encode();
+        bytes.truncate(bytes.len() - 2);
+        assert!(matches!(Envelope::decode(&bytes), Err(DecodeError::Malformed(_))));
+        // A huge claimed length must not allocate.
+        let hostile = [ENVELOPE_VERSION, 0, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(Envelope::decode(&hostile).is_err());
+        let mut trailing = sample().encode();
+        trailing.push(0);
+        assert!(matches!(Envelope::decode(&trailing), Err(DecodeError::Malformed(_))));
+    }
+}

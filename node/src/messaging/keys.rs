@@ -1,0 +1,116 @@
+//! Layout of the node's system keyspace. Every key names the component it belongs to
+//! (so a future split into several Raft groups by component can route each key).
+//!
+//! | key | value |
+//! |---|---|
+//! | `reg/<name>` | the component's registry record (JSON) |
+//! | `bin/<sha256>` | the component binary |
+//! | `ob/<receiver>/<sender>/<seq:be64>` | a committed durable message not yet consumed |
+//! | `dd/<receiver>/<sender>` | highest durable seq consumed from sender (de-dup mark) |
+//! | `seq/<sender>` | the sender's last used durable sequence number |
+//! | `pend/<requester>/<id:be64>` | a durable request awaiting its callback: deadline ms |
+
+pub const REGISTRY: &[u8] = b"reg/";
+pub const BINARY: &[u8] = b"bin/";
+pub const OUTBOX: &[u8] = b"ob/";
+pub const DEDUP: &[u8] = b"dd/";
+pub const SEQ: &[u8] = b"seq/";
+pub const PENDING: &[u8] = b"pend/";
+
+fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(b'/');
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+pub fn registry(name: &str) -> Vec<u8> {
+    join(REGISTRY, &[name.as_bytes()])
+}
+
+pub fn binary(sha256: &str) -> Vec<u8> {
+    join(BINARY, &[sha256.as_bytes()])
+}
+
+pub fn outbox(receiver: &str, sender: &str, seq: u64) -> Vec<u8> {
+    let mut key = outbox_for_receiver(receiver);
+    key.extend_from_slice(sender.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Prefix of every durable message waiting for `receiver`.
+pub fn outbox_for_receiver(receiver: &str) -> Vec<u8> {
+    let mut key = join(OUTBOX, &[receiver.as_bytes()]);
+    key.push(b'/');
+    key
+}
+
+pub fn dedup(receiver: &str, sender: &str) -> Vec<u8> {
+    join(DEDUP, &[receiver.as_bytes(), sender.as_bytes()])
+}
+
+/// Prefix of every de-dup mark of `receiver`.
+pub fn dedup_for_receiver(receiver: &str) -> Vec<u8> {
+    let mut key = join(DEDUP, &[receiver.as_bytes()]);
+    key.push(b'/');
+    key
+}
+
+pub fn seq(sender: &str) -> Vec<u8> {
+    join(SEQ, &[sender.as_bytes()])
+}
+
+pub fn pending(requester: &str, id: u64) -> Vec<u8> {
+    let mut key = pending_for(requester);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+pub fn pending_for(requester: &str) -> Vec<u8> {
+    let mut key = join(PENDING, &[requester.as_bytes()]);
+    key.push(b'/');
+    key
+}
+
+/// The id at the end of a `pend/` key.
+pub fn pending_id(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+pub fn encode_u64(v: u64) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_keys_sort_by_receiver_sender_then_seq() {
+        let a = outbox("b", "a", 2);
+        let b = outbox("b", "a", 10);
+        let c = outbox("b", "c", 1);
+        assert!(a < b && b < c);
+        assert!(a.starts_with(&outbox_for_receiver("b")));
+        assert!(!outbox("bb", "a", 1).starts_with(&outbox_for_receiver("b")));
+    }
+
+    #[test]
+    fn pending_id_roundtrip() {
+        assert_eq!(pending_id(&pending("ping", 42)), Some(42));
+        assert_eq!(pending_id(b"x"), None);
+        assert_eq!(decode_u64(&encode_u64(9)), Some(9));
+        assert_eq!(decode_u64(b"123"), None);
+    }
+}

@@ -1,0 +1,9 @@
+//! Messages between components on a node: the envelope, the keys under which durable
+//! messages and their bookkeeping live in the system keyspace, and local routing.
+
+pub mod envelope;
+pub mod keys;
+pub mod router;
+
+pub use envelope::{Address, Body, Envelope, RequestErr};
+pub use router::Router;

@@ -1,0 +1,236 @@
+//! Local routing: the table from component name to mailbox, the requests waiting for a
+//! reply (each answered exactly once: reply, error or timeout), and the external
+//! clients (admin API) waiting on their own requests.
+
+use super::envelope::{Address, Body, Envelope, RequestErr};
+use super::keys;
+use crate::api::Delivery;
+use airssys_actor::{Correlator, MailboxSender, TrySendError};
+use airssys_storage::{CommitBatch, Storage};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Counters the node exports on `/metrics`.
+#[derive(Debug, Default)]
+pub struct RouterMetrics {
+    pub delivered: AtomicU64,
+    pub fast_dropped: AtomicU64,
+    pub late_replies: AtomicU64,
+    pub timeouts: AtomicU64,
+}
+
+type ReplySender = oneshot::Sender<Result<Vec<u8>, RequestErr>>;
+
+pub struct Router {
+    mailboxes: RwLock<HashMap<String, MailboxSender<Envelope>>>,
+    requests: Correlator<(Address, u64)>,
+    external: Mutex<HashMap<u64, ReplySender>>,
+    external_ids: AtomicU64,
+    storage: Storage,
+    pub metrics: RouterMetrics,
+}
+
+impl Router {
+    /// A router whose request timeouts fire on the current tokio runtime.
+    pub fn new(storage: Storage) -> Arc<Router> {
+        let router = Arc::new(Router {
+            mailboxes: RwLock::new(HashMap::new()),
+            requests: Correlator::new(),
+            external: Mutex::new(HashMap::new()),
+            external_ids: AtomicU64::new(1),
+            storage,
+            metrics: RouterMetrics::default(),
+        });
+        let weak: Weak<Router> = Arc::downgrade(&router);
+        router.requests.spawn_timeouts(move |(requester, id)| {
+            if let Some(router) = weak.upgrade() {
+                router.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+                router.send_answer(&requester, id, Err(RequestErr::Timeout));
+            }
+        });
+        router
+    }
+
+    pub fn register(&self, name: &str, mailbox: MailboxSender<Envelope>) {
+        if let Ok(mut m) = self.mailboxes.write() {
+            m.insert(name.to_string(), mailbox);
+        }
+    }
+
+    pub fn unregister(&self, name: &str) {
+        if let Ok(mut m) = self.mailboxes.write() {
+            m.remove(name);
+        }
+    }
+
+    fn mailbox(&self, name: &str) -> Option<MailboxSender<Envelope>> {
+        self.mailboxes.read().ok()?.get(name).cloned()
+    }
+
+    /// Free places in `name`'s mailbox; `None` when no such component runs here.
+    pub fn mailbox_room(&self, name: &str) -> Option<usize> {
+        let m = self.mailboxes.read().ok()?;
+        let mb = m.get(name)?;
+        Some(mb.capacity().saturating_sub(mb.len()))
+    }
+
+    pub fn mailbox_depth(&self, name: &str) -> u64 {
+        self.mailboxes
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).map(|mb| mb.len() as u64))
+            .unwrap_or(0)
+    }
+
+    /// Starts the clock on a request; its answer must come through `deliver` (a
+    /// reply envelope) or `answer`, or the timeout fires.
+    pub fn register_request(&self, requester: Address, id: u64, deadline: Instant) {
+        self.requests.register((requester, id), deadline);
+    }
+
+    /// A request from an admin client: its id and where its answer arrives.
+    pub fn register_external(
+        &self,
+        deadline: Instant,
+    ) -> (u64, oneshot::Receiver<Result<Vec<u8>, RequestErr>>) {
+        let id = self.external_ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.external.lock() {
+            w.insert(id, tx);
+        }
+        self.register_request(Address::External, id, deadline);
+        (id, rx)
+    }
+
+    /// Hands a committed (or fast) envelope to its receiver.
+    pub fn deliver(&self, env: Envelope) {
+        if let Body::Reply { id, .. } = &env.body {
+            let requester = Address::Component(env.to.clone());
+            if !self.requests.complete(&(requester, *id)) {
+                // Timed out already (the requester got `timeout`): a late reply is
+                // dropped, and its outbox entry with it.
+                self.metrics.late_replies.fetch_add(1, Ordering::Relaxed);
+                self.forget_durable(&env);
+                return;
+            }
+        }
+        let Some(mailbox) = self.mailbox(&env.to) else {
+            self.undeliverable(env, RequestErr::NotFound);
+            return;
+        };
+        let result = match env.delivery {
+            // Already durable: must not be dropped, so it may exceed the capacity
+            // (bounded by what senders could commit while the mailbox was full).
+            Delivery::Durable => mailbox.push_committed(env).map_err(|c| c.0),
+            Delivery::Fast => match &env.body {
+                // An answer was already promised to the requester (its timeout is
+                // cleared): never drop it.
+                Body::Reply { .. } => mailbox.push_committed(env).map_err(|c| c.0),
+                _ => match mailbox.try_send(env) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Full(env)) => {
+                        self.undeliverable(env, RequestErr::MailboxFull);
+                        return;
+                    }
+                    Err(TrySendError::Closed(env)) => Err(env),
+                },
+            },
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(env) => self.undeliverable(env, RequestErr::Unavailable("component stopped".into())),
+        }
+    }
+
+    /// A message that cannot reach its receiver: a request is answered with `err`; a
+    /// fast message is dropped (at most once); a durable one stays stored unless its
+    /// receiver no longer exists.
+    fn undeliverable(&self, env: Envelope, err: RequestErr) {
+        match &env.body {
+            Body::Request { id, .. } => {
+                self.answer(&env.from, *id, Err(err.clone()));
+                if err == RequestErr::NotFound {
+                    self.forget_durable(&env);
+                }
+            }
+            _ => {
+                if err == RequestErr::NotFound {
+                    self.forget_durable(&env);
+                }
+                if env.delivery == Delivery::Fast {
+                    self.metrics.fast_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(to = %env.to, "message not delivered: {err}");
+            }
+        }
+    }
+
+    /// Answers request `id` of `requester` unless it was answered (or timed out)
+    /// already.
+    pub fn answer(&self, requester: &Address, id: u64, outcome: Result<Vec<u8>, RequestErr>) {
+        if self.requests.complete(&(requester.clone(), id)) {
+            self.send_answer(requester, id, outcome);
+        } else {
+            self.metrics.late_replies.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends an answer whose request was already completed in the correlator.
+    fn send_answer(&self, requester: &Address, id: u64, outcome: Result<Vec<u8>, RequestErr>) {
+        match requester {
+            Address::External => {
+                let waiter = self.external.lock().ok().and_then(|mut w| w.remove(&id));
+                if let Some(tx) = waiter {
+                    // The client may have gone away; nothing to do then.
+                    let _ = tx.send(outcome);
+                }
+            }
+            Address::Component(name) => {
+                let env = Envelope {
+                    from: Address::External,
+                    to: name.clone(),
+                    delivery: Delivery::Fast,
+                    seq: 0,
+                    body: Body::Reply { id, outcome },
+                };
+                match self.mailbox(name) {
+                    Some(mb) => {
+                        if mb.push_committed(env).is_err() {
+                            tracing::debug!(component = %name, "callback dropped: component stopped");
+                        }
+                    }
+                    None => tracing::debug!(component = %name, "callback dropped: component removed"),
+                }
+            }
+        }
+    }
+
+    /// Deletes the outbox entry of a durable envelope that will never be consumed.
+    fn forget_durable(&self, env: &Envelope) {
+        if env.delivery != Delivery::Durable {
+            return;
+        }
+        let key = keys::outbox(&env.to, env.from.key_segment(), env.seq);
+        let storage = self.storage.clone();
+        let batch = CommitBatch {
+            fence: None,
+            components: Vec::new(),
+            sys: vec![(key, None)],
+        };
+        tokio::spawn(async move {
+            if let Err(e) = storage.commit_async(batch).await {
+                tracing::warn!("cannot delete an undeliverable outbox entry: {e}");
+            }
+        });
+    }
+
+    /// Drops every waiting external client (node shutting down).
+    pub fn external_waiting(&self) -> usize {
+        self.external.lock().map(|w| w.len()).unwrap_or(0)
+    }
+}

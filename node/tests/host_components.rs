@@ -1,0 +1,203 @@
+//! The real example components through the real engine and storage: isolation,
+//! rollback, crashes and restarts, deadlines, memory caps, persistence.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use airssys_node::api::{AdminBackend, ComponentState, Delivery, ErrorKind, LimitsRequest};
+use common::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_counters_never_see_each_others_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "c1", "counter").await;
+    install(&host, "c2", "counter").await;
+    for _ in 0..3 {
+        ask(&host, "c1", "inc").await.unwrap();
+    }
+    assert_eq!(ask(&host, "c2", "inc").await.unwrap(), "1");
+    assert_eq!(ask(&host, "c1", "get").await.unwrap(), "3");
+    assert_eq!(ask(&host, "c2", "get").await.unwrap(), "1");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_replies_bytes_unchanged_and_unknown_commands_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "echo", "echo").await;
+    install(&host, "counter", "counter").await;
+    let bytes = vec![0u8, 255, 7, b'\n'];
+    let reply = host
+        .request("echo", bytes.clone(), Duration::from_secs(5), Delivery::Fast)
+        .await
+        .unwrap();
+    assert_eq!(reply, bytes);
+    let err = ask(&host, "counter", "bogus").await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::Rejected);
+    assert!(err.message.contains("unknown command"), "{}", err.message);
+    // A rejected handler does not break the component.
+    assert_eq!(ask(&host, "counter", "inc").await.unwrap(), "1");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_writes_then_traps_leaves_storage_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "crash", "crash").await;
+    let err = ask(&host, "crash", "write-then-trap").await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::Trapped, "{err}");
+    assert_eq!(ask(&host, "crash", "get").await.unwrap(), "none");
+    let info = host.describe("crash").await.unwrap();
+    assert_eq!(info.storage_bytes, 0);
+    assert!(info.restarts >= 1);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapped_component_is_restarted_and_serves_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "crash", "crash").await;
+    let err = ask(&host, "crash", "trap").await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::Trapped);
+    assert_eq!(ask(&host, "crash", "hello").await.unwrap(), "ok");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_is_stopped_by_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    let limits = LimitsRequest {
+        deadline_ms: Some(200),
+        ..Default::default()
+    };
+    install_with(&host, "crash", "crash", limits).await;
+    let err = ask(&host, "crash", "spin").await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::Trapped);
+    assert!(err.message.contains("deadline exceeded"), "{}", err.message);
+    assert_eq!(ask(&host, "crash", "hello").await.unwrap(), "ok");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_is_stopped_by_the_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    let limits = LimitsRequest {
+        memory_mb: Some(16),
+        ..Default::default()
+    };
+    install_with(&host, "crash", "crash", limits).await;
+    let err = ask(&host, "crash", "oom").await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::Trapped);
+    assert!(err.message.contains("out of memory"), "{}", err.message);
+    assert_eq!(ask(&host, "crash", "hello").await.unwrap(), "ok");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_limit_stops_a_spinning_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    let limits = LimitsRequest {
+        fuel: Some(1_000_000),
+        ..Default::default()
+    };
+    install_with(&host, "crash", "crash", limits).await;
+    let err = ask(&host, "crash", "spin").await.unwrap_err();
+    assert!(err.message.contains("out of fuel"), "{}", err.message);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_keeps_crashing_is_marked_failed_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "crash", "crash").await;
+    let mut failed = None;
+    for _ in 0..20 {
+        let err = ask(&host, "crash", "trap").await.unwrap_err();
+        if err.error == ErrorKind::Unavailable {
+            failed = Some(err);
+            break;
+        }
+        assert_eq!(err.error, ErrorKind::Trapped);
+    }
+    let err = failed.expect("the component was never marked failed");
+    assert!(!err.message.is_empty());
+    match host.describe("crash").await.unwrap().state {
+        ComponentState::Failed { reason } => assert!(reason.contains("trap"), "{reason}"),
+        other => panic!("expected failed, got {other:?}"),
+    }
+    // The node and other components keep serving.
+    install(&host, "echo", "echo").await;
+    assert_eq!(ask(&host, "echo", "hi").await.unwrap(), "hi");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installed_components_and_their_storage_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let host = open(dir.path()).await;
+        install(&host, "counter", "counter").await;
+        for _ in 0..3 {
+            ask(&host, "counter", "inc").await.unwrap();
+        }
+        host.shutdown().await;
+    }
+    let host = open(dir.path()).await;
+    let list = host.list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].name, "counter");
+    assert_eq!(ask(&host, "counter", "get").await.unwrap(), "3");
+    assert_eq!(ask(&host, "counter", "inc").await.unwrap(), "4");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_drops_the_component_and_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "counter", "counter").await;
+    ask(&host, "counter", "inc").await.unwrap();
+    host.remove("counter").await.unwrap();
+    assert_eq!(ask(&host, "counter", "get").await.unwrap_err().error, ErrorKind::NotFound);
+    assert_eq!(host.remove("counter").await.unwrap_err().error, ErrorKind::NotFound);
+    install(&host, "counter", "counter").await;
+    assert_eq!(ask(&host, "counter", "get").await.unwrap(), "0");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_refuses_with_mailbox_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    let limits = LimitsRequest {
+        mailbox: Some(2),
+        deadline_ms: Some(3_000),
+        ..Default::default()
+    };
+    install_with(&host, "crash", "crash", limits).await;
+    host.send("crash", b"spin".to_vec(), Delivery::Fast).await.unwrap();
+    // Wait until the actor has taken `spin` out of its mailbox and is busy with it.
+    eventually(Duration::from_secs(10), || async {
+        (host.describe("crash").await.unwrap().mailbox_depth == 0).then_some(())
+    })
+    .await;
+    host.send("crash", b"a".to_vec(), Delivery::Fast).await.unwrap();
+    host.send("crash", b"b".to_vec(), Delivery::Fast).await.unwrap();
+    let err = host.send("crash", b"c".to_vec(), Delivery::Fast).await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::MailboxFull);
+    let err = host
+        .send("crash", b"d".to_vec(), Delivery::Durable)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error, ErrorKind::MailboxFull);
+    host.shutdown().await;
+}
