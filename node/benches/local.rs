@@ -34,7 +34,10 @@ fn examples_dir() -> PathBuf {
 fn example(name: &str) -> Vec<u8> {
     let path = examples_dir().join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e} (run scripts/build-examples.sh first)", path.display())
+        panic!(
+            "{}: {e} (run scripts/build-examples.sh first)",
+            path.display()
+        )
     })
 }
 
@@ -114,9 +117,14 @@ async fn tokio_round_trip(tx: &mpsc::Sender<(Vec<u8>, oneshot::Sender<Vec<u8>>)>
 }
 
 async fn echo_round_trip(host: &Host) {
-    host.request("echo", b"x".to_vec(), Duration::from_secs(5), Delivery::Fast)
-        .await
-        .unwrap();
+    host.request(
+        "echo",
+        b"x".to_vec(),
+        Duration::from_secs(5),
+        Delivery::Fast,
+    )
+    .await
+    .unwrap();
 }
 
 fn sample_latency<F, Fut>(rt: &Runtime, n: usize, mut f: F) -> Vec<Duration>
@@ -144,12 +152,22 @@ where
 /// handled all of them (a request to sink queued behind them has been answered).
 async fn blast(host: &Host, n: usize, fast: bool) {
     let cmd = format!("blast {n} sink{}", if fast { " fast" } else { "" });
-    host.request("ping", cmd.into_bytes(), Duration::from_secs(60), Delivery::Fast)
-        .await
-        .unwrap();
-    host.request("sink", b"done?".to_vec(), Duration::from_secs(60), Delivery::Fast)
-        .await
-        .unwrap();
+    host.request(
+        "ping",
+        cmd.into_bytes(),
+        Duration::from_secs(60),
+        Delivery::Fast,
+    )
+    .await
+    .unwrap();
+    host.request(
+        "sink",
+        b"done?".to_vec(),
+        Duration::from_secs(60),
+        Delivery::Fast,
+    )
+    .await
+    .unwrap();
 }
 
 fn blast_rate(s: &Setup, per_blast: usize, blasts: usize, fast: bool) -> f64 {
@@ -209,7 +227,8 @@ fn ractor_rate(rt: &Runtime, n: u64) -> f64 {
 // ---------- instantiate ----------
 
 fn instantiate_samples(s: &Setup, n: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let engine = airssys_node::engine::WasmEngine::new(s._dir.path().join("bench-cache"), 64).unwrap();
+    let engine =
+        airssys_node::engine::WasmEngine::new(s._dir.path().join("bench-cache"), 64).unwrap();
     let binary = example("echo");
     let prepared = engine.prepare(&binary, "bench-echo").unwrap();
     let storage = airssys_storage::Storage::open(
@@ -242,9 +261,9 @@ fn instantiate_samples(s: &Setup, n: usize) -> (Vec<Duration>, Vec<Duration>) {
             let t = Instant::now();
             let mut store = wasmtime::Store::new(engine.engine(), HostState::new(shared.clone()));
             store.set_fuel(u64::MAX).unwrap();
-            let inst = prepared.pre.instantiate_async(&mut store).await.unwrap();
+            let _instance = prepared.pre.instantiate_async(&mut store).await.unwrap();
             raw.push(t.elapsed());
-            drop(inst);
+            drop(store);
         }
         (ours, raw)
     })
@@ -287,11 +306,15 @@ fn main() {
     println!("|---|---|---|---|");
     println!(
         "| request→reply p50 (echo, fast) | {:.1} µs | {:.1} µs (tokio mpsc+oneshot) | {:.2}× |",
-        ours.0, base.0, ours.0 / base.0
+        ours.0,
+        base.0,
+        ours.0 / base.0
     );
     println!(
         "| request→reply p99 | {:.1} µs | {:.1} µs | {:.2}× |",
-        ours.1, base.1, ours.1 / base.1
+        ours.1,
+        base.1,
+        ours.1 / base.1
     );
     println!(
         "| fire-and-forget, fast, component→component | {:.0} msg/s | {:.0} msg/s (ractor cast) | {:.2}× |",
@@ -303,11 +326,15 @@ fn main() {
     );
     println!(
         "| activation p50 (instantiate) | {:.1} µs | {:.1} µs (raw wasmtime) | {:.2}× |",
-        inst_ours.0, inst_raw.0, inst_ours.0 / inst_raw.0
+        inst_ours.0,
+        inst_raw.0,
+        inst_ours.0 / inst_raw.0
     );
     println!(
         "| activation p99 | {:.1} µs | {:.1} µs | {:.2}× |",
-        inst_ours.1, inst_raw.1, inst_ours.1 / inst_raw.1
+        inst_ours.1,
+        inst_raw.1,
+        inst_ours.1 / inst_raw.1
     );
     s.rt.block_on(s.host.shutdown());
 }

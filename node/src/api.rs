@@ -185,8 +185,7 @@ pub trait AdminBackend: Send + Sync + 'static {
         req: InstallRequest,
     ) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send;
     fn list(&self) -> impl Future<Output = Result<Vec<ComponentInfo>, ApiError>> + Send;
-    fn describe(&self, name: &str)
-        -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send;
+    fn describe(&self, name: &str) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send;
     fn remove(&self, name: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// Fire-and-forget from an external client. Ok once accepted (durable: committed).
     fn send(

@@ -13,6 +13,7 @@ use crate::engine::{EngineError, Prepared, WasmEngine, POOL_MAX_MEMORY_BYTES};
 use crate::messaging::{keys, Address, Body, Envelope, RequestErr, Router};
 use crate::names;
 use airssys_actor::{spawn_supervised, ActorHandle, ActorStatus, RestartPolicy};
+use airssys_cluster::{choose_node, NodeLoad, Placement};
 use airssys_storage::{CommitBatch, Storage, StorageError, StorageOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -303,12 +304,15 @@ impl Host {
     }
 
     /// Removes the component's stored data and registry record (not its CF).
-    fn removal_batch(&self, name: &str, sha256: &str, others_use_binary: bool) -> Result<CommitBatch, StorageError> {
+    fn removal_batch(
+        &self,
+        name: &str,
+        sha256: &str,
+        others_use_binary: bool,
+    ) -> Result<CommitBatch, StorageError> {
         let s = &self.inner.storage;
-        let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
-            (keys::registry(name), None),
-            (keys::seq(name), None),
-        ];
+        let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            vec![(keys::registry(name), None), (keys::seq(name), None)];
         for prefix in [
             keys::outbox_for_receiver(name),
             keys::dedup_for_receiver(name),
@@ -350,7 +354,10 @@ impl Host {
             ));
         }
         match self.inner.router.mailbox_room(name) {
-            None => Err(api_err(ErrorKind::NotFound, format!("no component named {name}"))),
+            None => Err(api_err(
+                ErrorKind::NotFound,
+                format!("no component named {name}"),
+            )),
             Some(0) => Err(api_err(
                 ErrorKind::MailboxFull,
                 format!("the mailbox of {name} is full; try again later"),
@@ -375,8 +382,14 @@ impl Host {
             fence: None,
             components: Vec::new(),
             sys: vec![
-                (keys::outbox(to, external.key_segment(), next), Some(env.encode())),
-                (keys::seq(external.key_segment()), Some(keys::encode_u64(next))),
+                (
+                    keys::outbox(to, external.key_segment(), next),
+                    Some(env.encode()),
+                ),
+                (
+                    keys::seq(external.key_segment()),
+                    Some(keys::encode_u64(next)),
+                ),
             ],
         };
         self.inner
@@ -474,21 +487,30 @@ impl AdminBackend for Host {
         let binary_known = storage.sys_get(&binary_key).map_err(storage_err)?.is_some();
         let prepared = self.prepare(req.binary.clone(), sha256.clone()).await?;
 
+        // One node today: the scheduler's view holds just this node. The decision is
+        // the same pure function the cluster's leader will run over every member.
+        let view = [NodeLoad {
+            node: self.inner.config.node_id,
+            alive: true,
+            actors: components.len() as u64,
+        }];
+        let node = choose_node(&view).unwrap_or(self.inner.config.node_id);
+        let placement = Placement::initial(node);
         let record = ComponentRecord {
             name: name.clone(),
             sha256: sha256.clone(),
             size_bytes,
             limits,
-            node_id: self.inner.config.node_id,
-            generation: 1,
+            node_id: placement.node,
+            generation: placement.generation,
             installed_at_ms: now_ms(),
         };
         storage.create_component(&name).map_err(storage_err)?;
         storage
             .set_generation(&name, record.node_id, record.generation)
             .map_err(storage_err)?;
-        let record_json = serde_json::to_vec(&record)
-            .map_err(|e| api_err(ErrorKind::Internal, e.to_string()))?;
+        let record_json =
+            serde_json::to_vec(&record).map_err(|e| api_err(ErrorKind::Internal, e.to_string()))?;
         let mut sys = vec![(keys::registry(&name), Some(record_json))];
         if !binary_known {
             sys.push((binary_key, Some(req.binary)));
@@ -586,7 +608,10 @@ impl AdminBackend for Host {
         delivery: Delivery,
     ) -> Result<Vec<u8>, ApiError> {
         self.check_target(name, &payload)?;
-        let (id, answer) = self.inner.router.register_external(Instant::now() + timeout);
+        let (id, answer) = self
+            .inner
+            .router
+            .register_external(Instant::now() + timeout);
         let body = Body::Request {
             id,
             payload,
@@ -595,7 +620,11 @@ impl AdminBackend for Host {
         match delivery {
             Delivery::Durable => {
                 if let Err(e) = self.send_external_durable(name, body).await {
-                    self.inner.router.answer(&Address::External, id, Err(RequestErr::Unavailable(e.message.clone())));
+                    self.inner.router.answer(
+                        &Address::External,
+                        id,
+                        Err(RequestErr::Unavailable(e.message.clone())),
+                    );
                     return Err(e);
                 }
             }
@@ -670,4 +699,3 @@ impl Host {
         &self.inner.config
     }
 }
-

@@ -8,13 +8,32 @@ pub async fn render(host: &Host) -> String {
     let m = &host.router().metrics;
     let mut out = String::new();
     let counters = [
-        ("airssys_messages_delivered_total", "Messages handed to a local mailbox.", m.delivered.load(Ordering::Relaxed)),
-        ("airssys_fast_messages_dropped_total", "Fast messages dropped (mailbox full or receiver gone).", m.fast_dropped.load(Ordering::Relaxed)),
-        ("airssys_late_replies_total", "Replies that arrived after their request timed out.", m.late_replies.load(Ordering::Relaxed)),
-        ("airssys_request_timeouts_total", "Requests answered with timeout.", m.timeouts.load(Ordering::Relaxed)),
+        (
+            "airssys_messages_delivered_total",
+            "Messages handed to a local mailbox.",
+            m.delivered.load(Ordering::Relaxed),
+        ),
+        (
+            "airssys_fast_messages_dropped_total",
+            "Fast messages dropped (mailbox full or receiver gone).",
+            m.fast_dropped.load(Ordering::Relaxed),
+        ),
+        (
+            "airssys_late_replies_total",
+            "Replies that arrived after their request timed out.",
+            m.late_replies.load(Ordering::Relaxed),
+        ),
+        (
+            "airssys_request_timeouts_total",
+            "Requests answered with timeout.",
+            m.timeouts.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, value) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
     let figures = host.component_figures().await;
     let _ = writeln!(out, "# HELP airssys_components Installed components on this node.\n# TYPE airssys_components gauge\nairssys_components {}", figures.len());
@@ -24,7 +43,10 @@ pub async fn render(host: &Host) -> String {
     }
     let _ = writeln!(out, "# HELP airssys_component_restarts Crashes since the component started on this node.\n# TYPE airssys_component_restarts gauge");
     for (name, _, restarts, _) in &figures {
-        let _ = writeln!(out, "airssys_component_restarts{{component=\"{name}\"}} {restarts}");
+        let _ = writeln!(
+            out,
+            "airssys_component_restarts{{component=\"{name}\"}} {restarts}"
+        );
     }
     let _ = writeln!(out, "# HELP airssys_storage_bytes Storage in use per component.\n# TYPE airssys_storage_bytes gauge");
     for (name, _, _, bytes) in &figures {

@@ -42,7 +42,9 @@ mod tests {
     #[test]
     fn rejects_invalid_names_with_a_reason() {
         assert!(validate("").unwrap_err().contains("empty"));
-        assert!(validate(&"a".repeat(64)).unwrap_err().contains("at most 63"));
+        assert!(validate(&"a".repeat(64))
+            .unwrap_err()
+            .contains("at most 63"));
         assert!(validate("-a").unwrap_err().contains("must start"));
         assert!(validate("Counter").unwrap_err().contains("must start"));
         assert!(validate("a_b").unwrap_err().contains("'_'"));

@@ -29,12 +29,20 @@ async fn malformed_and_foreign_binaries_are_refused_with_a_reason() {
 
     let err = try_install(&host, "garbage", b"definitely not wasm".to_vec()).await;
     assert_eq!(err.error, ErrorKind::InvalidComponent);
-    assert!(err.message.contains("not a WebAssembly binary"), "{}", err.message);
+    assert!(
+        err.message.contains("not a WebAssembly binary"),
+        "{}",
+        err.message
+    );
 
     let core = wat::parse_str("(module (func (export \"f\")))").unwrap();
     let err = try_install(&host, "core", core).await;
     assert_eq!(err.error, ErrorKind::InvalidComponent);
-    assert!(err.message.contains("core WebAssembly module"), "{}", err.message);
+    assert!(
+        err.message.contains("core WebAssembly module"),
+        "{}",
+        err.message
+    );
 
     let evil = wat::parse_str(
         r#"(component (import "evil:net/socket" (instance (export "open" (func)))))"#,

@@ -31,7 +31,12 @@ async fn echo_replies_bytes_unchanged_and_unknown_commands_are_rejected() {
     install(&host, "counter", "counter").await;
     let bytes = vec![0u8, 255, 7, b'\n'];
     let reply = host
-        .request("echo", bytes.clone(), Duration::from_secs(5), Delivery::Fast)
+        .request(
+            "echo",
+            bytes.clone(),
+            Duration::from_secs(5),
+            Delivery::Fast,
+        )
         .await
         .unwrap();
     assert_eq!(reply, bytes);
@@ -167,8 +172,14 @@ async fn remove_drops_the_component_and_its_data() {
     install(&host, "counter", "counter").await;
     ask(&host, "counter", "inc").await.unwrap();
     host.remove("counter").await.unwrap();
-    assert_eq!(ask(&host, "counter", "get").await.unwrap_err().error, ErrorKind::NotFound);
-    assert_eq!(host.remove("counter").await.unwrap_err().error, ErrorKind::NotFound);
+    assert_eq!(
+        ask(&host, "counter", "get").await.unwrap_err().error,
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        host.remove("counter").await.unwrap_err().error,
+        ErrorKind::NotFound
+    );
     install(&host, "counter", "counter").await;
     assert_eq!(ask(&host, "counter", "get").await.unwrap(), "0");
     host.shutdown().await;
@@ -184,15 +195,24 @@ async fn a_full_mailbox_refuses_with_mailbox_full() {
         ..Default::default()
     };
     install_with(&host, "crash", "crash", limits).await;
-    host.send("crash", b"spin".to_vec(), Delivery::Fast).await.unwrap();
+    host.send("crash", b"spin".to_vec(), Delivery::Fast)
+        .await
+        .unwrap();
     // Wait until the actor has taken `spin` out of its mailbox and is busy with it.
     eventually(Duration::from_secs(10), || async {
         (host.describe("crash").await.unwrap().mailbox_depth == 0).then_some(())
     })
     .await;
-    host.send("crash", b"a".to_vec(), Delivery::Fast).await.unwrap();
-    host.send("crash", b"b".to_vec(), Delivery::Fast).await.unwrap();
-    let err = host.send("crash", b"c".to_vec(), Delivery::Fast).await.unwrap_err();
+    host.send("crash", b"a".to_vec(), Delivery::Fast)
+        .await
+        .unwrap();
+    host.send("crash", b"b".to_vec(), Delivery::Fast)
+        .await
+        .unwrap();
+    let err = host
+        .send("crash", b"c".to_vec(), Delivery::Fast)
+        .await
+        .unwrap_err();
     assert_eq!(err.error, ErrorKind::MailboxFull);
     let err = host
         .send("crash", b"d".to_vec(), Delivery::Durable)

@@ -66,7 +66,9 @@ async fn a_request_that_gets_no_answer_in_time_calls_back_timeout_once() {
     install(&host, "ping", "ping").await;
     // `crash` answers `get` with its stored poison ("none") but first it is kept busy
     // spinning until its deadline, far past ping's 100 ms timeout.
-    host.send("crash", b"spin".to_vec(), Delivery::Fast).await.unwrap();
+    host.send("crash", b"spin".to_vec(), Delivery::Fast)
+        .await
+        .unwrap();
     ask(&host, "ping", "ping crash 100").await.unwrap();
     assert_eq!(last(&host, "ping").await, "timeout");
     // The late reply (after crash recovers) must not produce a second callback.
@@ -85,7 +87,12 @@ async fn external_requests_time_out_with_timeout() {
     };
     install_with(&host, "crash", "crash", slow).await;
     let err = host
-        .request("crash", b"spin".to_vec(), Duration::from_millis(100), Delivery::Fast)
+        .request(
+            "crash",
+            b"spin".to_vec(),
+            Duration::from_millis(100),
+            Delivery::Fast,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.error, airssys_node::api::ErrorKind::Timeout);
@@ -107,11 +114,19 @@ async fn settle(host: &airssys_node::host::Host, names: &[String]) -> Vec<u64> {
     let mut previous: Option<Vec<u64>> = None;
     loop {
         let now = balances(host, names).await;
-        let idle = host.list().await.unwrap().iter().all(|c| c.mailbox_depth == 0);
+        let idle = host
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.mailbox_depth == 0);
         if idle && previous.as_ref() == Some(&now) {
             return now;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "never settled: {now:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never settled: {now:?}"
+        );
         previous = Some(now);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -132,19 +147,29 @@ async fn money_is_conserved_across_transfers_and_a_restart() {
         // and some are still in flight when the node stops.
         let mut x: u64 = 42;
         for _ in 0..300 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let from = &names[(x >> 33) as usize % names.len()];
             let to = &names[(x >> 17) as usize % names.len()];
             let amount = (x >> 45) % 50 + 1;
-            host.send(from, format!("transfer {amount} {to}").into_bytes(), Delivery::Durable)
-                .await
-                .unwrap();
+            host.send(
+                from,
+                format!("transfer {amount} {to}").into_bytes(),
+                Delivery::Durable,
+            )
+            .await
+            .unwrap();
         }
         host.shutdown().await;
     }
     let host = open(dir.path()).await;
     let after = settle(&host, &names).await;
-    assert_eq!(after.iter().sum::<u64>(), initial * names.len() as u64, "{after:?}");
+    assert_eq!(
+        after.iter().sum::<u64>(),
+        initial * names.len() as u64,
+        "{after:?}"
+    );
     host.shutdown().await;
 }
 
@@ -158,7 +183,12 @@ async fn durable_messages_in_flight_at_shutdown_are_handled_exactly_once_after_r
         install(&host, "ping", "ping").await;
         // One handler commits 300 durable `inc`s at once; they all land in counter's
         // mailbox together, and the node stops while most are still queued.
-        assert_eq!(ask(&host, "ping", &format!("blast {sent} counter durable inc")).await.unwrap(), "ok");
+        assert_eq!(
+            ask(&host, "ping", &format!("blast {sent} counter durable inc"))
+                .await
+                .unwrap(),
+            "ok"
+        );
         host.shutdown().await;
     }
     let host = open(dir.path()).await;
@@ -176,6 +206,9 @@ async fn durable_messages_in_flight_at_shutdown_are_handled_exactly_once_after_r
     drop(host);
     let host = open(dir.path()).await;
     assert_eq!(host.replayed_on_open(), 0);
-    assert_eq!(ask(&host, "counter", "get").await.unwrap(), sent.to_string());
+    assert_eq!(
+        ask(&host, "counter", "get").await.unwrap(),
+        sent.to_string()
+    );
     host.shutdown().await;
 }

@@ -191,6 +191,28 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
 /// `850ms`, `12s`, `3m 4s`, `2h 3m`, `1d 2h`.
 pub fn human_duration_ms(ms: u64) -> String {
     let s = ms / 1000;
@@ -294,5 +316,8 @@ mod tests {
         assert_eq!(human_duration_ms(7_380_000), "2h 3m");
         assert_eq!(human_duration_ms(93_600_000), "1d 2h");
         assert_eq!(sha_prefix("abc"), "abc");
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(1_795_515_151_402), "2026-11-24 10:12:31 UTC");
     }
 }

@@ -159,21 +159,24 @@ impl ComponentActor {
     }
 
     /// Turns the raw call result into an outcome with a message a user can act on.
-    fn classify(
-        &mut self,
-        result: wasmtime::Result<Result<Option<Vec<u8>>, String>>,
-    ) -> Outcome {
+    fn classify(&mut self, result: wasmtime::Result<Result<Option<Vec<u8>>, String>>) -> Outcome {
         match result {
             Ok(Ok(reply)) => Outcome::Ok(reply),
             Ok(Err(text)) => Outcome::Rejected(text),
             Err(err) => {
                 let limits = &self.shared.limits;
                 let why = if self.store.data().memory.hit {
-                    format!("out of memory: the {} MiB memory cap was reached", limits.memory_mb)
+                    format!(
+                        "out of memory: the {} MiB memory cap was reached",
+                        limits.memory_mb
+                    )
                 } else {
                     match err.downcast_ref::<Trap>() {
                         Some(Trap::Interrupt) => {
-                            format!("deadline exceeded: the handler ran past {} ms", limits.deadline_ms)
+                            format!(
+                                "deadline exceeded: the handler ran past {} ms",
+                                limits.deadline_ms
+                            )
                         }
                         Some(Trap::OutOfFuel) => format!(
                             "out of fuel: the handler used more than {} units",
@@ -215,7 +218,10 @@ impl ComponentActor {
             let body = match out.request {
                 Some((id, timeout_ms)) => {
                     let deadline_ms = now_ms() + u64::from(timeout_ms);
-                    requests.push((id, Instant::now() + Duration::from_millis(timeout_ms.into())));
+                    requests.push((
+                        id,
+                        Instant::now() + Duration::from_millis(timeout_ms.into()),
+                    ));
                     if out.delivery == Delivery::Durable {
                         batch
                             .sys
@@ -246,9 +252,9 @@ impl ComponentActor {
             release.push(env);
         }
 
-        let reply = incoming
-            .request_id
-            .map(|id| self.reply_envelope(&incoming, id, Ok(reply.unwrap_or_default()), &mut batch));
+        let reply = incoming.request_id.map(|id| {
+            self.reply_envelope(&incoming, id, Ok(reply.unwrap_or_default()), &mut batch)
+        });
 
         if shared.last_seq() != seq_before {
             batch
@@ -308,10 +314,13 @@ impl ComponentActor {
         };
         if incoming.delivery == Delivery::Durable {
             let sender = incoming.from.key_segment();
-            batch.sys.push((keys::outbox(me, sender, incoming.seq), None));
             batch
                 .sys
-                .push((keys::dedup(me, sender), Some(keys::encode_u64(incoming.seq))));
+                .push((keys::outbox(me, sender, incoming.seq), None));
+            batch.sys.push((
+                keys::dedup(me, sender),
+                Some(keys::encode_u64(incoming.seq)),
+            ));
         }
         if let Some(id) = incoming.callback_id {
             if is_durable_request(id) {
@@ -365,9 +374,11 @@ impl ComponentActor {
             // in the outbox and is handled again after recovery.
             if let Some(id) = incoming.request_id {
                 if incoming.delivery == Delivery::Fast || incoming.from == Address::External {
-                    self.shared
-                        .router
-                        .answer(&incoming.from, id, Err(RequestErr::Unavailable(why.clone())));
+                    self.shared.router.answer(
+                        &incoming.from,
+                        id,
+                        Err(RequestErr::Unavailable(why.clone())),
+                    );
                 }
             }
             return Err(Crash::new(why));
@@ -400,7 +411,9 @@ enum PendingReply {
 impl PendingReply {
     fn send(self, router: &crate::messaging::Router) {
         match self {
-            PendingReply::External { id, outcome } => router.answer(&Address::External, id, outcome),
+            PendingReply::External { id, outcome } => {
+                router.answer(&Address::External, id, outcome)
+            }
             PendingReply::Component(env) => router.deliver(env),
         }
     }
@@ -460,7 +473,8 @@ impl Actor for ComponentActor {
             if let Some(id) = request_id_of(&body) {
                 incoming.request_id = Some(id);
             }
-            self.fail(incoming, RequestErr::Unavailable(why.clone())).await?;
+            self.fail(incoming, RequestErr::Unavailable(why.clone()))
+                .await?;
             return Err(Crash::new(why));
         }
         let guest = self.instance.airssys_component_guest();
@@ -504,7 +518,8 @@ impl Actor for ComponentActor {
                 drop(call);
                 self.shared.restarts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(component = %self.shared.name, "handler failed: {why}");
-                self.fail(incoming, RequestErr::Trapped(why.clone())).await?;
+                self.fail(incoming, RequestErr::Trapped(why.clone()))
+                    .await?;
                 Err(Crash::new(why))
             }
         }

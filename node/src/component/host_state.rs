@@ -164,11 +164,21 @@ impl host::Host for HostState {
         let text = truncate(&text, MAX_LOG_TEXT);
         let name = self.shared.name.as_str();
         match level {
-            types::LogLevel::Trace => tracing::trace!(target: "component", component = name, "{text}"),
-            types::LogLevel::Debug => tracing::debug!(target: "component", component = name, "{text}"),
-            types::LogLevel::Info => tracing::info!(target: "component", component = name, "{text}"),
-            types::LogLevel::Warn => tracing::warn!(target: "component", component = name, "{text}"),
-            types::LogLevel::Error => tracing::error!(target: "component", component = name, "{text}"),
+            types::LogLevel::Trace => {
+                tracing::trace!(target: "component", component = name, "{text}")
+            }
+            types::LogLevel::Debug => {
+                tracing::debug!(target: "component", component = name, "{text}")
+            }
+            types::LogLevel::Info => {
+                tracing::info!(target: "component", component = name, "{text}")
+            }
+            types::LogLevel::Warn => {
+                tracing::warn!(target: "component", component = name, "{text}")
+            }
+            types::LogLevel::Error => {
+                tracing::error!(target: "component", component = name, "{text}")
+            }
         }
         Ok(())
     }
@@ -201,7 +211,10 @@ fn storage_failure(e: airssys_storage::StorageError) -> wasmtime::Error {
 
 impl storage::Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.call()?.txn.get(key.as_bytes()).map_err(storage_failure)
+        self.call()?
+            .txn
+            .get(key.as_bytes())
+            .map_err(storage_failure)
     }
 
     fn set(

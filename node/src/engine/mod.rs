@@ -74,7 +74,8 @@ impl WasmEngine {
             .total_stacks(slots)
             .max_memory_size(POOL_MAX_MEMORY_BYTES);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = wasmtime::Engine::new(&config).map_err(|e| EngineError::Setup(e.to_string()))?;
+        let engine =
+            wasmtime::Engine::new(&config).map_err(|e| EngineError::Setup(e.to_string()))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)

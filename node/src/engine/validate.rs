@@ -77,7 +77,10 @@ mod tests {
 
     #[test]
     fn header_checks_name_the_mistake() {
-        assert!(check_is_component(b"").unwrap_err().reason.contains("empty"));
+        assert!(check_is_component(b"")
+            .unwrap_err()
+            .reason
+            .contains("empty"));
         assert!(check_is_component(b"hello world")
             .unwrap_err()
             .reason

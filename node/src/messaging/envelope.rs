@@ -169,15 +169,36 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(matches!(Envelope::decode(&[]), Err(DecodeError::Empty)));
-        assert!(matches!(Envelope::decode(&[9, 1, 2]), Err(DecodeError::Version(9))));
+        assert!(matches!(
+            Envelope::decode(&[9, 1, 2]),
+            Err(DecodeError::Version(9))
+        ));
         let mut bytes = sample().encode();
         bytes.truncate(bytes.len() - 2);
-        assert!(matches!(Envelope::decode(&bytes), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Envelope::decode(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
         // A huge claimed length must not allocate.
-        let hostile = [ENVELOPE_VERSION, 0, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let hostile = [
+            ENVELOPE_VERSION,
+            0,
+            6,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+        ];
         assert!(Envelope::decode(&hostile).is_err());
         let mut trailing = sample().encode();
         trailing.push(0);
-        assert!(matches!(Envelope::decode(&trailing), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Envelope::decode(&trailing),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 }

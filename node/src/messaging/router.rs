@@ -143,7 +143,9 @@ impl Router {
             Ok(()) => {
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
             }
-            Err(env) => self.undeliverable(env, RequestErr::Unavailable("component stopped".into())),
+            Err(env) => {
+                self.undeliverable(env, RequestErr::Unavailable("component stopped".into()))
+            }
         }
     }
 
@@ -204,7 +206,9 @@ impl Router {
                             tracing::debug!(component = %name, "callback dropped: component stopped");
                         }
                     }
-                    None => tracing::debug!(component = %name, "callback dropped: component removed"),
+                    None => {
+                        tracing::debug!(component = %name, "callback dropped: component removed")
+                    }
                 }
             }
         }

@@ -47,7 +47,9 @@ pub async fn open(dir: &std::path::Path) -> Host {
     loop {
         match Host::open(config(dir)).await {
             Ok(host) => return host,
-            Err(e) if e.to_string().contains("lock") && start.elapsed() < Duration::from_secs(5) => {
+            Err(e)
+                if e.to_string().contains("lock") && start.elapsed() < Duration::from_secs(5) =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("cannot open the node: {e}"),
@@ -70,10 +72,19 @@ pub async fn install_with(host: &Host, name: &str, example_name: &str, limits: L
 }
 
 /// A durable request with a generous timeout; the reply as text.
-pub async fn ask(host: &Host, name: &str, payload: &str) -> Result<String, airssys_node::api::ApiError> {
-    host.request(name, payload.as_bytes().to_vec(), Duration::from_secs(10), Delivery::Durable)
-        .await
-        .map(|b| String::from_utf8(b).unwrap())
+pub async fn ask(
+    host: &Host,
+    name: &str,
+    payload: &str,
+) -> Result<String, airssys_node::api::ApiError> {
+    host.request(
+        name,
+        payload.as_bytes().to_vec(),
+        Duration::from_secs(10),
+        Delivery::Durable,
+    )
+    .await
+    .map(|b| String::from_utf8(b).unwrap())
 }
 
 /// Polls `check` until it returns Some, for at most `limit`. A bounded wait for an
@@ -88,7 +99,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not reached within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
