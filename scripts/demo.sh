@@ -32,7 +32,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-run() { echo "\$ airssys $*"; "$BIN" "$@"; }
+# Replies are written raw (no newline added when stdout is not a terminal); add one.
+run() { echo "\$ airssys $*"; "$BIN" "$@"; local rc=$?; echo; return $rc; }
 
 echo "== installing the example components"
 run component install counter "$WASM/counter.wasm"

@@ -335,9 +335,13 @@ impl Host {
     /// Stops every actor (graceful: queued requests are answered `unavailable`).
     pub async fn shutdown(&self) {
         let mut components = self.inner.components.lock().await;
-        for (name, running) in components.drain() {
-            self.inner.router.unregister(&name);
-            running.handle.stop().await;
+        // Actors are stopped but stay registered: a message sent meanwhile to a
+        // stopped actor finds its mailbox closed and stays stored for the next start.
+        // (Unregistered, it would look like a message to a removed component and be
+        // dropped.)
+        let running: Vec<(String, Running)> = components.drain().collect();
+        for (_, r) in running {
+            r.handle.stop().await;
         }
     }
 

@@ -100,10 +100,7 @@ pub fn format_component(c: &ComponentInfo) -> String {
             format!("{} ({} bytes)", human_bytes(c.size_bytes), c.size_bytes),
         ),
         ("sha256", c.sha256.clone()),
-        (
-            "installed at",
-            format!("{} ms since the Unix epoch", c.installed_at_ms),
-        ),
+        ("installed at", format_time_ms(c.installed_at_ms)),
     ];
     key_values(&fields)
 }
@@ -320,4 +317,10 @@ mod tests {
         assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc_time(1_795_515_151_402), "2026-11-24 10:12:31 UTC");
     }
+}
+
+/// A wall-clock time in ms since the Unix epoch as RFC 3339 (UTC, seconds).
+fn format_time_ms(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -142,10 +142,14 @@ impl ComponentActor {
         let fuel = shared.limits.fuel.unwrap_or(u64::MAX);
         let data = self.store.data_mut();
         data.memory.hit = false;
+        if let Ok(mut last) = data.last_stderr.lock() {
+            last.clear();
+        }
         data.call = Some(CallContext {
             txn,
             outgoing: Vec::new(),
             deadline,
+            seq_at_start: shared.last_seq(),
         });
         self.store
             .set_fuel(fuel)
@@ -182,10 +186,17 @@ impl ComponentActor {
                             "out of fuel: the handler used more than {} units",
                             limits.fuel.unwrap_or(u64::MAX)
                         ),
-                        _ => format!("trapped: {}", first_line(&format!("{err:#}"))),
+                        Some(trap) => trap.to_string(),
+                        None => first_line(&format!("{err:#}")).to_string(),
                     }
                 };
-                Outcome::Trapped(why)
+                // The component's last words on stderr (a Rust panic message) say
+                // more than the trap code.
+                let said = crate::engine::log_pipe::take_last_words(&self.store.data().last_stderr);
+                match said {
+                    Some(said) => Outcome::Trapped(format!("{why} ({said})")),
+                    None => Outcome::Trapped(why),
+                }
             }
         }
     }
@@ -202,7 +213,7 @@ impl ComponentActor {
         };
         let shared = self.shared.clone();
         let me = shared.name.as_str();
-        let seq_before = shared.last_seq();
+        let seq_before = call.seq_at_start;
         let mut batch = self.batch_consuming(&incoming);
         if !call.txn.is_empty() {
             batch.components.push(call.txn.into_writes());

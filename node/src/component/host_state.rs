@@ -8,7 +8,7 @@ use super::limiter::MemoryCap;
 use super::shared::ComponentShared;
 use crate::api::Delivery;
 use crate::engine::bindings::airssys::component::{host, storage, types};
-use crate::engine::log_pipe::LogPipe;
+use crate::engine::log_pipe::{LastLine, LogPipe};
 use airssys_storage::{Txn, WriteError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +37,10 @@ pub struct CallContext {
     pub txn: Txn,
     pub outgoing: Vec<Outgoing>,
     pub deadline: Instant,
+    /// The component's last durable sequence number when the call began: any number
+    /// handed out since (durable request ids included) must be persisted by the
+    /// call's commit, or a restart would hand it out again.
+    pub seq_at_start: u64,
 }
 
 /// Store data for one instance.
@@ -45,6 +49,8 @@ pub struct HostState {
     table: ResourceTable,
     pub(crate) memory: MemoryCap,
     pub(crate) shared: Arc<ComponentShared>,
+    /// The last line the component wrote to stderr (its panic message, on a trap).
+    pub(crate) last_stderr: LastLine,
     /// Set for the duration of a handler call.
     pub call: Option<CallContext>,
 }
@@ -52,14 +58,15 @@ pub struct HostState {
 impl HostState {
     pub fn new(shared: Arc<ComponentShared>) -> HostState {
         let name: Arc<str> = Arc::from(shared.name.as_str());
+        let last_stderr = LastLine::default();
         // Deny by default: no preopened directories, no environment, no arguments, no
         // sockets or name lookup, empty stdin. Clocks and random stay available.
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(LogPipe::new(name.clone(), "stdout"))
-            .stderr(LogPipe::new(name, "stderr"))
+            .stdout(LogPipe::new(name.clone(), "stdout", LastLine::default()))
+            .stderr(LogPipe::new(name, "stderr", last_stderr.clone()))
             .build();
         let max_bytes = (shared.limits.memory_mb as usize).saturating_mul(1 << 20);
         HostState {
@@ -67,6 +74,7 @@ impl HostState {
             table: ResourceTable::new(),
             memory: MemoryCap::new(max_bytes),
             shared,
+            last_stderr,
             call: None,
         }
     }

@@ -12,19 +12,40 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 /// node buffer without bound.
 const MAX_LINE: usize = 4096;
 
+/// The last few lines a component wrote to a stream (a panic message, typically), so
+/// a trap can be reported with the component's own words.
+pub(crate) type LastLine = Arc<Mutex<std::collections::VecDeque<String>>>;
+
+/// Lines kept in a [`LastLine`].
+const LAST_LINES: usize = 4;
+
+/// What a component last said, as one line: the kept lines minus Rust's
+/// "note: run with RUST_BACKTRACE" hint.
+pub(crate) fn take_last_words(last: &LastLine) -> Option<String> {
+    let lines: Vec<String> = last.lock().ok()?.drain(..).collect();
+    let said: Vec<&str> = lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    (!said.is_empty()).then(|| said.join(" "))
+}
+
 #[derive(Clone)]
 pub(crate) struct LogPipe {
     component: Arc<str>,
     stream: &'static str,
     line: Arc<Mutex<Vec<u8>>>,
+    last: LastLine,
 }
 
 impl LogPipe {
-    pub(crate) fn new(component: Arc<str>, stream: &'static str) -> Self {
+    pub(crate) fn new(component: Arc<str>, stream: &'static str, last: LastLine) -> Self {
         LogPipe {
             component,
             stream,
             line: Arc::new(Mutex::new(Vec::new())),
+            last,
         }
     }
 
@@ -43,13 +64,19 @@ impl LogPipe {
     }
 
     fn emit(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
         tracing::info!(
             target: "component",
             component = %self.component,
             stream = self.stream,
-            "{}",
-            String::from_utf8_lossy(line)
+            "{text}"
         );
+        if let Ok(mut last) = self.last.lock() {
+            if last.len() == LAST_LINES {
+                last.pop_front();
+            }
+            last.push_back(text.into_owned());
+        }
     }
 }
 
