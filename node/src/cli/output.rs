@@ -227,6 +227,12 @@ pub fn human_duration_ms(ms: u64) -> String {
     }
 }
 
+/// A wall-clock time in ms since the Unix epoch as RFC 3339 (UTC, seconds).
+fn format_time_ms(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,10 +323,4 @@ mod tests {
         assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc_time(1_795_515_151_402), "2026-11-24 10:12:31 UTC");
     }
-}
-
-/// A wall-clock time in ms since the Unix epoch as RFC 3339 (UTC, seconds).
-fn format_time_ms(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
