@@ -1,10 +1,17 @@
-//! Cluster identity and placement.
+//! Cluster identity, placement and the node-to-node wire format.
 //!
 //! Today a node runs alone, so this crate holds what every later piece builds on: the
 //! types that name an actor's owner (node id + generation, the fencing token every
-//! commit carries) and the placement decision as a pure function over plain data.
-//! Raft (openraft) and the QUIC transport land here next; nothing in this crate does IO.
+//! commit carries), the placement decisions (a new component, failover, rebalance) as pure
+//! functions over plain data, and the frame codec of the transport (length prefix, version
+//! byte, size cap, bincode body) with the connection's `Hello`. Raft (openraft) and the QUIC
+//! transport land here next; nothing in this crate does IO.
 
 pub mod placement;
+pub mod wire;
 
-pub use placement::{choose_node, NodeId, NodeLoad, Placement};
+pub use placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
+pub use wire::{
+    check_hello, decode_frame, encode_frame, FrameDecoder, Hello, HelloError, WireError,
+    MAX_FRAME_BYTES, WIRE_VERSION,
+};

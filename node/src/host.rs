@@ -370,6 +370,29 @@ impl Host {
         }
     }
 
+    /// Sends a message or request from an admin client: a durable one is committed to
+    /// the outbox first; a fast one is handed over at once.
+    async fn send_external(
+        &self,
+        to: &str,
+        body: Body,
+        delivery: Delivery,
+    ) -> Result<(), ApiError> {
+        match delivery {
+            Delivery::Durable => self.send_external_durable(to, body).await,
+            Delivery::Fast => {
+                self.inner.router.deliver(Envelope {
+                    from: Address::External,
+                    to: to.to_string(),
+                    delivery,
+                    seq: 0,
+                    body,
+                });
+                Ok(())
+            }
+        }
+    }
+
     /// Commits an external durable message to the outbox, then delivers it.
     async fn send_external_durable(&self, to: &str, body: Body) -> Result<(), ApiError> {
         let mut seq = self.inner.external_seq.lock().await;
@@ -588,20 +611,8 @@ impl AdminBackend for Host {
 
     async fn send(&self, name: &str, payload: Vec<u8>, delivery: Delivery) -> Result<(), ApiError> {
         self.check_target(name, &payload)?;
-        let body = Body::Message { payload };
-        match delivery {
-            Delivery::Durable => self.send_external_durable(name, body).await,
-            Delivery::Fast => {
-                self.inner.router.deliver(Envelope {
-                    from: Address::External,
-                    to: name.to_string(),
-                    delivery,
-                    seq: 0,
-                    body,
-                });
-                Ok(())
-            }
-        }
+        self.send_external(name, Body::Message { payload }, delivery)
+            .await
     }
 
     async fn request(
@@ -621,24 +632,13 @@ impl AdminBackend for Host {
             payload,
             deadline_ms: now_ms() + timeout.as_millis() as u64,
         };
-        match delivery {
-            Delivery::Durable => {
-                if let Err(e) = self.send_external_durable(name, body).await {
-                    self.inner.router.answer(
-                        &Address::External,
-                        id,
-                        Err(RequestErr::Unavailable(e.message.clone())),
-                    );
-                    return Err(e);
-                }
-            }
-            Delivery::Fast => self.inner.router.deliver(Envelope {
-                from: Address::External,
-                to: name.to_string(),
-                delivery,
-                seq: 0,
-                body,
-            }),
+        if let Err(e) = self.send_external(name, body, delivery).await {
+            self.inner.router.answer(
+                &Address::External,
+                id,
+                Err(RequestErr::Unavailable(e.message.clone())),
+            );
+            return Err(e);
         }
         match answer.await {
             Ok(Ok(reply)) => Ok(reply),
