@@ -271,6 +271,14 @@ fn instantiate_samples(s: &Setup, n: usize) -> (Vec<Duration>, Vec<Duration>) {
 
 fn main() {
     let s = setup();
+    // `AIRSSYS_BENCH_PROFILE=fast` runs only the fast fire-and-forget workload, long
+    // enough to profile (e.g. under `perf record`).
+    if std::env::var("AIRSSYS_BENCH_PROFILE").as_deref() == Ok("fast") {
+        let rate = blast_rate(&s, 1_000, 3_000, true);
+        println!("fast fire-and-forget: {rate:.0} msg/s");
+        s.rt.block_on(s.host.shutdown());
+        return;
+    }
     let mut c = Criterion::default()
         .sample_size(30)
         .measurement_time(Duration::from_secs(3))
