@@ -693,6 +693,12 @@ impl Host {
         &self.inner.router
     }
 
+    /// Commits applied so far (handler transactions, installs, external durable
+    /// sends) and the synced writes that carried them.
+    pub fn commit_stats(&self) -> airssys_storage::CommitStats {
+        self.inner.storage.commit_stats()
+    }
+
     /// How many stored durable messages were re-delivered when the node opened.
     pub fn replayed_on_open(&self) -> u64 {
         self.inner.replayed.load(Ordering::Relaxed)

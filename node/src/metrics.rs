@@ -35,6 +35,9 @@ pub async fn render(host: &Host) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    let commits = host.commit_stats();
+    let _ = writeln!(out, "# HELP airssys_commits_total Transactions committed to storage.\n# TYPE airssys_commits_total counter\nairssys_commits_total {}", commits.batches);
+    let _ = writeln!(out, "# HELP airssys_commit_syncs_total Synced storage writes that carried them (group commit).\n# TYPE airssys_commit_syncs_total counter\nairssys_commit_syncs_total {}", commits.groups);
     let figures = host.component_figures().await;
     let _ = writeln!(out, "# HELP airssys_components Installed components on this node.\n# TYPE airssys_components gauge\nairssys_components {}", figures.len());
     let _ = writeln!(out, "# HELP airssys_mailbox_depth Messages waiting per component.\n# TYPE airssys_mailbox_depth gauge");

@@ -221,3 +221,42 @@ async fn a_full_mailbox_refuses_with_mailbox_full() {
     assert_eq!(err.error, ErrorKind::MailboxFull);
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_code_is_cached_on_disk_and_a_damaged_cache_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cached = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.join("compiled"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect()
+    };
+    {
+        let host = open(dir.path()).await;
+        install(&host, "a", "counter").await;
+        // The same binary under a second name reuses the compilation.
+        install(&host, "b", "counter").await;
+        host.shutdown().await;
+    }
+    let files = cached(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let sha = host_sha(&files[0]);
+    assert_eq!(sha.len(), 64);
+    // Damage the cache: the node must recompile instead of failing or crashing.
+    std::fs::write(&files[0], b"garbage").unwrap();
+    let host = open(dir.path()).await;
+    assert_eq!(ask(&host, "a", "inc").await.unwrap(), "1");
+    assert_eq!(ask(&host, "b", "inc").await.unwrap(), "1");
+    host.shutdown().await;
+    assert!(
+        std::fs::metadata(&files[0]).unwrap().len() > 1_000,
+        "cache was not rebuilt"
+    );
+}
+
+/// The sha256 part of `<sha256>-<engine hash>.cwasm`.
+fn host_sha(path: &std::path::Path) -> String {
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    name.split('-').next().unwrap().to_string()
+}

@@ -212,3 +212,78 @@ async fn durable_messages_in_flight_at_shutdown_are_handled_exactly_once_after_r
     );
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_delivery_class_keeps_fifo_order_per_sender_and_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "source", "account").await;
+    install(&host, "sink", "account").await;
+    // `transfer 1` succeeds only if the `deposit 1` sent just before it was handled
+    // first: any reordering leaves money behind in `source`.
+    for delivery in [Delivery::Durable, Delivery::Fast] {
+        for _ in 0..100 {
+            host.send("source", b"deposit 1".to_vec(), delivery)
+                .await
+                .unwrap();
+            host.send("source", b"transfer 1 sink".to_vec(), delivery)
+                .await
+                .unwrap();
+        }
+    }
+    let sink: u64 = eventually(Duration::from_secs(30), || async {
+        let v: u64 = ask(&host, "sink", "balance")
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+        (v == 200).then_some(v)
+    })
+    .await;
+    assert_eq!(sink, 200);
+    assert_eq!(ask(&host, "source", "balance").await.unwrap(), "0");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_writes_nothing_and_sends_nothing_durable_needs_no_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "echo", "echo").await;
+    install(&host, "counter", "counter").await;
+    let before = host.commit_stats().batches;
+    for _ in 0..50 {
+        host.request(
+            "echo",
+            b"hi".to_vec(),
+            Duration::from_secs(5),
+            Delivery::Fast,
+        )
+        .await
+        .unwrap();
+        host.request(
+            "counter",
+            b"get".to_vec(),
+            Duration::from_secs(5),
+            Delivery::Fast,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        host.commit_stats().batches,
+        before,
+        "read-only fast requests committed"
+    );
+    // A write does commit.
+    host.request(
+        "counter",
+        b"inc".to_vec(),
+        Duration::from_secs(5),
+        Delivery::Fast,
+    )
+    .await
+    .unwrap();
+    assert_eq!(host.commit_stats().batches, before + 1);
+    host.shutdown().await;
+}
