@@ -127,22 +127,36 @@ async fn echo_round_trip(host: &Host) {
     .unwrap();
 }
 
-fn sample_latency<F, Fut>(rt: &Runtime, n: usize, mut f: F) -> Vec<Duration>
+/// Latency samples of `ours` and `base`, taken alternately so both see the same
+/// machine noise (these machines drift within a run).
+fn sample_interleaved<F, Fut, G, Gut>(
+    rt: &Runtime,
+    n: usize,
+    mut ours: F,
+    mut base: G,
+) -> (Vec<Duration>, Vec<Duration>)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
+    G: FnMut() -> Gut,
+    Gut: std::future::Future<Output = ()>,
 {
     rt.block_on(async {
         for _ in 0..n / 10 {
-            f().await;
+            ours().await;
+            base().await;
         }
-        let mut out = Vec::with_capacity(n);
+        let mut a = Vec::with_capacity(n);
+        let mut b = Vec::with_capacity(n);
         for _ in 0..n {
             let t = Instant::now();
-            f().await;
-            out.push(t.elapsed());
+            ours().await;
+            a.push(t.elapsed());
+            let t = Instant::now();
+            base().await;
+            b.push(t.elapsed());
         }
-        out
+        (a, b)
     })
 }
 
@@ -300,8 +314,13 @@ fn main() {
 
     // The percentile table (the figures docs/BENCHMARKS.md records).
     let n = 20_000;
-    let base = percentiles(sample_latency(&s.rt, n, || tokio_round_trip(&tokio_tx)));
-    let ours = percentiles(sample_latency(&s.rt, n, || echo_round_trip(&s.host)));
+    let (ours, base) = sample_interleaved(
+        &s.rt,
+        n,
+        || echo_round_trip(&s.host),
+        || tokio_round_trip(&tokio_tx),
+    );
+    let (ours, base) = (percentiles(ours), percentiles(base));
     let ractor = ractor_rate(&s.rt, 1_000_000);
     let fast = blast_rate(&s, 1_000, 100, true);
     let durable = blast_rate(&s, 1_000, 5, false);

@@ -114,11 +114,20 @@ impl<K: Hash + Eq + Clone> RequestTracker<K> {
 
 struct Shared<K> {
     tracker: Mutex<RequestTracker<K>>,
+    /// The deadline the timeout task sleeps toward (`None`: it waits for a wake-up).
+    /// Registering a later deadline needs no wake-up, so a steady stream of requests
+    /// answered in time costs the timer nothing. Kept beside the tracker and only
+    /// touched under the tracker's lock, so a register and a re-arm cannot interleave.
+    armed: Mutex<Option<Instant>>,
     /// Wakes the timeout task: an earlier deadline arrived, or the last correlator went away.
     wake: Arc<Notify>,
 }
 
 impl<K> Shared<K> {
+    fn armed(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.armed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, RequestTracker<K>> {
         // The tracker's operations do not leave it half-updated on a panic elsewhere, so a
         // poisoned lock is still safe to use; refusing would turn one panic into a hang.
@@ -165,6 +174,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> Correlator<K> {
         Self {
             shared: Arc::new(Shared {
                 tracker: Mutex::new(RequestTracker::new()),
+                armed: Mutex::new(None),
                 wake: Arc::new(Notify::new()),
             }),
         }
@@ -173,14 +183,19 @@ impl<K: Hash + Eq + Clone + Send + 'static> Correlator<K> {
     /// Track `key` until `deadline`. Returns false if `key` was already pending (its deadline is
     /// replaced).
     pub fn register(&self, key: K, deadline: Instant) -> bool {
-        let (fresh, earliest) = {
+        let (fresh, earlier_than_armed) = {
             let mut tracker = self.shared.lock();
-            let earliest = tracker.next_deadline().is_none_or(|d| deadline < d);
-            (tracker.insert(key, deadline), earliest)
+            let mut armed = self.shared.armed();
+            let earlier = armed.is_none_or(|a| deadline < a);
+            if earlier {
+                *armed = Some(deadline);
+            }
+            (tracker.insert(key, deadline), earlier)
         };
-        // Only a new earliest deadline changes when the timer must fire; otherwise stay quiet
-        // so registration costs no wake-up on the hot path.
-        if earliest {
+        // Only a deadline earlier than the one the timer sleeps toward changes when it
+        // must fire; otherwise stay quiet so registration costs no wake-up on the hot
+        // path. (The timer re-arms to the earliest pending deadline whenever it wakes.)
+        if earlier_than_armed {
             self.shared.wake.notify_one();
         }
         fresh
@@ -224,7 +239,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> Correlator<K> {
                     };
                     let mut tracker = shared.lock();
                     let expired = tracker.expire(tokio::time::Instant::now().into_std());
-                    (expired, tracker.next_deadline())
+                    let next = tracker.next_deadline();
+                    *shared.armed() = next;
+                    (expired, next)
                 };
                 for key in expired {
                     on_timeout(key);

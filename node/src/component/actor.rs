@@ -16,7 +16,7 @@ use crate::clock::now_ms;
 use crate::engine::bindings::{types, Component_};
 use crate::messaging::{keys, Address, Body, Envelope, RequestErr};
 use airssys_actor::{Actor, ActorFactory, Crash, Rejection};
-use airssys_storage::{CommitBatch, Fence, TxnLimits};
+use airssys_storage::{CommitBatch, Fence};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,29 +127,19 @@ impl ComponentActor {
 
     fn begin_call(&mut self) -> Result<(), String> {
         let shared = &self.shared;
-        let txn = shared
-            .storage
-            .begin(
-                &shared.name,
-                TxnLimits {
-                    max_key_bytes: MAX_KEY_BYTES,
-                    max_value_bytes: MAX_VALUE_BYTES,
-                    quota_bytes: shared.limits.quota_mb.saturating_mul(1 << 20),
-                },
-            )
-            .map_err(|e| format!("storage unavailable: {e}"))?;
         let deadline = Instant::now() + Duration::from_millis(shared.limits.deadline_ms);
         let fuel = shared.limits.fuel.unwrap_or(u64::MAX);
+        let seq_at_start = shared.last_seq();
         let data = self.store.data_mut();
         data.memory.hit = false;
         if let Ok(mut last) = data.last_stderr.lock() {
             last.clear();
         }
         data.call = Some(CallContext {
-            txn,
+            txn: None,
             outgoing: Vec::new(),
             deadline,
-            seq_at_start: shared.last_seq(),
+            seq_at_start,
         });
         self.store
             .set_fuel(fuel)
@@ -215,8 +205,8 @@ impl ComponentActor {
         let me = shared.name.as_str();
         let seq_before = call.seq_at_start;
         let mut batch = self.batch_consuming(&incoming);
-        if !call.txn.is_empty() {
-            batch.components.push(call.txn.into_writes());
+        if let Some(txn) = call.txn.filter(|t| !t.is_empty()) {
+            batch.components.push(txn.into_writes());
         }
 
         let mut release = Vec::with_capacity(call.outgoing.len() + 1);
@@ -314,12 +304,9 @@ impl ComponentActor {
     /// record.
     fn batch_consuming(&self, incoming: &Incoming) -> CommitBatch {
         let me = self.shared.name.as_str();
+        // The fence is added in `commit`, only when there is something to commit.
         let mut batch = CommitBatch {
-            fence: Some(Fence {
-                component: me.to_string(),
-                node_id: self.shared.node_id,
-                generation: self.shared.generation(),
-            }),
+            fence: None,
             components: Vec::new(),
             sys: Vec::new(),
         };
@@ -375,10 +362,17 @@ impl ComponentActor {
         }
     }
 
-    async fn commit(&mut self, batch: CommitBatch, incoming: &Incoming) -> Result<(), Crash> {
+    async fn commit(&mut self, mut batch: CommitBatch, incoming: &Incoming) -> Result<(), Crash> {
         if batch.components.is_empty() && batch.sys.is_empty() {
             return Ok(());
         }
+        // Every commit carries the placement it was made under: storage refuses it
+        // if the component has moved on since.
+        batch.fence = Some(Fence {
+            component: self.shared.name.clone(),
+            node_id: self.shared.node_id,
+            generation: self.shared.generation(),
+        });
         if let Err(e) = self.shared.storage.commit_async(batch).await {
             let why = format!("commit failed: {e}");
             // Nothing was applied. Tell a waiting requester now; a durable input stays

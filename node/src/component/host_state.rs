@@ -34,7 +34,9 @@ pub struct Outgoing {
 
 /// What one handler call has done so far.
 pub struct CallContext {
-    pub txn: Txn,
+    /// Begun on the first storage access: a handler that never touches storage
+    /// costs no transaction.
+    pub txn: Option<Txn>,
     pub outgoing: Vec<Outgoing>,
     pub deadline: Instant,
     /// The component's last durable sequence number when the call began: any number
@@ -83,6 +85,22 @@ impl HostState {
         self.call
             .as_mut()
             .ok_or_else(|| wasmtime::Error::msg("host import called outside a handler"))
+    }
+
+    /// The call's transaction, begun on first use.
+    fn txn(&mut self) -> wasmtime::Result<&mut Txn> {
+        let shared = self.shared.clone();
+        let call = self.call()?;
+        if call.txn.is_none() {
+            let txn = shared
+                .storage
+                .begin(&shared.name, shared.txn_limits())
+                .map_err(storage_failure)?;
+            call.txn = Some(txn);
+        }
+        call.txn
+            .as_mut()
+            .ok_or_else(|| wasmtime::Error::msg("transaction missing"))
     }
 
     fn check_send(
@@ -219,10 +237,7 @@ fn storage_failure(e: airssys_storage::StorageError) -> wasmtime::Error {
 
 impl storage::Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.call()?
-            .txn
-            .get(key.as_bytes())
-            .map_err(storage_failure)
+        self.txn()?.get(key.as_bytes()).map_err(storage_failure)
     }
 
     fn set(
@@ -230,7 +245,7 @@ impl storage::Host for HostState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), types::StorageError>> {
-        match self.call()?.txn.set(key.into_bytes(), value) {
+        match self.txn()?.set(key.into_bytes(), value) {
             Ok(()) => Ok(Ok(())),
             Err(WriteError::QuotaExceeded { .. }) => Ok(Err(types::StorageError::QuotaExceeded)),
             Err(WriteError::KeyTooLarge { .. }) => Ok(Err(types::StorageError::KeyTooLarge)),
@@ -240,16 +255,12 @@ impl storage::Host for HostState {
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.call()?
-            .txn
-            .delete(key.as_bytes())
-            .map_err(storage_failure)
+        self.txn()?.delete(key.as_bytes()).map_err(storage_failure)
     }
 
     fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
         let keys = self
-            .call()?
-            .txn
+            .txn()?
             .list_keys(prefix.as_bytes())
             .map_err(storage_failure)?;
         // Keys are only ever written from WIT strings, so they are UTF-8.

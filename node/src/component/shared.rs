@@ -111,6 +111,15 @@ impl ComponentShared {
         }
     }
 
+    /// Storage caps of this component's handler transactions.
+    pub fn txn_limits(&self) -> airssys_storage::TxnLimits {
+        airssys_storage::TxnLimits {
+            max_key_bytes: super::actor::MAX_KEY_BYTES,
+            max_value_bytes: super::actor::MAX_VALUE_BYTES,
+            quota_bytes: self.limits.quota_mb.saturating_mul(1 << 20),
+        }
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }
