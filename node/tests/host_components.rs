@@ -260,3 +260,51 @@ fn host_sha(path: &std::path::Path) -> String {
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     name.split('-').next().unwrap().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_quota_and_size_caps_reach_the_component_as_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    let limits = LimitsRequest {
+        quota_mb: Some(1),
+        ..Default::default()
+    };
+    install_with(&host, "crash", "crash", limits).await;
+    assert_eq!(ask(&host, "crash", "hog a 600").await.unwrap(), "stored");
+    // A second 600 KiB value would pass the 1 MiB quota: refused, nothing written.
+    assert_eq!(
+        ask(&host, "crash", "hog b 600").await.unwrap(),
+        "quota-exceeded"
+    );
+    let used = host.describe("crash").await.unwrap().storage_bytes;
+    assert!((600 * 1024..700 * 1024).contains(&used), "{used}");
+    // Overwriting the same key in place fits.
+    assert_eq!(ask(&host, "crash", "hog a 500").await.unwrap(), "stored");
+    // A value over the 1 MiB value cap, and a key over the 1 KiB key cap.
+    install(&host, "big", "crash").await;
+    assert_eq!(
+        ask(&host, "big", "hog v 1025").await.unwrap(),
+        "value-too-large"
+    );
+    let long_key = "k".repeat(1025);
+    assert_eq!(
+        ask(&host, "big", &format!("hog {long_key} 1"))
+            .await
+            .unwrap(),
+        "key-too-large"
+    );
+    assert_eq!(host.describe("big").await.unwrap().storage_bytes, 0);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_sees_no_environment_files_or_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "crash", "crash").await;
+    assert_eq!(
+        ask(&host, "crash", "snoop").await.unwrap(),
+        "env=0 args=0 root=denied passwd=denied"
+    );
+    host.shutdown().await;
+}

@@ -9,6 +9,10 @@
 //! - `oom`: allocates and touches 1 MiB blocks without bound (until the host's
 //!   memory cap stops it);
 //! - `fail`: returns `Err("failed on purpose")`;
+//! - `hog KEY KIB`: stores `KIB` KiB under `KEY` and replies `stored`, or replies the
+//!   storage error's name (`quota-exceeded`, `value-too-large`, `key-too-large`);
+//! - `snoop`: tries to read the environment, the file system and the command line,
+//!   and replies what it could see (the host grants none of them);
 //! - anything else: replies `ok`.
 
 use std::sync::Mutex;
@@ -39,9 +43,45 @@ impl Component for Crash {
             "spin" => spin(),
             "oom" => oom(),
             "fail" => Err("failed on purpose".to_string()),
-            _ => Ok(Some(b"ok".to_vec())),
+            "snoop" => Ok(Some(snoop().into_bytes())),
+            other => match other.strip_prefix("hog ") {
+                Some(args) => hog(args),
+                None => Ok(Some(b"ok".to_vec())),
+            },
         }
     }
+}
+
+/// `hog KEY KIB`: one value of `KIB` KiB under `KEY`.
+fn hog(args: &str) -> HandlerResult {
+    let mut words = args.split_whitespace();
+    let (Some(key), Some(kib), None) = (words.next(), words.next(), words.next()) else {
+        return Err("usage: hog KEY KIB".to_string());
+    };
+    let kib: usize = kib
+        .parse()
+        .map_err(|_| format!("invalid size (want KiB as a decimal number): {kib}"))?;
+    let reply = match storage::set(key, vec![0x5Au8; kib * 1024]) {
+        Ok(()) => "stored".to_string(),
+        Err(e) => e.name().to_string(),
+    };
+    Ok(Some(reply.into_bytes()))
+}
+
+/// What the sandbox lets a component see of the machine: environment variables,
+/// files, the command line.
+fn snoop() -> String {
+    let env = std::env::vars().count();
+    let args = std::env::args().count();
+    let root = match std::fs::read_dir("/") {
+        Ok(entries) => format!("{} entries", entries.count()),
+        Err(_) => "denied".to_string(),
+    };
+    let passwd = match std::fs::read("/etc/passwd") {
+        Ok(bytes) => format!("{} bytes", bytes.len()),
+        Err(_) => "denied".to_string(),
+    };
+    format!("env={env} args={args} root={root} passwd={passwd}")
 }
 
 /// Loops forever; `black_box` keeps the loop from being optimized away.
