@@ -4,8 +4,21 @@ use crate::host::Host;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
+/// One metric family: its `# HELP`/`# TYPE` header and its samples (labels, value).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+fn single(value: u64) -> Vec<(String, u64)> {
+    vec![(String::new(), value)]
+}
+
 pub async fn render(host: &Host) -> String {
     let m = &host.router().metrics;
+    let commits = host.commit_stats();
     let mut out = String::new();
     let counters = [
         (
@@ -28,32 +41,76 @@ pub async fn render(host: &Host) -> String {
             "Requests answered with timeout.",
             m.timeouts.load(Ordering::Relaxed),
         ),
+        (
+            "airssys_commits_total",
+            "Transactions committed to storage.",
+            commits.batches,
+        ),
+        (
+            "airssys_commit_syncs_total",
+            "Synced storage writes that carried them (group commit).",
+            commits.groups,
+        ),
     ];
     for (name, help, value) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
+        family(&mut out, name, "counter", help, &single(value));
     }
-    let commits = host.commit_stats();
-    let _ = writeln!(out, "# HELP airssys_commits_total Transactions committed to storage.\n# TYPE airssys_commits_total counter\nairssys_commits_total {}", commits.batches);
-    let _ = writeln!(out, "# HELP airssys_commit_syncs_total Synced storage writes that carried them (group commit).\n# TYPE airssys_commit_syncs_total counter\nairssys_commit_syncs_total {}", commits.groups);
+
     let figures = host.component_figures().await;
-    let _ = writeln!(out, "# HELP airssys_components Installed components on this node.\n# TYPE airssys_components gauge\nairssys_components {}", figures.len());
-    let _ = writeln!(out, "# HELP airssys_mailbox_depth Messages waiting per component.\n# TYPE airssys_mailbox_depth gauge");
-    for (name, depth, _, _) in &figures {
-        let _ = writeln!(out, "airssys_mailbox_depth{{component=\"{name}\"}} {depth}");
-    }
-    let _ = writeln!(out, "# HELP airssys_component_restarts Crashes since the component started on this node.\n# TYPE airssys_component_restarts gauge");
-    for (name, _, restarts, _) in &figures {
-        let _ = writeln!(
+    family(
+        &mut out,
+        "airssys_components",
+        "gauge",
+        "Installed components on this node.",
+        &single(figures.len() as u64),
+    );
+    let per_component = |pick: fn(&(String, u64, u32, u64)) -> u64| -> Vec<(String, u64)> {
+        figures
+            .iter()
+            .map(|f| (format!("{{component=\"{}\"}}", f.0), pick(f)))
+            .collect()
+    };
+    family(
+        &mut out,
+        "airssys_mailbox_depth",
+        "gauge",
+        "Messages waiting per component.",
+        &per_component(|f| f.1),
+    );
+    family(
+        &mut out,
+        "airssys_component_restarts",
+        "gauge",
+        "Crashes since the component started on this node.",
+        &per_component(|f| u64::from(f.2)),
+    );
+    family(
+        &mut out,
+        "airssys_storage_bytes",
+        "gauge",
+        "Storage in use per component.",
+        &per_component(|f| f.3),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::family;
+
+    #[test]
+    fn a_family_has_its_header_and_one_line_per_sample() {
+        let mut out = String::new();
+        family(
+            &mut out,
+            "x_total",
+            "counter",
+            "Things.",
+            &[(String::new(), 3), ("{a=\"b\"}".into(), 4)],
+        );
+        assert_eq!(
             out,
-            "airssys_component_restarts{{component=\"{name}\"}} {restarts}"
+            "# HELP x_total Things.\n# TYPE x_total counter\nx_total 3\nx_total{a=\"b\"} 4\n"
         );
     }
-    let _ = writeln!(out, "# HELP airssys_storage_bytes Storage in use per component.\n# TYPE airssys_storage_bytes gauge");
-    for (name, _, _, bytes) in &figures {
-        let _ = writeln!(out, "airssys_storage_bytes{{component=\"{name}\"}} {bytes}");
-    }
-    out
 }

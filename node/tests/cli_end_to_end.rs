@@ -141,6 +141,15 @@ fn a_user_installs_talks_to_and_removes_components_through_the_cli() {
     assert_eq!(described["limits"]["deadline_ms"], 1000);
     assert_eq!(described["state"]["state"], "running");
 
+    // Prometheus metrics from the running node.
+    let metrics = http_get(port, "/metrics");
+    assert!(metrics.contains("airssys_components 2"), "{metrics}");
+    assert!(
+        metrics.contains("airssys_mailbox_depth{component=\"counter\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("airssys_commits_total"), "{metrics}");
+
     // Errors: a named kind on stderr and a non-zero exit.
     let out = node.cli(&["request", "nobody", "hi"]);
     assert_eq!(out.status.code(), Some(3));
@@ -169,4 +178,19 @@ fn a_user_installs_talks_to_and_removes_components_through_the_cli() {
     let out = node.cli(&["component", "describe", "counter"]);
     assert_eq!(out.status.code(), Some(3));
     node.stop();
+}
+
+/// A plain HTTP/1.1 GET with the bearer token; the response body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
