@@ -1,0 +1,92 @@
+//! Bringing a node back: every installed component is started again, pending durable
+//! requests get their clocks back, and every committed durable message not yet consumed
+//! is re-delivered in order before any actor runs (actors wait on the `recovered` gate).
+
+use super::*;
+
+impl Host {
+    pub(super) async fn recover(&self) -> Result<(), HostError> {
+        let inner = &self.inner;
+        let mut components = inner.components.lock().await;
+        for (key, value) in inner.storage.sys_scan_prefix(keys::REGISTRY)? {
+            let name = String::from_utf8_lossy(&key[keys::REGISTRY.len()..]).into_owned();
+            let record: ComponentRecord =
+                serde_json::from_slice(&value).map_err(|e| HostError::Registry {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?;
+            match self.start_component(record.clone()).await {
+                Ok(running) => {
+                    components.insert(name, running);
+                }
+                // One broken component must not keep the node down: it is left out
+                // and the log says why.
+                Err(e) => tracing::error!(component = %name, "cannot start: {e}"),
+            }
+        }
+
+        // Requests still waiting for their answer get their clocks back; those whose
+        // deadline passed while the node was down time out now.
+        let now = now_ms();
+        for (key, value) in inner.storage.sys_scan_prefix(keys::PENDING)? {
+            let rest = &key[keys::PENDING.len()..];
+            let Some(slash) = rest.iter().position(|&b| b == b'/') else {
+                continue;
+            };
+            let requester = String::from_utf8_lossy(&rest[..slash]).into_owned();
+            let (Some(id), Some(deadline_ms)) = (keys::pending_id(&key), keys::decode_u64(&value))
+            else {
+                continue;
+            };
+            let left = Duration::from_millis(deadline_ms.saturating_sub(now));
+            inner
+                .router
+                .register_request(Address::Component(requester), id, Instant::now() + left);
+        }
+
+        // Re-deliver, in order, every committed durable message not yet consumed.
+        let mut replayed = 0usize;
+        for (key, value) in inner.storage.sys_scan_prefix(keys::OUTBOX)? {
+            match Envelope::decode(&value) {
+                Ok(env) => {
+                    inner.router.deliver(env);
+                    replayed += 1;
+                }
+                Err(e) => tracing::error!(
+                    key = %String::from_utf8_lossy(&key),
+                    "stored message does not decode, left in place: {e}"
+                ),
+            }
+        }
+        drop(components);
+        inner.replayed.store(replayed as u64, Ordering::Relaxed);
+        inner.recovered.send_replace(true);
+        tracing::info!(
+            components = self.inner.components.lock().await.len(),
+            replayed,
+            "node recovered"
+        );
+        Ok(())
+    }
+}
+
+/// Holds each fresh instance back until recovery has finished re-delivering.
+pub(super) struct GatedFactory {
+    pub(super) inner: ComponentFactory,
+    pub(super) recovered: watch::Receiver<bool>,
+}
+
+impl airssys_actor::ActorFactory for GatedFactory {
+    type Actor = ComponentActor;
+
+    async fn create(&mut self) -> Result<ComponentActor, airssys_actor::Crash> {
+        if self.recovered.wait_for(|done| *done).await.is_err() {
+            return Err(airssys_actor::Crash::new("node is shutting down"));
+        }
+        self.inner.create().await
+    }
+
+    fn reject(&mut self, msg: Envelope, why: &airssys_actor::Rejection) {
+        self.inner.reject(msg, why)
+    }
+}
