@@ -52,19 +52,28 @@ impl AdminBackend for Host {
             ));
         }
         let limits = self.resolve_limits(&req.limits)?;
-        let mut components = self.inner.components.lock().await;
-        if components.contains_key(&name) {
-            return Err(api_err(
+        let already_exists = || {
+            api_err(
                 ErrorKind::AlreadyExists,
                 format!("a component named {name} is already installed; remove it first"),
-            ));
+            )
+        };
+        if self.inner.components.lock().await.contains_key(&name) {
+            return Err(already_exists());
         }
+        // Compile outside the lock: a large component takes seconds, and list,
+        // describe and other installs must not wait for it.
         let sha256 = hex::encode(Sha256::digest(&req.binary));
         let size_bytes = req.binary.len() as u64;
+        let prepared = self.prepare(req.binary.clone(), sha256.clone()).await?;
+
+        let mut components = self.inner.components.lock().await;
+        if components.contains_key(&name) {
+            return Err(already_exists());
+        }
         let binary_key = keys::binary(&sha256);
         let storage = &self.inner.storage;
         let binary_known = storage.sys_get(&binary_key).map_err(storage_err)?.is_some();
-        let prepared = self.prepare(req.binary.clone(), sha256.clone()).await?;
 
         // One node today: the scheduler's view holds just this node. The decision is
         // the same pure function the cluster's leader will run over every member.
