@@ -2,6 +2,7 @@
 //! command does. `main.rs` parses, calls [`run`], and turns a [`CliError`] into
 //! `error: <kind>: <message>` on stderr and [`CliError::exit_code`].
 
+pub mod cert;
 pub mod output;
 
 use crate::admin::read_token_file;
@@ -24,6 +25,10 @@ Quick start (one node, no configuration):
   airssys request counter inc                # prints 1
   airssys send counter inc                   # fire-and-forget
   airssys component list
+
+Cluster certificates (local, no node needed):
+  airssys cert ca --out ./ca                 # ./ca/ca.pem and ./ca/ca.key (0600)
+  airssys cert node --ca-dir ./ca --node-id 1 --host 10.0.0.1 --out ./node1
 
 Authentication: client commands send --token (or $AIRSSYS_TOKEN). Without either, they use
 ./airssys-data/admin-token, which a node started here with no --token writes.
@@ -94,6 +99,13 @@ pub enum Command {
                              DATA is text, or @FILE, @- for stdin, @@text for text starting with '@'."
     )]
     Request(RequestArgs),
+    /// Make the cluster CA and node certificates (local files; no node needed)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  airssys cert ca --out ./ca --name prod\n  airssys cert node --ca-dir ./ca --node-id 1 --host 10.0.0.1 --out ./node1\n\n\
+                             Every node needs node.pem, node.key and ca.pem from `cert node`; keep ca.key off the nodes."
+    )]
+    Cert(cert::CertCommand),
 }
 
 /// `airssys node …`
@@ -413,6 +425,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .await?;
             write_reply(&reply)
         }
+        Command::Cert(command) => cert::run(command),
     }
 }
 
