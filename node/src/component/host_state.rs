@@ -67,8 +67,8 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(LogPipe::new(name.clone(), "stdout", LastLine::default()))
-            .stderr(LogPipe::new(name, "stderr", last_stderr.clone()))
+            .stdout(LogPipe::new(name.clone(), "stdout", None))
+            .stderr(LogPipe::new(name, "stderr", Some(last_stderr.clone())))
             .build();
         let max_bytes = (shared.limits.memory_mb as usize).saturating_mul(1 << 20);
         HostState {

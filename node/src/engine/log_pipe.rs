@@ -36,11 +36,12 @@ pub(crate) struct LogPipe {
     component: Arc<str>,
     stream: &'static str,
     line: Arc<Mutex<Vec<u8>>>,
-    last: LastLine,
+    /// Where to keep the last lines, for streams whose words explain a trap.
+    last: Option<LastLine>,
 }
 
 impl LogPipe {
-    pub(crate) fn new(component: Arc<str>, stream: &'static str, last: LastLine) -> Self {
+    pub(crate) fn new(component: Arc<str>, stream: &'static str, last: Option<LastLine>) -> Self {
         LogPipe {
             component,
             stream,
@@ -71,7 +72,10 @@ impl LogPipe {
             stream = self.stream,
             "{text}"
         );
-        if let Ok(mut last) = self.last.lock() {
+        let Some(last) = &self.last else {
+            return;
+        };
+        if let Ok(mut last) = last.lock() {
             if last.len() == LAST_LINES {
                 last.pop_front();
             }

@@ -232,9 +232,4 @@ impl Router {
             }
         });
     }
-
-    /// Drops every waiting external client (node shutting down).
-    pub fn external_waiting(&self) -> usize {
-        self.external.lock().map(|w| w.len()).unwrap_or(0)
-    }
 }
