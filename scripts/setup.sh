@@ -5,7 +5,8 @@ set -euo pipefail
 
 need_apt=()
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
-if ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then need_apt+=(libclang-dev); fi
+# libclang-cpp alone (present on some images) is not what bindgen loads.
+if ! ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so'; then need_apt+=(libclang-dev); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -1,18 +1,32 @@
-//! Cluster identity, placement, the node-to-node wire format and its mutual TLS.
+//! The cluster layer: membership and the replicated registry (Raft, openraft 0.9, on the
+//! node's RocksDB), placement decisions as pure functions, the node-to-node transport
+//! (QUIC with mutual TLS, framed bincode with a version byte and a size cap).
 //!
-//! Today a node runs alone, so this crate holds what every later piece builds on: the
-//! types that name an actor's owner (node id + generation, the fencing token every
-//! commit carries), the placement decisions (a new component, failover, rebalance) as pure
-//! functions over plain data, and the frame codec of the transport (length prefix, version
-//! byte, size cap, bincode body) with the connection's `Hello`, and the transport's mutual TLS
-//! (`tls`: cluster CA, node certificates, quinn server/client configs with the ALPN). Raft
-//! (openraft) and the QUIC connection handling land here next.
+//! - `placement`: who runs a component (choose, failover, rebalance), pure.
+//! - `raft`: the type config, the registry commands and their deterministic apply, the log
+//!   store and state machine over `airssys-storage`, the Raft network over QUIC.
+//! - `transport`: one QUIC endpoint per node, calls (bi streams) and ordered lanes (uni).
+//! - `node`: [`ClusterNode`], what the node asks of the cluster (bootstrap, join, install,
+//!   move, remove, status) with writes forwarded to the leader.
+//! - `tls`, `wire`: certificates and frames.
+//!
+//! It knows nothing of wasmtime: component configs and actor messages are opaque bytes here.
 
+pub mod node;
 pub mod placement;
+pub mod raft;
 pub mod tls;
+pub mod transport;
 pub mod wire;
 
+pub use node::{
+    AppInbox, ClusterConfig, ClusterError, ClusterNode, ClusterStatus, ComponentPlacement,
+    MemberStatus, RaftFigures,
+};
 pub use placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
+pub use raft::types::{
+    Command, ComponentEntry, ComponentSpec, NodeInfo, Outcome, Refusal, Registry,
+};
 pub use wire::{
     check_hello, decode_frame, encode_frame, FrameDecoder, Hello, HelloError, WireError,
     MAX_FRAME_BYTES, WIRE_VERSION,

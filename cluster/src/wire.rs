@@ -24,10 +24,12 @@ pub const WIRE_VERSION: u8 = 1;
 /// Bytes of the length prefix.
 pub const HEADER_BYTES: usize = 4;
 
-/// The largest value the length prefix may announce (version byte + body): 8 MiB for a batch
-/// of Raft entries or a snapshot chunk, plus a margin for the envelope. Actor payloads are at
-/// most 1 MiB and component installs travel in 1 MiB chunks, so they fit with room to spare.
-pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024 + 64 * 1024;
+/// The largest value the length prefix may announce (version byte + body): a Raft entry that
+/// carries the largest component binary (64 MiB) with room for its envelope. Every frame comes
+/// from a peer that passed mutual TLS; the cap guards against garbled or hostile length
+/// prefixes. Raft batches that would exceed it are split (the network answers
+/// `PayloadTooLarge` and openraft retries with fewer entries).
+pub const MAX_FRAME_BYTES: usize = 72 * 1024 * 1024;
 
 /// The largest body (the bincode part); also bincode's decode limit.
 pub const MAX_BODY_BYTES: usize = MAX_FRAME_BYTES - 1;

@@ -207,4 +207,32 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn metrics(&self) -> impl Future<Output = String> + Send;
     /// True when the node is ready to serve (for `/readyz`).
     fn ready(&self) -> impl Future<Output = bool> + Send;
+
+    /// Members, leader, term and where each component runs.
+    fn cluster_status(
+        &self,
+    ) -> impl Future<Output = Result<airssys_cluster::ClusterStatus, ApiError>> + Send {
+        async { Err(no_cluster()) }
+    }
+
+    /// Hands a component to another node (its generation goes up by one).
+    fn move_component(
+        &self,
+        _name: &str,
+        _to: u64,
+    ) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send {
+        async { Err(no_cluster()) }
+    }
+
+    /// Moves a node's components away and takes it out of the cluster.
+    fn remove_node(&self, _node: u64) -> impl Future<Output = Result<(), ApiError>> + Send {
+        async { Err(no_cluster()) }
+    }
+}
+
+fn no_cluster() -> ApiError {
+    ApiError::new(
+        ErrorKind::Unavailable,
+        "this node runs without a cluster (in-process host)",
+    )
 }

@@ -286,6 +286,31 @@ impl AdminClient {
         Ok(Vec::from(bytes))
     }
 
+    /// `POST /v1/components/{name}/move?to=N`.
+    pub async fn move_component(&self, name: &str, to: u64) -> Result<ComponentInfo, ClientError> {
+        let url = self.url(
+            &["v1", "components", name, "move"],
+            &[("to", to.to_string())],
+        );
+        let resp = self.call(Method::POST, url, None, INSTALL_TIMEOUT).await?;
+        self.json(resp).await
+    }
+
+    /// `GET /v1/cluster`.
+    pub async fn cluster_status(&self) -> Result<airssys_cluster::ClusterStatus, ClientError> {
+        let url = self.url(&["v1", "cluster"], &[]);
+        let resp = self.call(Method::GET, url, None, CALL_TIMEOUT).await?;
+        self.json(resp).await
+    }
+
+    /// `DELETE /v1/cluster/nodes/{id}`.
+    pub async fn remove_node(&self, id: u64) -> Result<(), ClientError> {
+        let url = self.url(&["v1", "cluster", "nodes", &id.to_string()], &[]);
+        self.call(Method::DELETE, url, None, INSTALL_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         let url = self.url(&["v1", "status"], &[]);

@@ -2,8 +2,9 @@
 //! Ctrl-C or SIGTERM, then stops every actor gracefully.
 
 use crate::admin::AdminAuth;
+use crate::cluster::{ClusterHost, ClusterHostError, ClusterSettings};
 use crate::config::{NodeConfig, TOKEN_FILE};
-use crate::host::{Host, HostError};
+use crate::host::HostError;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,6 +13,10 @@ use std::sync::Arc;
 pub enum DaemonError {
     #[error("{0}")]
     Host(#[from] HostError),
+    #[error("{0}")]
+    Cluster(#[from] ClusterHostError),
+    #[error("node id: {0}")]
+    NodeId(String),
     #[error("cannot listen on {addr}: {source} (is another node running there? pick another with --admin)")]
     Bind {
         addr: std::net::SocketAddr,
@@ -68,8 +73,37 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     }
 }
 
+/// File under the data dir that pins the node's id.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// The id stays the node's for the life of its data: a different `--node-id` on an
+/// existing data dir is refused.
+fn pin_node_id(config: &NodeConfig) -> Result<(), DaemonError> {
+    let path = config.data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored: u64 = text
+                .trim()
+                .parse()
+                .map_err(|_| DaemonError::NodeId(format!("{} is not a number", path.display())))?;
+            if stored != config.node_id {
+                return Err(DaemonError::NodeId(format!(
+                    "this data dir belongs to node {stored}, not {} (see {})",
+                    config.node_id,
+                    path.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(_) => std::fs::create_dir_all(&config.data_dir)
+            .and_then(|_| std::fs::write(&path, config.node_id.to_string()))
+            .map_err(|e| DaemonError::NodeId(format!("{}: {e}", path.display()))),
+    }
+}
+
 /// Runs a node until Ctrl-C / SIGTERM.
-pub async fn run(config: NodeConfig) -> Result<(), DaemonError> {
+pub async fn run(config: NodeConfig, settings: ClusterSettings) -> Result<(), DaemonError> {
+    pin_node_id(&config)?;
     let token = admin_token(&config)?;
     let listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
@@ -77,10 +111,11 @@ pub async fn run(config: NodeConfig) -> Result<(), DaemonError> {
             addr: config.admin_addr,
             source,
         })?;
-    let host = Host::open(config.clone()).await?;
+    let host = ClusterHost::start(config.clone(), settings.clone()).await?;
     tracing::info!(
         node_id = config.node_id,
         admin = %config.admin_addr,
+        peer = %settings.peer_advertise,
         data_dir = %config.data_dir.display(),
         "airssys node serving (token in {})",
         if config.token.is_some() { "--token/AIRSSYS_TOKEN".to_string() } else { config.data_dir.join(TOKEN_FILE).display().to_string() }

@@ -18,6 +18,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod component;
 pub mod config;
 pub mod daemon;

@@ -42,6 +42,11 @@ pub async fn render(host: &Host) -> String {
             m.timeouts.load(Ordering::Relaxed),
         ),
         (
+            "airssys_messages_forwarded_total",
+            "Envelopes handed to another node.",
+            m.forwarded.load(Ordering::Relaxed),
+        ),
+        (
             "airssys_commits_total",
             "Transactions committed to storage.",
             commits.batches,
@@ -55,6 +60,12 @@ pub async fn render(host: &Host) -> String {
     for (name, help, value) in counters {
         family(&mut out, name, "counter", help, &single(value));
     }
+
+    m.handler_latency.render(
+        &mut out,
+        "airssys_handler_seconds",
+        "Time per handler call (instance call and commit).",
+    );
 
     let figures = host.component_figures().await;
     family(
@@ -92,6 +103,36 @@ pub async fn render(host: &Host) -> String {
         &per_component(|f| f.3),
     );
     out
+}
+
+/// Raft figures of a cluster node.
+pub fn render_raft(out: &mut String, f: &airssys_cluster::RaftFigures) {
+    let gauges = [
+        ("airssys_raft_term", "Current Raft term.", f.term),
+        (
+            "airssys_raft_leader",
+            "Id of the leader this node knows (0: none).",
+            f.leader.unwrap_or(0),
+        ),
+        (
+            "airssys_raft_is_leader",
+            "1 when this node leads.",
+            u64::from(f.is_leader),
+        ),
+        (
+            "airssys_raft_last_log_index",
+            "Index of the last entry in this node's log.",
+            f.last_log_index,
+        ),
+        (
+            "airssys_raft_commit_index",
+            "Index of the last entry applied here (committed).",
+            f.applied_index,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, "gauge", help, &single(value));
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 struct Node {
     child: Child,
     endpoint: String,
@@ -33,6 +41,7 @@ impl Node {
             .args(["node", "start", "--data-dir"])
             .arg(data)
             .args(["--admin", &format!("127.0.0.1:{port}"), "--token", TOKEN])
+            .args(["--peer", &format!("127.0.0.1:{}", free_udp_port())])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -98,6 +98,22 @@ impl AdminBackend for Fake {
     async fn metrics(&self) -> String {
         String::new()
     }
+    async fn cluster_status(&self) -> Result<airssys_cluster::ClusterStatus, ApiError> {
+        Ok(airssys_cluster::ClusterStatus {
+            reported_by: 9,
+            leader: Some(9),
+            term: 4,
+            commit_index: 17,
+            nodes: vec![airssys_cluster::MemberStatus {
+                id: 9,
+                peer_addr: "127.0.0.1:7071".into(),
+                admin_addr: "127.0.0.1:7070".into(),
+                voter: true,
+                alive: Some(true),
+            }],
+            components: Vec::new(),
+        })
+    }
     async fn ready(&self) -> bool {
         true
     }
@@ -227,10 +243,13 @@ async fn component_commands_and_outputs() {
     assert!(n.backend.components.lock().unwrap().is_empty());
 
     let o = n.run(&["cluster", "members", "--json"], Some(TOKEN)).await;
-    let members: Vec<NodeStatus> = serde_json::from_slice(&o.stdout).unwrap();
+    let members: Vec<airssys_cluster::MemberStatus> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(members.len(), 1);
-    assert_eq!(members[0].node_id, 9);
+    assert_eq!(members[0].id, 9);
     let o = n.run(&["cluster", "status"], Some(TOKEN)).await;
+    assert!(stdout(&o).contains("term"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("leader"), "{}", stdout(&o));
+    let o = n.run(&["node", "status"], Some(TOKEN)).await;
     assert!(stdout(&o).contains("1m 5s"), "{}", stdout(&o));
 }
 

@@ -520,6 +520,39 @@ impl Storage {
         })
     }
 
+    /// Sys records with `start <= key < end`, in key order, at most `limit` of them (the
+    /// reserved range is never included). Raft reads its log through this.
+    #[allow(clippy::type_complexity)] // the pair of byte vectors is the plain, documented shape
+    pub fn sys_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        if is_reserved(start) {
+            return Err(StorageError::ReservedKey);
+        }
+        self.core().with_db(|db| {
+            let sys = db
+                .cf_handle(SYS_CF)
+                .ok_or_else(|| StorageError::Closed("sys column family missing".into()))?;
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_upper_bound(end.to_vec());
+            let mut it = db.raw_iterator_cf_opt(&sys, ro);
+            it.seek(start);
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if out.len() >= limit || is_reserved(k) {
+                    break;
+                }
+                out.push((k.to_vec(), v.to_vec()));
+                it.next();
+            }
+            it.status()?;
+            Ok(out)
+        })
+    }
+
     /// Records a component's current placement (persisted, synced). From now on a commit fenced
     /// with another generation (or, at this generation, another node) is refused. Waits for an
     /// in-flight group commit, so no commit checked against the old placement lands after it.

@@ -34,7 +34,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use std::future::Future;
 use std::sync::Arc;
@@ -88,6 +88,18 @@ pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
             post(request::<B>)
                 .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
                 .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/components/{name}/move",
+            post(move_component::<B>).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/cluster",
+            get(cluster_status::<B>).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/cluster/nodes/{id}",
+            delete(remove_node::<B>).fallback(method_not_allowed),
         )
         .route("/v1/status", get(status::<B>).fallback(method_not_allowed))
         .route("/readyz", get(readyz::<B>).fallback(method_not_allowed))
@@ -252,6 +264,46 @@ async fn request<B: AdminBackend>(
         reply,
     )
         .into_response())
+}
+
+async fn move_component<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Pairs>, QueryRejection>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    let name = name_of(path)?;
+    let pairs = query_of(query)?;
+    let to = pairs
+        .iter()
+        .find(|(k, _)| k == "to")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::BadRequest,
+                "give the destination node as ?to=N (a node id)",
+            )
+        })?;
+    Ok(Json(backend.move_component(&name, to).await?))
+}
+
+async fn cluster_status<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+) -> Result<Json<airssys_cluster::ClusterStatus>, ApiError> {
+    Ok(Json(backend.cluster_status().await?))
+}
+
+async fn remove_node<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = match path {
+        Ok(Path(text)) => text.parse::<u64>().map_err(|_| {
+            ApiError::new(ErrorKind::BadRequest, format!("{text} is not a node id"))
+        })?,
+        Err(e) => return Err(ApiError::new(ErrorKind::BadRequest, e.body_text())),
+    };
+    backend.remove_node(id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn status<B: AdminBackend>(

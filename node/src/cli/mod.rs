@@ -118,6 +118,17 @@ pub enum NodeCommand {
                              client commands run from the same directory find it there. Logs go to stderr; set RUST_LOG (default: info)."
     )]
     Start(StartArgs),
+    /// Show one node's own status: id, address, version, components it runs, uptime
+    #[command(
+        after_help = "Example:\n  airssys node status --endpoint http://10.0.0.5:7070 --json"
+    )]
+    Status {
+        #[command(flatten)]
+        client: ClientOpts,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options of `airssys node start`.
@@ -135,12 +146,20 @@ pub struct StartArgs {
     /// Bearer token the admin API requires (default: the one in <data-dir>/admin-token)
     #[arg(long, value_name = "T", env = "AIRSSYS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Address for cluster traffic (clustering is not available in this version)
+    /// Address the cluster (QUIC) endpoint listens on [default: the admin IP, admin port + 1]
     #[arg(long, value_name = "ADDR")]
-    pub peer: Option<String>,
-    /// Peers to join, comma-separated (clustering is not available in this version)
+    pub peer: Option<SocketAddr>,
+    /// How other nodes reach this one, HOST:PORT; HOST must be in the node certificate [default: --peer]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Peer addresses of cluster members to join through, comma-separated. Without it, a
+    /// node with no state starts a new cluster (once)
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     pub join: Vec<String>,
+    /// Directory with ca.pem, node.pem, node.key (from `airssys cert node`). Without it, a
+    /// new node makes its own CA in <data-dir>/tls (a cluster of one)
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
     /// Configuration file (not supported yet: use the flags)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -174,19 +193,29 @@ pub struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Show the node's status: id, address, version, components, uptime
-    #[command(after_help = "Example:\n  airssys cluster status --endpoint http://10.0.0.5:7070")]
+    /// Show the cluster: nodes (alive, voter or learner), leader, term, where each component runs
+    #[command(
+        after_help = "Example:\n  airssys cluster status --endpoint http://10.0.0.5:7070 --json\n\n\
+                             Any node answers; the view is the leader's (liveness is the leader's heartbeats)."
+    )]
     Status {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
-    /// List the cluster's nodes (in this version: the node itself)
+    /// List the cluster's nodes
     #[command(after_help = "Example:\n  airssys cluster members --json")]
     Members {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
+    },
+    /// Move a node's components to the others, then take it out of the cluster
+    #[command(after_help = "Example:\n  airssys cluster remove-node 3\n\n\
+                             Stop the removed node's process afterwards; its data dir cannot rejoin as is.")]
+    RemoveNode {
+        /// Id of the node to remove
+        id: u64,
     },
 }
 
@@ -229,6 +258,16 @@ pub enum ComponentCommand {
     Remove {
         /// Component name
         name: String,
+    },
+    /// Run a component on another node (its generation goes up by one)
+    #[command(after_help = "Example:\n  airssys component move counter --to 2\n\n\
+                             The old node stops the actor, the new one starts it; node ids are in `airssys cluster members`.")]
+    Move {
+        /// Component name
+        name: String,
+        /// Id of the destination node
+        #[arg(long, value_name = "NODE")]
+        to: u64,
     },
 }
 
@@ -385,19 +424,36 @@ pub fn exit_code_for(kind: ErrorKind) -> u8 {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Node(NodeCommand::Start(args)) => start_node(args).await,
+        Command::Node(NodeCommand::Status { client, json }) => {
+            let status = connect(&client)?.status().await?;
+            if json {
+                print_json(&status)
+            } else {
+                out(&output::format_status(&status))
+            }
+        }
         Command::Cluster(ClusterArgs { client, command }) => {
             let client = connect(&client)?;
-            let status = client.status().await?;
             match command {
-                ClusterCommand::Status { json: true } => print_json(&status),
-                ClusterCommand::Status { json: false } => out(&output::format_status(&status)),
-                ClusterCommand::Members { json } => {
-                    let members = [status];
+                ClusterCommand::Status { json } => {
+                    let status = client.cluster_status().await?;
                     if json {
-                        print_json(&members)
+                        print_json(&status)
                     } else {
-                        out(&output::format_members(&members))
+                        out(&output::format_cluster(&status))
                     }
+                }
+                ClusterCommand::Members { json } => {
+                    let status = client.cluster_status().await?;
+                    if json {
+                        print_json(&status.nodes)
+                    } else {
+                        out(&output::format_members(&status))
+                    }
+                }
+                ClusterCommand::RemoveNode { id } => {
+                    client.remove_node(id).await?;
+                    out(&format!("removed node {id} from the cluster\n"))
                 }
             }
         }
@@ -456,6 +512,15 @@ async fn component(client: &AdminClient, command: ComponentCommand) -> Result<()
         ComponentCommand::Remove { name } => {
             client.remove(&name).await?;
             out(&format!("removed {name}\n"))
+        }
+        ComponentCommand::Move { name, to } => {
+            let info = client.move_component(&name, to).await?;
+            out(&format!(
+                "moved {name} to node {} (generation {}, {})\n",
+                info.node_id,
+                info.generation,
+                output::state_short(&info.state)
+            ))
         }
     }
 }
@@ -524,22 +589,16 @@ pub fn data_source(data: &str) -> DataSource<'_> {
     }
 }
 
-/// The [`NodeConfig`] for `node start`, and warnings about options this version ignores.
-pub fn node_config(args: &StartArgs) -> Result<(NodeConfig, Vec<String>), CliError> {
+/// The [`NodeConfig`] and cluster settings for `node start`.
+pub fn node_config(
+    args: &StartArgs,
+) -> Result<(NodeConfig, crate::cluster::ClusterSettings), CliError> {
     if let Some(file) = &args.config {
         return Err(CliError::Usage(format!(
             "--config {} is not supported yet in this version: use the flags \
-             (--data-dir, --admin, --node-id, --token)",
+             (--data-dir, --admin, --node-id, --token, --peer, --join, --tls-dir)",
             file.display()
         )));
-    }
-    let mut warnings = Vec::new();
-    if args.peer.is_some() || !args.join.is_empty() {
-        warnings.push(
-            "clustering is not available in this version: --peer and --join are ignored and \
-             this node runs alone"
-                .to_string(),
-        );
     }
     let mut cfg = NodeConfig::default();
     if let Some(dir) = &args.data_dir {
@@ -549,6 +608,9 @@ pub fn node_config(args: &StartArgs) -> Result<(NodeConfig, Vec<String>), CliErr
         cfg.admin_addr = addr;
     }
     if let Some(id) = args.node_id {
+        if id == 0 {
+            return Err(CliError::Usage("--node-id must be at least 1".into()));
+        }
         cfg.node_id = id;
     }
     cfg.token = args
@@ -556,16 +618,47 @@ pub fn node_config(args: &StartArgs) -> Result<(NodeConfig, Vec<String>), CliErr
         .as_ref()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
-    Ok((cfg, warnings))
+    let peer = match args.peer {
+        Some(p) => p,
+        None => SocketAddr::new(
+            cfg.admin_addr.ip(),
+            cfg.admin_addr.port().checked_add(1).ok_or_else(|| {
+                CliError::Usage("--admin port is the last one: give --peer".into())
+            })?,
+        ),
+    };
+    let advertise = match &args.advertise {
+        Some(a) => a.clone(),
+        None if peer.ip().is_unspecified() => {
+            return Err(CliError::Usage(format!(
+                "--peer {peer} listens on every interface: say how other nodes reach this one \
+                 with --advertise HOST:PORT"
+            )))
+        }
+        None => peer.to_string(),
+    };
+    let admin_advertise = if cfg.admin_addr.ip().is_unspecified() {
+        let host = advertise
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_default();
+        format!("{host}:{}", cfg.admin_addr.port())
+    } else {
+        cfg.admin_addr.to_string()
+    };
+    let mut settings = crate::cluster::ClusterSettings::local(cfg.admin_addr, peer.port());
+    settings.peer_listen = peer;
+    settings.peer_advertise = advertise;
+    settings.admin_advertise = admin_advertise;
+    settings.join = args.join.clone();
+    settings.tls_dir = args.tls_dir.clone();
+    Ok((cfg, settings))
 }
 
 async fn start_node(args: StartArgs) -> Result<(), CliError> {
     init_tracing();
-    let (cfg, warnings) = node_config(&args)?;
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
-    crate::daemon::run(cfg).await?;
+    let (cfg, settings) = node_config(&args)?;
+    crate::daemon::run(cfg, settings).await?;
     Ok(())
 }
 
@@ -721,11 +814,21 @@ mod tests {
             "--join",
             "a:1,b:2",
         ]);
-        let Command::Node(NodeCommand::Start(a)) = cli.command else {
+        let Command::Node(NodeCommand::Start(mut a)) = cli.command else {
             panic!()
         };
         assert_eq!(a.join, vec!["a:1", "b:2"]);
-        let (cfg, warnings) = node_config(&a).unwrap();
+        let err = node_config(&a).unwrap_err();
+        assert!(err.to_string().contains("--advertise"), "{err}");
+        a.advertise = Some("node3.example:8081".into());
+        let (cfg, settings) = node_config(&a).unwrap();
+        assert_eq!(
+            settings.peer_listen,
+            "0.0.0.0:8081".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(settings.peer_advertise, "node3.example:8081");
+        assert_eq!(settings.admin_advertise, "node3.example:8080");
+        assert_eq!(settings.join, vec!["a:1", "b:2"]);
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(
             cfg.admin_addr,
@@ -733,22 +836,21 @@ mod tests {
         );
         assert_eq!(cfg.node_id, 3);
         assert_eq!(cfg.token.as_deref(), Some("tok"));
-        assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("clustering"));
 
         let cli = parse(&["node", "start"]);
         let Command::Node(NodeCommand::Start(mut a)) = cli.command else {
             panic!()
         };
         a.token = None; // the test environment may set AIRSSYS_TOKEN
-        let (cfg, warnings) = node_config(&a).unwrap();
+        let (cfg, settings) = node_config(&a).unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(settings.peer_advertise, "127.0.0.1:7071");
+        assert!(settings.join.is_empty());
         assert_eq!(
             cfg.admin_addr,
             DEFAULT_ADMIN_ADDR.parse::<SocketAddr>().unwrap()
         );
         assert_eq!(cfg.token, None);
-        assert!(warnings.is_empty());
 
         a.config = Some(PathBuf::from("node.toml"));
         let err = node_config(&a).unwrap_err();

@@ -111,30 +111,64 @@ pub fn format_status(s: &NodeStatus) -> String {
         ("node id", s.node_id.to_string()),
         ("admin address", s.admin_addr.clone()),
         ("version", s.version.clone()),
-        ("components", s.components.to_string()),
+        ("components here", s.components.to_string()),
         ("uptime", human_duration_ms(s.uptime_ms)),
-        (
-            "cluster",
-            "single node (clustering is not available in this version)".into(),
-        ),
     ])
 }
 
-/// `cluster members`.
-pub fn format_members(members: &[NodeStatus]) -> String {
-    let rows: Vec<Vec<String>> = members
+/// `cluster status`.
+pub fn format_cluster(s: &airssys_cluster::ClusterStatus) -> String {
+    let mut text = key_values(&[
+        (
+            "leader",
+            s.leader
+                .map(|l| format!("node {l}"))
+                .unwrap_or_else(|| "none known".into()),
+        ),
+        ("term", s.term.to_string()),
+        ("commit index", s.commit_index.to_string()),
+        ("reported by", format!("node {}", s.reported_by)),
+    ]);
+    text.push('\n');
+    text.push_str(&format_members(s));
+    text.push('\n');
+    let rows: Vec<Vec<String>> = s
+        .components
         .iter()
-        .map(|m| {
+        .map(|c| {
             vec![
-                m.node_id.to_string(),
-                m.admin_addr.clone(),
-                m.version.clone(),
-                m.components.to_string(),
-                human_duration_ms(m.uptime_ms),
+                c.name.clone(),
+                c.owner.to_string(),
+                c.generation.to_string(),
             ]
         })
         .collect();
-    format_table(&["NODE", "ADMIN", "VERSION", "COMPONENTS", "UPTIME"], &rows)
+    text.push_str(&format_table(&["COMPONENT", "NODE", "GENERATION"], &rows));
+    text
+}
+
+/// `cluster members`.
+pub fn format_members(s: &airssys_cluster::ClusterStatus) -> String {
+    let rows: Vec<Vec<String>> = s
+        .nodes
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                if m.voter { "voter" } else { "learner" }.to_string(),
+                match m.alive {
+                    Some(true) => "alive",
+                    Some(false) => "down",
+                    None => "unknown",
+                }
+                .to_string(),
+                if s.leader == Some(m.id) { "leader" } else { "" }.to_string(),
+                m.peer_addr.clone(),
+                m.admin_addr.clone(),
+            ]
+        })
+        .collect();
+    format_table(&["NODE", "ROLE", "STATE", "", "PEER", "ADMIN"], &rows)
 }
 
 fn key_values(fields: &[(&str, String)]) -> String {

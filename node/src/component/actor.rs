@@ -48,6 +48,8 @@ struct Incoming {
     from: Address,
     delivery: Delivery,
     seq: u64,
+    /// Node holding the outbox entry of a durable input (0: this node).
+    origin: u64,
     /// `Some(id)` when the sender waits for a reply.
     request_id: Option<u64>,
     /// `Some(id)` when this is the callback of our own request `id`.
@@ -104,6 +106,7 @@ impl ComponentActor {
             from: Address::External,
             delivery: Delivery::Fast,
             seq: 0,
+            origin: 0,
             request_id: None,
             callback_id: None,
         };
@@ -243,6 +246,7 @@ impl ComponentActor {
                 to: out.target,
                 delivery: out.delivery,
                 seq,
+                origin: 0,
                 body,
             };
             if env.is_durable() {
@@ -348,6 +352,7 @@ impl ComponentActor {
                     to: requester.clone(),
                     delivery: incoming.delivery,
                     seq,
+                    origin: 0,
                     body: Body::Reply { id, outcome },
                 };
                 if env.is_durable() {
@@ -391,6 +396,12 @@ impl ComponentActor {
         if incoming.delivery == Delivery::Durable {
             self.shared
                 .mark_consumed(incoming.from.key_segment(), incoming.seq);
+            self.shared.router.consumed(
+                incoming.origin,
+                &self.shared.name,
+                incoming.from.key_segment(),
+                incoming.seq,
+            );
         }
         Ok(())
     }
@@ -450,10 +461,24 @@ impl Actor for ComponentActor {
     type Msg = Envelope;
 
     async fn handle(&mut self, env: Envelope) -> Result<(), Crash> {
+        let started = std::time::Instant::now();
+        let result = self.handle_envelope(env).await;
+        self.shared
+            .router
+            .metrics
+            .handler_latency
+            .observe(started.elapsed());
+        result
+    }
+}
+
+impl ComponentActor {
+    async fn handle_envelope(&mut self, env: Envelope) -> Result<(), Crash> {
         let Envelope {
             from,
             delivery,
             seq,
+            origin,
             body,
             ..
         } = env;
@@ -461,6 +486,7 @@ impl Actor for ComponentActor {
             from,
             delivery,
             seq,
+            origin,
             request_id: None,
             callback_id: None,
         };

@@ -149,7 +149,7 @@ impl host::Host for HostState {
         if let Err(e) = self.check_send(&target, &payload)? {
             return Ok(Err(e));
         }
-        match self.shared.router.mailbox_room(&target) {
+        match self.shared.router.send_room(&target) {
             None => return Ok(Err(types::SendError::NotFound)),
             Some(0) => return Ok(Err(types::SendError::MailboxFull)),
             Some(_) => {}

@@ -19,7 +19,7 @@ pub(super) fn state_of(status: ActorStatus) -> ComponentState {
     }
 }
 
-fn request_error_to_api(err: RequestErr) -> ApiError {
+pub(super) fn request_error_to_api(err: RequestErr) -> ApiError {
     let kind = match &err {
         RequestErr::NotFound => ErrorKind::NotFound,
         RequestErr::Timeout => ErrorKind::Timeout,

@@ -3,6 +3,7 @@
 //! and serves install, remove, send and request for the admin API.
 
 mod admin;
+mod cluster_ops;
 mod recovery;
 
 use admin::state_of;
@@ -50,14 +51,14 @@ pub enum HostError {
 
 /// What the registry keeps about an installed component (JSON under `reg/<name>`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ComponentRecord {
-    name: String,
-    sha256: String,
-    size_bytes: u64,
-    limits: Limits,
-    node_id: u64,
-    generation: u64,
-    installed_at_ms: u64,
+pub(crate) struct ComponentRecord {
+    pub name: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub limits: Limits,
+    pub node_id: u64,
+    pub generation: u64,
+    pub installed_at_ms: u64,
 }
 
 struct Running {
@@ -87,6 +88,8 @@ struct Inner {
     started: Instant,
     /// Durable messages re-delivered from storage when the node opened.
     replayed: std::sync::atomic::AtomicU64,
+    /// Components this node should run but could not start (cluster mode), and why.
+    failed: std::sync::Mutex<HashMap<String, (ComponentRecord, ApiError)>>,
 }
 
 fn api_err(kind: ErrorKind, message: impl Into<String>) -> ApiError {
@@ -100,6 +103,14 @@ fn storage_err(e: StorageError) -> ApiError {
 impl Host {
     /// Opens the node's data directory and brings back every installed component.
     pub async fn open(config: NodeConfig) -> Result<Host, HostError> {
+        let host = Host::open_bare(config)?;
+        host.recover().await?;
+        Ok(host)
+    }
+
+    /// Opens storage and the engine without starting anything (a cluster node starts
+    /// what the replicated registry gives it, then calls [`Host::replay_stored`]).
+    pub(crate) fn open_bare(config: NodeConfig) -> Result<Host, HostError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| HostError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -112,7 +123,7 @@ impl Host {
             .and_then(|v| keys::decode_u64(&v))
             .unwrap_or(0);
         let (recovered, _) = watch::channel(false);
-        let host = Host {
+        Ok(Host {
             inner: Arc::new(Inner {
                 config,
                 storage,
@@ -123,10 +134,14 @@ impl Host {
                 external_seq: Mutex::new(external_seq),
                 started: Instant::now(),
                 replayed: std::sync::atomic::AtomicU64::new(0),
+                failed: std::sync::Mutex::new(HashMap::new()),
             }),
-        };
-        host.recover().await?;
-        Ok(host)
+        })
+    }
+
+    /// The node's storage (the cluster keeps its Raft log and registry there too).
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.inner.storage
     }
 
     async fn prepare(&self, binary: Vec<u8>, sha256: String) -> Result<Prepared, ApiError> {
@@ -328,6 +343,7 @@ impl Host {
                     to: to.to_string(),
                     delivery,
                     seq: 0,
+                    origin: 0,
                     body,
                 });
                 Ok(())
@@ -345,6 +361,7 @@ impl Host {
             to: to.to_string(),
             delivery: Delivery::Durable,
             seq: next,
+            origin: 0,
             body,
         };
         let batch = CommitBatch {
@@ -394,6 +411,10 @@ impl Host {
 
     pub(crate) fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    pub(crate) fn router_arc(&self) -> Arc<Router> {
+        self.inner.router.clone()
     }
 
     /// Commits applied so far (handler transactions, installs, external durable

@@ -6,6 +6,12 @@ use super::*;
 
 impl Host {
     pub(super) async fn recover(&self) -> Result<(), HostError> {
+        self.restart_registered().await?;
+        self.replay_stored().await
+    }
+
+    /// Starts every component of the local registry (single-node mode).
+    async fn restart_registered(&self) -> Result<(), HostError> {
         let inner = &self.inner;
         let mut components = inner.components.lock().await;
         for (key, value) in inner.storage.sys_scan_prefix(keys::REGISTRY)? {
@@ -24,6 +30,14 @@ impl Host {
                 Err(e) => tracing::error!(component = %name, "cannot start: {e}"),
             }
         }
+        Ok(())
+    }
+
+    /// Gives pending requests their clocks back and re-delivers every stored durable
+    /// message, then lets actors run.
+    pub(crate) async fn replay_stored(&self) -> Result<(), HostError> {
+        let inner = &self.inner;
+        let components = inner.components.lock().await;
 
         // Requests still waiting for their answer get their clocks back; those whose
         // deadline passed while the node was down time out now.

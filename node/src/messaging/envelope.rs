@@ -5,7 +5,7 @@ use crate::api::Delivery;
 use serde::{Deserialize, Serialize};
 
 /// Encoding version of [`Envelope`]; the first byte of every encoded envelope.
-pub const ENVELOPE_VERSION: u8 = 1;
+pub const ENVELOPE_VERSION: u8 = 2;
 
 /// Who sent a message, and where its reply goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,6 +91,9 @@ pub struct Envelope {
     /// For durable messages: the sender's sequence number (FIFO and de-duplication per
     /// sender and receiver). 0 for fast messages.
     pub seq: u64,
+    /// The node whose outbox holds a durable message (0: this node). A receiver on
+    /// another node acknowledges its consumption there.
+    pub origin: u64,
     pub body: Body,
 }
 
@@ -152,6 +155,7 @@ mod tests {
             to: "counter".into(),
             delivery: Delivery::Durable,
             seq: 7,
+            origin: 3,
             body: Body::Request {
                 id: 3,
                 payload: b"get".to_vec(),

@@ -2,8 +2,9 @@
 //! messages and their bookkeeping live in the system keyspace, and local routing.
 
 pub mod envelope;
+pub mod histogram;
 pub mod keys;
 pub mod router;
 
 pub use envelope::{Address, Body, Envelope, RequestErr};
-pub use router::Router;
+pub use router::{RemoteRoute, Router};

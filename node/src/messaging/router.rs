@@ -1,6 +1,7 @@
-//! Local routing: the table from component name to mailbox, the requests waiting for a
-//! reply (each answered exactly once: reply, error or timeout), and the external
-//! clients (admin API) waiting on their own requests.
+//! Routing: the table from component name to local mailbox, the requests waiting for a
+//! reply (each answered exactly once: reply, error or timeout), the external clients
+//! (admin API) waiting on their own requests, and, in a cluster, the hand-over of
+//! envelopes whose receiver runs on another node ([`RemoteRoute`]).
 
 use super::envelope::{Address, Body, Envelope, RequestErr};
 use super::keys;
@@ -20,9 +21,34 @@ pub struct RouterMetrics {
     pub fast_dropped: AtomicU64,
     pub late_replies: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Envelopes handed to another node.
+    pub forwarded: AtomicU64,
+    /// Time each handler call took (instance call and commit).
+    pub handler_latency: super::histogram::Histogram,
 }
 
 type ReplySender = oneshot::Sender<Result<Vec<u8>, RequestErr>>;
+
+/// Where a component lives in the cluster, and how envelopes get there.
+pub trait RemoteRoute: Send + Sync + 'static {
+    /// This node's id.
+    fn local_node(&self) -> u64;
+    /// The node the replicated registry gives `name` to; `None` when not installed.
+    fn owner(&self, name: &str) -> Option<u64>;
+    /// Hands an envelope to another node (in order per destination).
+    fn forward(&self, node: u64, env: Envelope);
+    /// Tells `origin` that `receiver` consumed durable message `seq` from `sender`, so
+    /// it can delete its outbox entry.
+    fn consumed(&self, origin: u64, receiver: &str, sender: &str, seq: u64);
+}
+
+/// Where `deliver` sends an envelope whose receiver has no mailbox here.
+enum Elsewhere {
+    Node(u64),
+    /// Installed and owned here, but not running (starting, failed or moving).
+    NotRunningHere,
+    NotInstalled,
+}
 
 pub struct Router {
     mailboxes: RwLock<HashMap<String, MailboxSender<Envelope>>>,
@@ -30,6 +56,7 @@ pub struct Router {
     external: Mutex<HashMap<u64, ReplySender>>,
     external_ids: AtomicU64,
     storage: Storage,
+    remote: std::sync::OnceLock<Arc<dyn RemoteRoute>>,
     pub metrics: RouterMetrics,
 }
 
@@ -42,6 +69,7 @@ impl Router {
             external: Mutex::new(HashMap::new()),
             external_ids: AtomicU64::new(1),
             storage,
+            remote: std::sync::OnceLock::new(),
             metrics: RouterMetrics::default(),
         });
         let weak: Weak<Router> = Arc::downgrade(&router);
@@ -52,6 +80,43 @@ impl Router {
             }
         });
         router
+    }
+
+    /// Joins the router to a cluster: receivers without a local mailbox are looked
+    /// up in the replicated registry.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteRoute>) {
+        let _ = self.remote.set(remote);
+    }
+
+    fn elsewhere(&self, name: &str) -> Elsewhere {
+        let Some(remote) = self.remote.get() else {
+            return Elsewhere::NotInstalled;
+        };
+        match remote.owner(name) {
+            Some(node) if node != remote.local_node() => Elsewhere::Node(node),
+            Some(_) => Elsewhere::NotRunningHere,
+            None => Elsewhere::NotInstalled,
+        }
+    }
+
+    /// Sends `env` to `node`, marking where its outbox entry lives.
+    fn forward(&self, node: u64, mut env: Envelope) {
+        if let Some(remote) = self.remote.get() {
+            if env.origin == 0 {
+                env.origin = remote.local_node();
+            }
+            self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+            remote.forward(node, env);
+        }
+    }
+
+    /// A durable message was consumed here: the node holding its outbox entry is told.
+    pub fn consumed(&self, origin: u64, receiver: &str, sender: &str, seq: u64) {
+        if let Some(remote) = self.remote.get() {
+            if origin != 0 && origin != remote.local_node() {
+                remote.consumed(origin, receiver, sender, seq);
+            }
+        }
     }
 
     pub fn register(&self, name: &str, mailbox: MailboxSender<Envelope>) {
@@ -75,6 +140,19 @@ impl Router {
         let m = self.mailboxes.read().ok()?;
         let mb = m.get(name)?;
         Some(mb.capacity().saturating_sub(mb.len()))
+    }
+
+    /// Room a sender sees for `name`: the local mailbox's, or unbounded for a component
+    /// that runs on another node (its node applies its own mailbox limit) or is
+    /// installed here but not running; `None` when no such component exists.
+    pub fn send_room(&self, name: &str) -> Option<usize> {
+        if let Some(room) = self.mailbox_room(name) {
+            return Some(room);
+        }
+        match self.elsewhere(name) {
+            Elsewhere::Node(_) | Elsewhere::NotRunningHere => Some(usize::MAX),
+            Elsewhere::NotInstalled => None,
+        }
     }
 
     pub fn mailbox_depth(&self, name: &str) -> u64 {
@@ -107,6 +185,30 @@ impl Router {
 
     /// Hands a committed (or fast) envelope to its receiver.
     pub fn deliver(&self, env: Envelope) {
+        if self.remote.get().is_some() && self.mailbox(&env.to).is_none() {
+            match self.elsewhere(&env.to) {
+                Elsewhere::Node(node) => {
+                    self.forward(node, env);
+                    return;
+                }
+                Elsewhere::NotRunningHere => {
+                    // A durable message stays stored (replayed on activation, or resent
+                    // by its origin); a request is answered now.
+                    if let Body::Request { id, .. } = &env.body {
+                        self.answer(
+                            &env.from,
+                            *id,
+                            Err(RequestErr::Unavailable(format!(
+                                "{} is not running on its node",
+                                env.to
+                            ))),
+                        );
+                    }
+                    return;
+                }
+                Elsewhere::NotInstalled => {}
+            }
+        }
         if let Body::Reply { id, .. } = &env.body {
             let requester = Address::Component(env.to.clone());
             if !self.requests.complete(&(requester, *id)) {
@@ -175,6 +277,23 @@ impl Router {
     /// Answers request `id` of `requester` unless it was answered (or timed out)
     /// already.
     pub fn answer(&self, requester: &Address, id: u64, outcome: Result<Vec<u8>, RequestErr>) {
+        if let Address::Component(name) = requester {
+            if self.remote.get().is_some() && self.mailbox(name).is_none() {
+                if let Elsewhere::Node(node) = self.elsewhere(name) {
+                    // The requester's clock runs on its own node.
+                    let env = Envelope {
+                        from: Address::External,
+                        to: name.clone(),
+                        delivery: Delivery::Fast,
+                        seq: 0,
+                        origin: 0,
+                        body: Body::Reply { id, outcome },
+                    };
+                    self.forward(node, env);
+                    return;
+                }
+            }
+        }
         if self.requests.complete(&(requester.clone(), id)) {
             self.send_answer(requester, id, outcome);
         } else {
@@ -198,6 +317,7 @@ impl Router {
                     to: name.clone(),
                     delivery: Delivery::Fast,
                     seq: 0,
+                    origin: 0,
                     body: Body::Reply { id, outcome },
                 };
                 match self.mailbox(name) {
@@ -218,6 +338,13 @@ impl Router {
     fn forget_durable(&self, env: &Envelope) {
         if env.delivery != Delivery::Durable {
             return;
+        }
+        if let Some(remote) = self.remote.get() {
+            if env.origin != 0 && env.origin != remote.local_node() {
+                // Its outbox entry lives on the origin node.
+                self.consumed(env.origin, &env.to, env.from.key_segment(), env.seq);
+                return;
+            }
         }
         let key = keys::outbox(&env.to, env.from.key_segment(), env.seq);
         let storage = self.storage.clone();

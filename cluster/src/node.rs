@@ -1,0 +1,726 @@
+//! One member of the cluster: the Raft instance over the node's storage, the QUIC
+//! transport it speaks, and the operations the node asks of the cluster (bootstrap,
+//! join, install with placement, move, remove, status). Writes go to the leader: a
+//! follower forwards them over QUIC.
+
+use crate::placement::{choose_node, NodeId, NodeLoad};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::{RegistryView, StateMachine};
+use crate::raft::types::{Command, ComponentSpec, NodeInfo, Outcome, TypeConfig};
+use crate::tls::{self, NodeCert};
+use crate::transport::{Lanes, PeerService, Transport, TransportError};
+use airssys_storage::Storage;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{ChangeMembers, Raft, ServerState, Snapshot, SnapshotMeta, Vote};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A node not heard from for this long counts as down for placement and status.
+pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
+/// How long a write waits for a leader (elections take well under a second).
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// Upper bound of one peer call.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Everything a node needs to take part.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// Where the QUIC endpoint listens.
+    pub listen: SocketAddr,
+    /// How other nodes reach this one.
+    pub info: NodeInfo,
+    pub ca_pem: String,
+    pub cert: NodeCert,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("no leader is known yet; the cluster may be electing one or lack a quorum")]
+    NoLeader,
+    #[error("{0}")]
+    Remote(String),
+    #[error("cannot join through any of {0:?}: {1}")]
+    Join(Vec<String>, String),
+}
+
+/// Requests between nodes (one QUIC call each).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot {
+        vote: Vote<NodeId>,
+        meta: SnapshotMeta<NodeId, NodeInfo>,
+        data: Vec<u8>,
+    },
+    Join {
+        node_id: NodeId,
+        info: NodeInfo,
+    },
+    /// Install with placement decided by the leader.
+    Install {
+        spec: ComponentSpec,
+        binary: Vec<u8>,
+    },
+    Propose(Command),
+    RemoveNode(NodeId),
+    Status,
+    /// For the node layer (admin calls forwarded to a component's owner).
+    App(Vec<u8>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    Append(AppendEntriesResponse<NodeId>),
+    Vote(VoteResponse<NodeId>),
+    Snapshot(SnapshotResponse<NodeId>),
+    Done(Outcome),
+    Status(ClusterStatus),
+    App(Vec<u8>),
+    Error(String),
+}
+
+impl PeerResponse {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerResponse::Append(_) => "append",
+            PeerResponse::Vote(_) => "vote",
+            PeerResponse::Snapshot(_) => "snapshot",
+            PeerResponse::Done(_) => "done",
+            PeerResponse::Status(_) => "status",
+            PeerResponse::App(_) => "app",
+            PeerResponse::Error(_) => "error",
+        }
+    }
+}
+
+/// A member as `cluster status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub peer_addr: String,
+    pub admin_addr: String,
+    pub voter: bool,
+    /// As seen by the leader; `None` when the answering node knows no leader.
+    pub alive: Option<bool>,
+}
+
+/// Where a component runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentPlacement {
+    pub name: String,
+    pub owner: NodeId,
+    pub generation: u64,
+}
+
+/// The cluster as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node that built this view (the leader when one is known).
+    pub reported_by: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub nodes: Vec<MemberStatus>,
+    pub components: Vec<ComponentPlacement>,
+}
+
+/// What the node layer receives from peers.
+pub struct AppInbox {
+    /// Calls: the request body and where the answer goes.
+    pub calls: mpsc::Receiver<(Vec<u8>, oneshot::Sender<Vec<u8>>)>,
+    /// Lane frames, in arrival order per lane.
+    pub frames: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+/// Figures for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct RaftFigures {
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub is_leader: bool,
+}
+
+#[derive(Clone)]
+pub struct ClusterNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    info: NodeInfo,
+    raft: Raft<TypeConfig>,
+    transport: Transport,
+    lanes: Lanes,
+    view: Arc<RegistryView>,
+    storage: Storage,
+    app_calls: mpsc::Sender<(Vec<u8>, oneshot::Sender<Vec<u8>>)>,
+    app_frames: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+struct Service {
+    node: ClusterNode,
+}
+
+impl PeerService for Service {
+    type Request = PeerRequest;
+    type Response = PeerResponse;
+
+    async fn call(&self, request: PeerRequest) -> PeerResponse {
+        self.node.serve(request).await
+    }
+
+    async fn lane_frame(&self, frame: Vec<u8>) {
+        let _ = self.node.inner.app_frames.send(frame);
+    }
+}
+
+fn raft_err(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Raft(e.to_string())
+}
+
+impl ClusterNode {
+    /// Opens the Raft log and registry on `storage`, binds the QUIC endpoint and starts
+    /// serving peers. The node neither bootstraps nor joins until told to.
+    pub async fn start(
+        config: ClusterConfig,
+        storage: Storage,
+    ) -> Result<(ClusterNode, AppInbox), ClusterError> {
+        let log =
+            LogStore::open(storage.clone()).map_err(|e| ClusterError::Storage(e.to_string()))?;
+        let sm = StateMachine::open(storage.clone())
+            .map_err(|e| ClusterError::Storage(e.to_string()))?;
+        let view = sm.view();
+        let transport = Transport::bind(
+            config.listen,
+            tls::server_config(&config.ca_pem, &config.cert)?,
+            tls::client_config(&config.ca_pem, &config.cert)?,
+        )?;
+        let raft_config = openraft::Config {
+            cluster_name: "airssys".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_ms,
+            election_timeout_max: config.election_timeout_ms * 2,
+            max_payload_entries: 64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 200,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(raft_err)?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            Network {
+                transport: transport.clone(),
+            },
+            log,
+            sm,
+        )
+        .await
+        .map_err(raft_err)?;
+        let (app_calls, calls) = mpsc::channel(1024);
+        let (app_frames, frames) = mpsc::unbounded_channel();
+        let node = ClusterNode {
+            inner: Arc::new(Inner {
+                id: config.node_id,
+                info: config.info,
+                raft,
+                lanes: Lanes::new(transport.clone()),
+                transport,
+                view,
+                storage,
+                app_calls,
+                app_frames,
+            }),
+        };
+        node.inner
+            .transport
+            .serve(Arc::new(Service { node: node.clone() }));
+        Ok((node, AppInbox { calls, frames }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn info(&self) -> &NodeInfo {
+        &self.inner.info
+    }
+
+    pub fn local_peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.transport.local_addr()
+    }
+
+    pub fn view(&self) -> &Arc<RegistryView> {
+        &self.inner.view
+    }
+
+    /// True once this node has Raft state (it bootstrapped or joined before).
+    pub async fn is_initialized(&self) -> bool {
+        self.inner.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Starts a new cluster with this node as its only voter, unless the node has
+    /// state already (then nothing happens).
+    pub async fn bootstrap(&self) -> Result<bool, ClusterError> {
+        if self.is_initialized().await {
+            return Ok(false);
+        }
+        let members = BTreeMap::from([(self.inner.id, self.inner.info.clone())]);
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(raft_err)?;
+        tracing::info!(node = self.inner.id, "bootstrapped a new cluster");
+        Ok(true)
+    }
+
+    /// Asks the cluster behind any of `seeds` (peer addresses) to take this node in:
+    /// as a learner first, then as a voter. Retries until `limit`. Does nothing for a
+    /// node that has state already.
+    pub async fn join(&self, seeds: &[String], limit: Duration) -> Result<(), ClusterError> {
+        if self.is_initialized().await {
+            return Ok(());
+        }
+        let req = PeerRequest::Join {
+            node_id: self.inner.id,
+            info: self.inner.info.clone(),
+        };
+        let started = tokio::time::Instant::now();
+        let mut last_error = String::from("no seed given");
+        loop {
+            for seed in seeds {
+                match self
+                    .inner
+                    .transport
+                    .call::<_, PeerResponse>(seed, &req, CALL_LIMIT)
+                    .await
+                {
+                    Ok(PeerResponse::Done(_)) => {
+                        tracing::info!(node = self.inner.id, via = %seed, "joined the cluster");
+                        return Ok(());
+                    }
+                    Ok(PeerResponse::Error(e)) => last_error = e,
+                    Ok(other) => last_error = format!("unexpected answer {}", other.kind()),
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            if started.elapsed() > limit {
+                return Err(ClusterError::Join(seeds.to_vec(), last_error));
+            }
+            tracing::info!("join not done yet ({last_error}); retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The leader's id and address, as this node knows them.
+    pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, info))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader().is_some_and(|(id, _)| id == self.inner.id)
+    }
+
+    pub fn figures(&self) -> RaftFigures {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        RaftFigures {
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            is_leader: m.state == ServerState::Leader,
+        }
+    }
+
+    /// Joined, a leader known, and everything received applied.
+    pub fn is_ready(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&self.inner.id)
+            .is_some();
+        let caught_up = m.last_applied.map(|l| l.index) == m.last_log_index;
+        member && m.current_leader.is_some() && caught_up
+    }
+
+    /// Runs `req` on the leader: here when this node leads, else over QUIC. Waits for
+    /// a leader up to [`LEADER_WAIT`].
+    async fn on_leader(&self, req: PeerRequest) -> Result<PeerResponse, ClusterError> {
+        let started = tokio::time::Instant::now();
+        let mut req = Some(req);
+        loop {
+            match self.leader() {
+                Some((id, _)) if id == self.inner.id => {
+                    let r = req.take().ok_or(ClusterError::NoLeader)?;
+                    return Ok(self.serve_as_leader(r).await);
+                }
+                Some((_, info)) => {
+                    let r = req.as_ref().ok_or(ClusterError::NoLeader)?;
+                    match self
+                        .inner
+                        .transport
+                        .call::<_, PeerResponse>(&info.peer_addr, r, CALL_LIMIT)
+                        .await
+                    {
+                        Ok(PeerResponse::Error(e)) if e.contains("not the leader") => {}
+                        Ok(resp) => return Ok(resp),
+                        Err(e) if started.elapsed() > LEADER_WAIT => return Err(e.into()),
+                        Err(_) => {}
+                    }
+                }
+                None if started.elapsed() > LEADER_WAIT => return Err(ClusterError::NoLeader),
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn done(resp: PeerResponse) -> Result<Outcome, ClusterError> {
+        match resp {
+            PeerResponse::Done(o) => Ok(o),
+            PeerResponse::Error(e) => Err(ClusterError::Remote(e)),
+            other => Err(ClusterError::Remote(format!(
+                "unexpected answer {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Registers a component; the leader picks its node.
+    pub async fn install(
+        &self,
+        spec: ComponentSpec,
+        binary: Vec<u8>,
+    ) -> Result<Outcome, ClusterError> {
+        Self::done(
+            self.on_leader(PeerRequest::Install { spec, binary })
+                .await?,
+        )
+    }
+
+    pub async fn propose(&self, command: Command) -> Result<Outcome, ClusterError> {
+        Self::done(self.on_leader(PeerRequest::Propose(command)).await?)
+    }
+
+    /// Moves the node's components away, then takes it out of the membership.
+    pub async fn remove_node(&self, node: NodeId) -> Result<Outcome, ClusterError> {
+        Self::done(self.on_leader(PeerRequest::RemoveNode(node)).await?)
+    }
+
+    /// The cluster as the leader sees it (or this node, when no leader is known).
+    pub async fn status(&self) -> ClusterStatus {
+        match self.on_leader(PeerRequest::Status).await {
+            Ok(PeerResponse::Status(s)) => s,
+            _ => self.local_status(false),
+        }
+    }
+
+    fn local_status(&self, as_leader: bool) -> ClusterStatus {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes = membership
+            .nodes()
+            .map(|(id, info)| MemberStatus {
+                id: *id,
+                peer_addr: info.peer_addr.clone(),
+                admin_addr: info.admin_addr.clone(),
+                voter: voters.contains(id),
+                alive: as_leader.then(|| self.alive(*id)),
+            })
+            .collect();
+        let components = self
+            .inner
+            .view
+            .registry()
+            .components
+            .values()
+            .map(|c| ComponentPlacement {
+                name: c.spec.name.clone(),
+                owner: c.owner,
+                generation: c.generation,
+            })
+            .collect();
+        ClusterStatus {
+            reported_by: self.inner.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            nodes,
+            components,
+        }
+    }
+
+    fn alive(&self, node: NodeId) -> bool {
+        node == self.inner.id
+            || self
+                .inner
+                .transport
+                .since_contact(node)
+                .is_some_and(|d| d < ALIVE_WITHIN)
+    }
+
+    /// Sends a frame to another node's lane (in order per destination).
+    pub fn send_frame(&self, node: NodeId, frame: Vec<u8>) -> Result<(), ClusterError> {
+        let info = self
+            .inner
+            .view
+            .membership()
+            .membership()
+            .get_node(&node)
+            .cloned()
+            .ok_or_else(|| ClusterError::Remote(format!("node {node} is not a member")))?;
+        self.inner.lanes.send(&info.peer_addr, frame);
+        Ok(())
+    }
+
+    /// Calls the node layer of another node.
+    pub async fn app_call(
+        &self,
+        node: NodeId,
+        body: Vec<u8>,
+        limit: Duration,
+    ) -> Result<Vec<u8>, ClusterError> {
+        let info = self
+            .inner
+            .view
+            .membership()
+            .membership()
+            .get_node(&node)
+            .cloned()
+            .ok_or_else(|| ClusterError::Remote(format!("node {node} is not a member")))?;
+        match self
+            .inner
+            .transport
+            .call::<_, PeerResponse>(&info.peer_addr, &PeerRequest::App(body), limit)
+            .await?
+        {
+            PeerResponse::App(b) => Ok(b),
+            PeerResponse::Error(e) => Err(ClusterError::Remote(e)),
+            other => Err(ClusterError::Remote(format!(
+                "unexpected answer {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// A component binary from the replicated registry.
+    pub fn binary(&self, sha256: &str) -> Option<Vec<u8>> {
+        StateMachine::binary(&self.inner.storage, sha256)
+    }
+
+    /// Stops Raft and closes the endpoint.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.raft.shutdown().await;
+        self.inner.transport.close();
+    }
+
+    async fn serve(&self, request: PeerRequest) -> PeerResponse {
+        let raft = &self.inner.raft;
+        match request {
+            PeerRequest::Append(rpc) => match raft.append_entries(rpc).await {
+                Ok(r) => PeerResponse::Append(r),
+                Err(e) => PeerResponse::Error(e.to_string()),
+            },
+            PeerRequest::Vote(rpc) => match raft.vote(rpc).await {
+                Ok(r) => PeerResponse::Vote(r),
+                Err(e) => PeerResponse::Error(e.to_string()),
+            },
+            PeerRequest::Snapshot { vote, meta, data } => {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: Box::new(Cursor::new(data)),
+                };
+                match raft.install_full_snapshot(vote, snapshot).await {
+                    Ok(r) => PeerResponse::Snapshot(r),
+                    Err(e) => PeerResponse::Error(e.to_string()),
+                }
+            }
+            PeerRequest::App(body) => {
+                let (tx, rx) = oneshot::channel();
+                if self.inner.app_calls.send((body, tx)).await.is_err() {
+                    return PeerResponse::Error("node is stopping".into());
+                }
+                match rx.await {
+                    Ok(b) => PeerResponse::App(b),
+                    Err(_) => PeerResponse::Error("node dropped the call".into()),
+                }
+            }
+            // Writes and status: only the leader serves them; others forward.
+            other => match self.on_leader(other).await {
+                Ok(r) => r,
+                Err(e) => PeerResponse::Error(e.to_string()),
+            },
+        }
+    }
+
+    async fn serve_as_leader(&self, request: PeerRequest) -> PeerResponse {
+        let result = match request {
+            PeerRequest::Join { node_id, info } => self.admit(node_id, info).await,
+            PeerRequest::Install { spec, binary } => self.place_and_install(spec, binary).await,
+            PeerRequest::Propose(command) => self.write(command).await,
+            PeerRequest::RemoveNode(node) => self.evict(node).await,
+            PeerRequest::Status => return PeerResponse::Status(self.local_status(true)),
+            other => Err(ClusterError::Remote(format!(
+                "{} is not a leader request",
+                match other {
+                    PeerRequest::Append(_) => "append",
+                    PeerRequest::Vote(_) => "vote",
+                    PeerRequest::Snapshot { .. } => "snapshot",
+                    _ => "app",
+                }
+            ))),
+        };
+        match result {
+            Ok(o) => PeerResponse::Done(o),
+            Err(e) => PeerResponse::Error(e.to_string()),
+        }
+    }
+
+    async fn write(&self, command: Command) -> Result<Outcome, ClusterError> {
+        match self.inner.raft.client_write(command).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
+                ClusterError::Remote("not the leader any more; retry".into()),
+            ),
+            Err(e) => Err(raft_err(e)),
+        }
+    }
+
+    /// Leader: adds `node` as a learner (waits until it has caught up), then makes it
+    /// a voter.
+    async fn admit(&self, node: NodeId, info: NodeInfo) -> Result<Outcome, ClusterError> {
+        let membership = self.inner.view.membership();
+        if membership.membership().voter_ids().any(|v| v == node) {
+            return Ok(Outcome::Nothing);
+        }
+        tracing::info!(node, %info, "admitting a node as learner");
+        self.inner
+            .raft
+            .add_learner(node, info, true)
+            .await
+            .map_err(raft_err)?;
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
+            .await
+            .map_err(raft_err)?;
+        tracing::info!(node, "promoted to voter");
+        Ok(Outcome::Nothing)
+    }
+
+    /// The leader's view for placement: every member, alive or not, and its load.
+    pub fn loads(&self) -> Vec<NodeLoad> {
+        let counts = self.inner.view.registry().owned_counts();
+        self.inner
+            .view
+            .membership()
+            .membership()
+            .nodes()
+            .map(|(id, _)| NodeLoad {
+                node: *id,
+                alive: self.alive(*id),
+                actors: counts.get(id).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    async fn place_and_install(
+        &self,
+        spec: ComponentSpec,
+        binary: Vec<u8>,
+    ) -> Result<Outcome, ClusterError> {
+        let owner = choose_node(&self.loads()).unwrap_or(self.inner.id);
+        let binary = if self.binary(&spec.sha256).is_some() {
+            Vec::new()
+        } else {
+            binary
+        };
+        self.write(Command::Install {
+            spec,
+            owner,
+            binary,
+        })
+        .await
+    }
+
+    async fn evict(&self, node: NodeId) -> Result<Outcome, ClusterError> {
+        let membership = self.inner.view.membership();
+        if membership.membership().get_node(&node).is_none() {
+            return Err(ClusterError::Remote(format!("node {node} is not a member")));
+        }
+        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        if voters.len() == 1 && voters.contains(&node) {
+            return Err(ClusterError::Remote(
+                "cannot remove the last voter".to_string(),
+            ));
+        }
+        // Its components go to the least-loaded other live nodes first.
+        let owned: Vec<String> = self
+            .inner
+            .view
+            .registry()
+            .components
+            .values()
+            .filter(|c| c.owner == node)
+            .map(|c| c.spec.name.clone())
+            .collect();
+        for name in owned {
+            let loads: Vec<NodeLoad> = self
+                .loads()
+                .into_iter()
+                .filter(|l| l.node != node)
+                .collect();
+            if let Some(to) = choose_node(&loads) {
+                self.write(Command::Move { name, to }).await?;
+            }
+        }
+        if voters.contains(&node) {
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), false)
+                .await
+                .map_err(raft_err)?;
+        }
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
+            .await
+            .map_err(raft_err)?;
+        tracing::info!(node, "removed from the cluster");
+        Ok(Outcome::Removed)
+    }
+}

@@ -1,0 +1,360 @@
+//! QUIC between nodes: one endpoint per node (server and client), one cached
+//! connection per peer address, mutual TLS from [`crate::tls`].
+//!
+//! - A **call** is one bidirectional stream: one request frame, one response frame.
+//! - A **lane** is one long-lived unidirectional stream per peer carrying a sequence of
+//!   frames in order (actor messages), so FIFO per sender/receiver pair holds.
+//!
+//! Frames are [`crate::wire`] frames. A malformed frame closes its stream with an error
+//! code; the connection and the node carry on.
+
+use crate::placement::NodeId;
+use crate::wire::{self, FrameDecoder, WireError, MAX_FRAME_BYTES};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Stream error code sent when a received frame is malformed.
+pub const MALFORMED_FRAME: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot bind the peer endpoint on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot resolve peer address {0}")]
+    Resolve(String),
+    #[error("cannot connect to {addr}: {message}")]
+    Connect { addr: String, message: String },
+    #[error("stream to {addr} failed: {message}")]
+    Stream { addr: String, message: String },
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("no answer from {0} in time")]
+    Timeout(String),
+}
+
+/// What the server side does with incoming traffic.
+pub trait PeerService: Send + Sync + 'static {
+    type Request: DeserializeOwned + Send + 'static;
+    type Response: Serialize + Send + 'static;
+    /// Answers one call.
+    fn call(&self, request: Self::Request) -> impl Future<Output = Self::Response> + Send;
+    /// Takes one frame from a lane; frames of one lane arrive here in order.
+    fn lane_frame(&self, frame: Vec<u8>) -> impl Future<Output = ()> + Send;
+}
+
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    conns: tokio::sync::Mutex<HashMap<String, Connection>>,
+    /// Last time a call to each node succeeded (the leader's liveness view).
+    contacts: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Transport {
+    /// Binds the node's QUIC endpoint.
+    pub fn bind(
+        listen: SocketAddr,
+        server: quinn::ServerConfig,
+        client: quinn::ClientConfig,
+    ) -> Result<Transport, TransportError> {
+        let mut endpoint =
+            Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
+                addr: listen,
+                source,
+            })?;
+        endpoint.set_default_client_config(client);
+        Ok(Transport {
+            inner: Arc::new(Inner {
+                endpoint,
+                conns: tokio::sync::Mutex::new(HashMap::new()),
+                contacts: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.endpoint.local_addr().ok()
+    }
+
+    /// Records that `node` answered just now.
+    pub fn record_contact(&self, node: NodeId) {
+        if let Ok(mut c) = self.inner.contacts.lock() {
+            c.insert(node, Instant::now());
+        }
+    }
+
+    /// How long ago `node` last answered, if ever.
+    pub fn since_contact(&self, node: NodeId) -> Option<Duration> {
+        self.inner
+            .contacts
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&node).map(|t| t.elapsed()))
+    }
+
+    async fn connection(&self, addr: &str) -> Result<Connection, TransportError> {
+        let mut conns = self.inner.conns.lock().await;
+        if let Some(c) = conns.get(addr) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+            conns.remove(addr);
+        }
+        let (host, _) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| TransportError::Resolve(addr.to_string()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let sock = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|_| TransportError::Resolve(addr.to_string()))?
+            .next()
+            .ok_or_else(|| TransportError::Resolve(addr.to_string()))?;
+        let connect_err = |message: String| TransportError::Connect {
+            addr: addr.to_string(),
+            message,
+        };
+        let conn = self
+            .inner
+            .endpoint
+            .connect(sock, host)
+            .map_err(|e| connect_err(e.to_string()))?
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        conns.insert(addr.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    async fn forget(&self, addr: &str) {
+        self.inner.conns.lock().await.remove(addr);
+    }
+
+    /// One request, one response, within `limit`.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        request: &Req,
+        limit: Duration,
+    ) -> Result<Resp, TransportError> {
+        let frame = wire::encode_frame(request)?;
+        match tokio::time::timeout(limit, self.call_frame(addr, &frame)).await {
+            Ok(Ok(bytes)) => Ok(wire::decode_frame(&bytes)?),
+            Ok(Err(e)) => {
+                self.forget(addr).await;
+                Err(e)
+            }
+            Err(_) => Err(TransportError::Timeout(addr.to_string())),
+        }
+    }
+
+    async fn call_frame(&self, addr: &str, frame: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let conn = self.connection(addr).await?;
+        let stream_err = |e: String| TransportError::Stream {
+            addr: addr.to_string(),
+            message: e,
+        };
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| stream_err(e.to_string()))?;
+        send.write_all(frame)
+            .await
+            .map_err(|e| stream_err(e.to_string()))?;
+        send.finish().map_err(|e| stream_err(e.to_string()))?;
+        recv.read_to_end(MAX_FRAME_BYTES + wire::HEADER_BYTES)
+            .await
+            .map_err(|e| stream_err(e.to_string()))
+    }
+
+    /// Opens a lane (ordered unidirectional stream) to a peer.
+    pub async fn open_lane(&self, addr: &str) -> Result<SendStream, TransportError> {
+        let conn = self.connection(addr).await?;
+        match conn.open_uni().await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                self.forget(addr).await;
+                Err(TransportError::Stream {
+                    addr: addr.to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Accepts connections until the endpoint closes, serving calls and lanes.
+    pub fn serve<S: PeerService>(&self, service: Arc<S>) {
+        let endpoint = self.inner.endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let service = service.clone();
+                tokio::spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => serve_connection(conn, service).await,
+                        // A peer without a certificate from our CA, or garbage: refused.
+                        Err(e) => tracing::warn!("peer connection refused: {e}"),
+                    }
+                });
+            }
+        });
+    }
+
+    /// Closes the endpoint: every connection and stream ends.
+    pub fn close(&self) {
+        self.inner
+            .endpoint
+            .close(VarInt::from_u32(0), b"node stopping");
+    }
+}
+
+async fn serve_connection<S: PeerService>(conn: Connection, service: Arc<S>) {
+    let remote = conn.remote_address();
+    loop {
+        tokio::select! {
+            bi = conn.accept_bi() => match bi {
+                Ok((send, recv)) => {
+                    let service = service.clone();
+                    tokio::spawn(async move { serve_call(send, recv, service).await });
+                }
+                Err(_) => return,
+            },
+            uni = conn.accept_uni() => match uni {
+                Ok(recv) => {
+                    let service = service.clone();
+                    tokio::spawn(async move { serve_lane(recv, service, remote).await });
+                }
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+async fn serve_call<S: PeerService>(mut send: SendStream, mut recv: RecvStream, service: Arc<S>) {
+    let bytes = match recv.read_to_end(MAX_FRAME_BYTES + wire::HEADER_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!("call stream ended early: {e}");
+            let _ = send.reset(VarInt::from_u32(MALFORMED_FRAME));
+            return;
+        }
+    };
+    let request: S::Request = match wire::decode_frame(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("malformed call frame from a peer: {e}");
+            let _ = send.reset(VarInt::from_u32(MALFORMED_FRAME));
+            return;
+        }
+    };
+    let response = service.call(request).await;
+    match wire::encode_frame(&response) {
+        Ok(frame) => {
+            if send.write_all(&frame).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+        Err(e) => {
+            tracing::error!("cannot encode a call response: {e}");
+            let _ = send.reset(VarInt::from_u32(MALFORMED_FRAME));
+        }
+    }
+}
+
+async fn serve_lane<S: PeerService>(mut recv: RecvStream, service: Arc<S>, remote: SocketAddr) {
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => decoder.push(&buf[..n]),
+            Ok(None) | Err(_) => return,
+        }
+        loop {
+            match decoder.next_frame::<Vec<u8>>() {
+                Ok(Some(frame)) => service.lane_frame(frame).await,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(peer = %remote, "malformed lane frame, closing the lane: {e}");
+                    let _ = recv.stop(VarInt::from_u32(MALFORMED_FRAME));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends frames to peers, one lane per peer, in the order they were queued.
+#[derive(Clone)]
+pub struct Lanes {
+    transport: Transport,
+    queues: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Vec<u8>>>>>,
+}
+
+impl Lanes {
+    pub fn new(transport: Transport) -> Lanes {
+        Lanes {
+            transport,
+            queues: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Queues one frame body for the peer at `addr`. Delivery is best effort: a frame
+    /// lost with a broken stream is not resent here (durable senders resend).
+    pub fn send(&self, addr: &str, body: Vec<u8>) {
+        let Ok(mut queues) = self.queues.lock() else {
+            return;
+        };
+        if let Some(q) = queues.get(addr) {
+            if q.send(body.clone()).is_ok() {
+                return;
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(body);
+        queues.insert(addr.to_string(), tx);
+        tokio::spawn(run_lane(self.transport.clone(), addr.to_string(), rx));
+    }
+}
+
+async fn run_lane(transport: Transport, addr: String, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut stream: Option<SendStream> = None;
+    while let Some(body) = rx.recv().await {
+        let frame = match wire::encode_frame(&body) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(peer = %addr, "frame not sent: {e}");
+                continue;
+            }
+        };
+        // Two tries: the cached stream may belong to a connection that just died.
+        for _ in 0..2 {
+            if stream.is_none() {
+                match transport.open_lane(&addr).await {
+                    Ok(s) => stream = Some(s),
+                    Err(e) => {
+                        tracing::debug!(peer = %addr, "lane not open: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
+            if let Some(s) = stream.as_mut() {
+                if s.write_all(&frame).await.is_ok() {
+                    break;
+                }
+            }
+            stream = None;
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The admin contract on a cluster node: reads come from the replicated registry and
+//! the owner node; writes go through Raft (forwarded to the leader); sends and
+//! requests go to the owner node.
+
+use super::proto::{AppAnswer, AppCall};
+use super::ClusterHost;
+use crate::api::{
+    AdminBackend, ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, InstallRequest,
+    NodeStatus,
+};
+use crate::clock::now_ms;
+use crate::host::MAX_BINARY_BYTES;
+use crate::names;
+use airssys_cluster::{ClusterError, ClusterStatus, Command, ComponentSpec, Outcome, Refusal};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// How long install waits for the owner to start the component.
+const ACTIVATION_WAIT: Duration = Duration::from_secs(30);
+/// Extra time a forwarded request gets over its own timeout.
+const FORWARD_SLACK: Duration = Duration::from_secs(5);
+
+fn cluster_err(e: ClusterError) -> ApiError {
+    let kind = match &e {
+        ClusterError::NoLeader => ErrorKind::NotLeader,
+        ClusterError::Transport(_) | ClusterError::Remote(_) => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    ApiError::new(kind, e.to_string())
+}
+
+fn refusal(r: Refusal) -> ApiError {
+    let kind = match &r {
+        Refusal::AlreadyExists(_) => ErrorKind::AlreadyExists,
+        Refusal::NotFound(_) => ErrorKind::NotFound,
+        Refusal::UnknownNode(_) => ErrorKind::BadRequest,
+        Refusal::MissingBinary(_) => ErrorKind::Internal,
+    };
+    ApiError::new(kind, r.to_string())
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("no component named {name}"))
+}
+
+impl ClusterHost {
+    fn owner(&self, name: &str) -> Result<u64, ApiError> {
+        names::validate(name).map_err(|m| ApiError::new(ErrorKind::InvalidName, m))?;
+        self.cluster
+            .view()
+            .owner_of(name)
+            .map(|(node, _)| node)
+            .ok_or_else(|| not_found(name))
+    }
+
+    async fn call_owner(
+        &self,
+        node: u64,
+        call: &AppCall,
+        limit: Duration,
+    ) -> Result<AppAnswer, ApiError> {
+        let body = serde_json::to_vec(call)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let bytes = self
+            .cluster
+            .app_call(node, body, limit)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!("node {node} does not answer: {e}"),
+                )
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                ErrorKind::Internal,
+                format!("unexpected answer from node {node}: {e}"),
+            )
+        })
+    }
+
+    /// Waits until this node has applied a write the leader committed (read your
+    /// writes on the node that took the call).
+    async fn wait_applied(&self, done: impl Fn(&airssys_cluster::Registry) -> bool) {
+        let mut changes = self.cluster.view().subscribe();
+        let wait = async {
+            loop {
+                if done(&self.cluster.view().registry()) {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(ACTIVATION_WAIT, wait).await;
+    }
+
+    /// Waits until the owner runs the component (or reports that it failed).
+    async fn await_activation(&self, name: &str) -> Result<ComponentInfo, ApiError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.describe(name).await {
+                Ok(info) if info.state != ComponentState::Starting => return Ok(info),
+                Err(e) if e.error == ErrorKind::NotFound => return Err(e),
+                Ok(_) | Err(_) if started.elapsed() > ACTIVATION_WAIT => {
+                    return self.describe(name).await
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+impl AdminBackend for ClusterHost {
+    async fn install(&self, req: InstallRequest) -> Result<ComponentInfo, ApiError> {
+        let name = req.name;
+        names::validate(&name).map_err(|m| ApiError::new(ErrorKind::InvalidName, m))?;
+        if req.binary.len() > MAX_BINARY_BYTES {
+            return Err(ApiError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the binary is {} bytes; the cap is {MAX_BINARY_BYTES}",
+                    req.binary.len()
+                ),
+            ));
+        }
+        let limits = self.host.limits_for(&req.limits)?;
+        if self.cluster.view().owner_of(&name).is_some() {
+            return Err(refusal(Refusal::AlreadyExists(name)));
+        }
+        // Validate here, before anything is replicated.
+        let sha256 = hex::encode(Sha256::digest(&req.binary));
+        self.host
+            .validate_binary(req.binary.clone(), sha256.clone())
+            .await?;
+        let spec = ComponentSpec {
+            name: name.clone(),
+            sha256,
+            size_bytes: req.binary.len() as u64,
+            config: serde_json::to_vec(&limits)
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?,
+            installed_at_ms: now_ms(),
+        };
+        match self
+            .cluster
+            .install(spec, req.binary)
+            .await
+            .map_err(cluster_err)?
+        {
+            Outcome::Installed { .. } => {
+                self.wait_applied(|r| r.components.contains_key(&name))
+                    .await;
+            }
+            Outcome::Refused(r) => return Err(refusal(r)),
+            other => {
+                return Err(ApiError::new(
+                    ErrorKind::Internal,
+                    format!("unexpected install outcome {other:?}"),
+                ))
+            }
+        }
+        let info = self.await_activation(&name).await?;
+        if let ComponentState::Failed { reason } = &info.state {
+            // Leave nothing behind: the install did not happen.
+            let _ = self
+                .cluster
+                .propose(Command::Remove { name: name.clone() })
+                .await;
+            let kind = if reason.contains("trapped") {
+                ErrorKind::Trapped
+            } else if reason.contains("rejected") {
+                ErrorKind::Rejected
+            } else {
+                ErrorKind::Unavailable
+            };
+            return Err(ApiError::new(
+                kind,
+                format!("{reason}; nothing was installed"),
+            ));
+        }
+        tracing::info!(component = %name, node = info.node_id, "installed");
+        Ok(info)
+    }
+
+    async fn list(&self) -> Result<Vec<ComponentInfo>, ApiError> {
+        let registry = self.cluster.view().registry();
+        let owners: std::collections::BTreeSet<u64> =
+            registry.components.values().map(|c| c.owner).collect();
+        let mut known = std::collections::HashMap::new();
+        for node in owners {
+            let infos = if node == self.cluster.id() {
+                self.host.local_infos().await
+            } else {
+                match self
+                    .call_owner(node, &AppCall::List, Duration::from_secs(5))
+                    .await
+                {
+                    Ok(AppAnswer::List(l)) => l,
+                    _ => Vec::new(),
+                }
+            };
+            for i in infos {
+                known.insert(i.name.clone(), i);
+            }
+        }
+        let mut out = Vec::new();
+        for entry in registry.components.values() {
+            match known.remove(&entry.spec.name) {
+                Some(i) if i.generation == entry.generation => out.push(i),
+                _ => out.push(ComponentInfo {
+                    name: entry.spec.name.clone(),
+                    sha256: entry.spec.sha256.clone(),
+                    size_bytes: entry.spec.size_bytes,
+                    limits: serde_json::from_slice(&entry.spec.config)
+                        .unwrap_or(self.host.config().default_limits),
+                    node_id: entry.owner,
+                    generation: entry.generation,
+                    state: ComponentState::Starting,
+                    mailbox_depth: 0,
+                    storage_bytes: 0,
+                    restarts: 0,
+                    installed_at_ms: entry.spec.installed_at_ms,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn describe(&self, name: &str) -> Result<ComponentInfo, ApiError> {
+        let owner = self.owner(name)?;
+        let entry = self
+            .cluster
+            .view()
+            .entry(name)
+            .ok_or_else(|| not_found(name))?;
+        let found = if owner == self.cluster.id() {
+            self.host.local_info(name).await
+        } else {
+            match self
+                .call_owner(
+                    owner,
+                    &AppCall::Describe { name: name.into() },
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                Ok(AppAnswer::Info(Ok(i))) => Some(i),
+                _ => None,
+            }
+        };
+        Ok(match found {
+            Some(i) if i.generation == entry.generation => i,
+            _ => ComponentInfo {
+                name: name.to_string(),
+                sha256: entry.spec.sha256.clone(),
+                size_bytes: entry.spec.size_bytes,
+                limits: serde_json::from_slice(&entry.spec.config)
+                    .unwrap_or(self.host.config().default_limits),
+                node_id: entry.owner,
+                generation: entry.generation,
+                state: ComponentState::Starting,
+                mailbox_depth: 0,
+                storage_bytes: 0,
+                restarts: 0,
+                installed_at_ms: entry.spec.installed_at_ms,
+            },
+        })
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), ApiError> {
+        self.owner(name)?;
+        match self
+            .cluster
+            .propose(Command::Remove { name: name.into() })
+            .await
+            .map_err(cluster_err)?
+        {
+            Outcome::Removed => {
+                self.wait_applied(|r| !r.components.contains_key(name))
+                    .await;
+                Ok(())
+            }
+            Outcome::Refused(r) => Err(refusal(r)),
+            other => Err(ApiError::new(
+                ErrorKind::Internal,
+                format!("unexpected remove outcome {other:?}"),
+            )),
+        }
+    }
+
+    async fn send(&self, name: &str, payload: Vec<u8>, delivery: Delivery) -> Result<(), ApiError> {
+        self.host.check_message(name, &payload)?;
+        let owner = self.owner(name)?;
+        if owner == self.cluster.id() {
+            return self.host.send(name, payload, delivery).await;
+        }
+        let call = AppCall::Send {
+            name: name.into(),
+            payload,
+            delivery,
+        };
+        match self
+            .call_owner(owner, &call, Duration::from_secs(10))
+            .await?
+        {
+            AppAnswer::Sent(r) => r,
+            _ => Err(ApiError::new(
+                ErrorKind::Internal,
+                "unexpected answer to a send",
+            )),
+        }
+    }
+
+    async fn request(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+        delivery: Delivery,
+    ) -> Result<Vec<u8>, ApiError> {
+        self.host.check_message(name, &payload)?;
+        let owner = self.owner(name)?;
+        if owner == self.cluster.id() {
+            return self.host.request(name, payload, timeout, delivery).await;
+        }
+        let call = AppCall::Request {
+            name: name.into(),
+            payload,
+            timeout_ms: timeout.as_millis() as u64,
+            delivery,
+        };
+        match self
+            .call_owner(owner, &call, timeout + FORWARD_SLACK)
+            .await?
+        {
+            AppAnswer::Reply(r) => r,
+            _ => Err(ApiError::new(
+                ErrorKind::Internal,
+                "unexpected answer to a request",
+            )),
+        }
+    }
+
+    async fn status(&self) -> Result<NodeStatus, ApiError> {
+        Ok(NodeStatus {
+            node_id: self.host.node_id(),
+            admin_addr: self.host.config().admin_addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            components: self.host.local_generations().await.len() as u64,
+            uptime_ms: self.host.uptime_ms(),
+        })
+    }
+
+    async fn metrics(&self) -> String {
+        let mut text = crate::metrics::render(&self.host).await;
+        crate::metrics::render_raft(&mut text, &self.cluster.figures());
+        text
+    }
+
+    async fn ready(&self) -> bool {
+        self.host.ready().await && self.cluster.is_ready()
+    }
+
+    async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
+        Ok(self.cluster.status().await)
+    }
+
+    async fn move_component(&self, name: &str, to: u64) -> Result<ComponentInfo, ApiError> {
+        self.owner(name)?;
+        match self
+            .cluster
+            .propose(Command::Move {
+                name: name.into(),
+                to,
+            })
+            .await
+            .map_err(cluster_err)?
+        {
+            Outcome::Moved { generation, .. } => {
+                self.wait_applied(|r| {
+                    r.components
+                        .get(name)
+                        .is_some_and(|c| c.generation >= generation)
+                })
+                .await;
+                self.await_activation(name).await
+            }
+            Outcome::Refused(r) => Err(refusal(r)),
+            other => Err(ApiError::new(
+                ErrorKind::Internal,
+                format!("unexpected move outcome {other:?}"),
+            )),
+        }
+    }
+
+    async fn remove_node(&self, node: u64) -> Result<(), ApiError> {
+        self.cluster.remove_node(node).await.map_err(cluster_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! A node in a cluster: the local host (engine, actors, storage) driven by the
+//! replicated registry. The node runs exactly the components the applied registry
+//! gives it ([`reconcile`]), sends envelopes for components elsewhere over QUIC
+//! ([`route`]), forwards admin calls to a component's owner ([`proto`]) and admin
+//! writes to the leader (through [`airssys_cluster::ClusterNode`]).
+
+mod admin;
+pub mod proto;
+pub mod reconcile;
+pub mod route;
+pub mod tls_files;
+
+use crate::api::{ApiError, ErrorKind, Limits};
+use crate::config::NodeConfig;
+use crate::host::{ComponentRecord, Host, HostError};
+use airssys_cluster::{AppInbox, ClusterConfig, ClusterError, ClusterNode, NodeInfo};
+use proto::{AppAnswer, AppCall};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Where the QUIC endpoint listens.
+    pub peer_listen: SocketAddr,
+    /// How other nodes reach it (`host:port`; the host must be in the node's certificate).
+    pub peer_advertise: String,
+    /// How other nodes' admin APIs reach this one.
+    pub admin_advertise: String,
+    /// Peer addresses of members to join through; empty: start a new cluster (once).
+    pub join: Vec<String>,
+    /// Directory with `ca.pem`, `node.pem` and `node.key`; `None`: `<data-dir>/tls`,
+    /// made on first start with a new CA (a single-node cluster).
+    pub tls_dir: Option<PathBuf>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+}
+
+impl ClusterSettings {
+    /// Loopback defaults for a node whose admin API is on `admin`.
+    pub fn local(admin: SocketAddr, peer_port: u16) -> ClusterSettings {
+        let peer = SocketAddr::new(admin.ip(), peer_port);
+        ClusterSettings {
+            peer_listen: peer,
+            peer_advertise: peer.to_string(),
+            admin_advertise: admin.to_string(),
+            join: Vec::new(),
+            tls_dir: None,
+            heartbeat_ms: 100,
+            election_timeout_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterHostError {
+    #[error("{0}")]
+    Host(#[from] HostError),
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// A host in a cluster.
+#[derive(Clone)]
+pub struct ClusterHost {
+    host: Host,
+    cluster: ClusterNode,
+}
+
+impl ClusterHost {
+    /// Opens the node, starts Raft and the transport, runs what the registry already
+    /// gives this node, then bootstraps or joins (once; a node with state does neither).
+    pub async fn start(
+        config: NodeConfig,
+        settings: ClusterSettings,
+    ) -> Result<ClusterHost, ClusterHostError> {
+        let host = Host::open_bare(config.clone())?;
+        let (ca_pem, cert) =
+            tls_files::load_or_create(&config, &settings).map_err(ClusterHostError::Tls)?;
+        let (cluster, inbox) = ClusterNode::start(
+            ClusterConfig {
+                node_id: config.node_id,
+                listen: settings.peer_listen,
+                info: NodeInfo {
+                    peer_addr: settings.peer_advertise.clone(),
+                    admin_addr: settings.admin_advertise.clone(),
+                },
+                ca_pem,
+                cert,
+                heartbeat_ms: settings.heartbeat_ms,
+                election_timeout_ms: settings.election_timeout_ms,
+            },
+            host.storage().clone(),
+        )
+        .await?;
+        host.router().set_remote(Arc::new(route::ClusterRoute {
+            cluster: cluster.clone(),
+        }));
+        let node = ClusterHost { host, cluster };
+        node.reconcile().await;
+        node.host.replay_stored().await?;
+        node.spawn_loops(inbox);
+        if settings.join.is_empty() {
+            node.cluster.bootstrap().await?;
+        } else {
+            let joining = node.clone();
+            let seeds = settings.join.clone();
+            tokio::spawn(async move {
+                if let Err(e) = joining.cluster.join(&seeds, Duration::from_secs(600)).await {
+                    tracing::error!("{e}");
+                }
+            });
+        }
+        Ok(node)
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    pub fn cluster(&self) -> &ClusterNode {
+        &self.cluster
+    }
+
+    fn spawn_loops(&self, inbox: AppInbox) {
+        let AppInbox {
+            mut calls,
+            mut frames,
+        } = inbox;
+        let node = self.clone();
+        let mut changes = self.cluster.view().subscribe();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                node.reconcile().await;
+            }
+        });
+        let node = self.clone();
+        tokio::spawn(async move {
+            while let Some((body, reply)) = calls.recv().await {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let answer = node.answer_app_call(&body).await;
+                    let _ = reply.send(answer);
+                });
+            }
+        });
+        let node = self.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = frames.recv().await {
+                route::on_lane_frame(node.host.router(), node.host.storage(), &frame).await;
+            }
+        });
+        tokio::spawn(route::resend_loop(
+            self.host.router_arc(),
+            self.host.storage().clone(),
+            self.cluster.clone(),
+        ));
+    }
+
+    /// Brings local actors and stores in line with the applied registry.
+    async fn reconcile(&self) {
+        let registry = self.cluster.view().registry();
+        let local = self.host.local_generations().await;
+        let stores: BTreeSet<String> = self.host.store_names().into_iter().collect();
+        for step in reconcile::plan(self.cluster.id(), &registry, &local, &stores) {
+            let result = match &step {
+                reconcile::Step::Deactivate(name) => {
+                    self.host.deactivate(name).await;
+                    Ok(())
+                }
+                reconcile::Step::DropStore(name) => self.host.drop_store(name).await,
+                reconcile::Step::CreateStore(name) => self.host.ensure_store(name),
+                reconcile::Step::Activate { name, .. } => match registry.components.get(name) {
+                    Some(entry) => self.activate(entry).await,
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = result {
+                tracing::error!(?step, "reconcile step failed: {e}");
+            }
+        }
+    }
+
+    async fn activate(&self, entry: &airssys_cluster::ComponentEntry) -> Result<(), ApiError> {
+        let limits: Limits = serde_json::from_slice(&entry.spec.config).map_err(|e| {
+            ApiError::new(
+                ErrorKind::Internal,
+                format!("component config is corrupt: {e}"),
+            )
+        })?;
+        let binary = self.cluster.binary(&entry.spec.sha256).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Internal,
+                format!("binary {} is missing from the registry", entry.spec.sha256),
+            )
+        })?;
+        let record = ComponentRecord {
+            name: entry.spec.name.clone(),
+            sha256: entry.spec.sha256.clone(),
+            size_bytes: entry.spec.size_bytes,
+            limits,
+            node_id: entry.owner,
+            generation: entry.generation,
+            installed_at_ms: entry.spec.installed_at_ms,
+        };
+        self.host.activate(record, binary).await
+    }
+
+    async fn answer_app_call(&self, body: &[u8]) -> Vec<u8> {
+        use crate::api::AdminBackend;
+        let answer = match serde_json::from_slice::<AppCall>(body) {
+            Err(e) => AppAnswer::Sent(Err(ApiError::new(
+                ErrorKind::BadRequest,
+                format!("malformed call from a peer: {e}"),
+            ))),
+            Ok(AppCall::Describe { name }) => AppAnswer::Info(
+                self.host
+                    .local_info(&name)
+                    .await
+                    .ok_or_else(|| not_here(&name)),
+            ),
+            Ok(AppCall::List) => AppAnswer::List(self.host.local_infos().await),
+            Ok(AppCall::Send {
+                name,
+                payload,
+                delivery,
+            }) => AppAnswer::Sent(self.host.send(&name, payload, delivery).await),
+            Ok(AppCall::Request {
+                name,
+                payload,
+                timeout_ms,
+                delivery,
+            }) => AppAnswer::Reply(
+                self.host
+                    .request(&name, payload, Duration::from_millis(timeout_ms), delivery)
+                    .await,
+            ),
+        };
+        serde_json::to_vec(&answer).unwrap_or_default()
+    }
+
+    /// Stops actors and the cluster transport.
+    pub async fn shutdown(&self) {
+        self.cluster.shutdown().await;
+        self.host.shutdown().await;
+    }
+}
+
+fn not_here(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Unavailable,
+        format!("{name} is not running on its owner node (starting or moving); retry"),
+    )
+}

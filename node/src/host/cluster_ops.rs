@@ -1,0 +1,235 @@
+//! What a cluster node asks of its local host: run a component the registry gives
+//! it (creating its store, running `init` on its first activation), stop one it no
+//! longer owns, and report on what runs here.
+
+use super::*;
+use std::collections::BTreeMap;
+
+/// Marks (in the local sys keyspace) that a component's `init` ran on this node.
+fn init_key(name: &str) -> Vec<u8> {
+    [b"init/".as_slice(), name.as_bytes()].concat()
+}
+
+impl Host {
+    /// Starts `record` here. `init` runs when this is the component's first
+    /// activation anywhere (generation 1) and has not run here before.
+    pub(crate) async fn activate(
+        &self,
+        record: ComponentRecord,
+        binary: Vec<u8>,
+    ) -> Result<(), ApiError> {
+        let name = record.name.clone();
+        let storage = &self.inner.storage;
+        if !storage.has_component(&name) {
+            storage.create_component(&name).map_err(storage_err)?;
+        }
+        let prepared = match self.prepare(binary, record.sha256.clone()).await {
+            Ok(p) => p,
+            Err(e) => return Err(self.record_failure(record, e)),
+        };
+        storage
+            .set_generation(&name, record.node_id, record.generation)
+            .map_err(storage_err)?;
+        let shared = self.shared_for(&record, prepared).map_err(storage_err)?;
+        let first = record.generation == 1
+            && storage
+                .sys_get(&init_key(&name))
+                .map_err(storage_err)?
+                .is_none();
+        if first {
+            let init = match ComponentActor::instantiate(shared.clone()).await {
+                Ok(mut actor) => actor.run_init().await,
+                Err(e) => Err(RequestErr::Unavailable(e)),
+            };
+            if let Err(err) = init {
+                let mut e = admin::request_error_to_api(err);
+                e.message = format!("init failed: {}", e.message);
+                return Err(self.record_failure(record, e));
+            }
+            storage
+                .commit_async(CommitBatch {
+                    fence: None,
+                    components: Vec::new(),
+                    sys: vec![(init_key(&name), Some(vec![1]))],
+                })
+                .await
+                .map_err(storage_err)?;
+        }
+        let running = self.spawn(record, shared);
+        if let Ok(mut f) = self.inner.failed.lock() {
+            f.remove(&name);
+        }
+        self.inner
+            .components
+            .lock()
+            .await
+            .insert(name.clone(), running);
+        // Messages stored for it while it was not running here.
+        if *self.inner.recovered.borrow() {
+            for (_, value) in storage
+                .sys_scan_prefix(&keys::outbox_for_receiver(&name))
+                .map_err(storage_err)?
+            {
+                if let Ok(env) = Envelope::decode(&value) {
+                    self.inner.router.deliver(env);
+                }
+            }
+        }
+        tracing::info!(component = %name, "activated");
+        Ok(())
+    }
+
+    fn record_failure(&self, record: ComponentRecord, e: ApiError) -> ApiError {
+        tracing::error!(component = %record.name, "cannot activate: {e}");
+        if let Ok(mut f) = self.inner.failed.lock() {
+            f.insert(record.name.clone(), (record, e.clone()));
+        }
+        e
+    }
+
+    /// Stops a component here (it moved away or was removed). Its store stays.
+    pub(crate) async fn deactivate(&self, name: &str) {
+        if let Ok(mut f) = self.inner.failed.lock() {
+            f.remove(name);
+        }
+        let running = self.inner.components.lock().await.remove(name);
+        if let Some(r) = running {
+            self.inner.router.unregister(name);
+            r.handle.stop().await;
+            tracing::info!(component = %name, "deactivated");
+        }
+    }
+
+    /// Drops a removed component's store and local records.
+    pub(crate) async fn drop_store(&self, name: &str) -> Result<(), ApiError> {
+        let storage = &self.inner.storage;
+        let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            vec![(keys::seq(name), None), (init_key(name), None)];
+        for prefix in [
+            keys::outbox_for_receiver(name),
+            keys::dedup_for_receiver(name),
+            keys::pending_for(name),
+        ] {
+            for (key, _) in storage.sys_scan_prefix(&prefix).map_err(storage_err)? {
+                sys.push((key, None));
+            }
+        }
+        storage
+            .commit_async(CommitBatch {
+                fence: None,
+                components: Vec::new(),
+                sys,
+            })
+            .await
+            .map_err(storage_err)?;
+        if storage.has_component(name) {
+            storage.drop_component(name).map_err(storage_err)?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure a registered component has its (empty) store on this node.
+    pub(crate) fn ensure_store(&self, name: &str) -> Result<(), ApiError> {
+        let storage = &self.inner.storage;
+        if !storage.has_component(name) {
+            storage.create_component(name).map_err(storage_err)?;
+        }
+        Ok(())
+    }
+
+    /// Generation of every component running or failed here.
+    pub(crate) async fn local_generations(&self) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = self
+            .inner
+            .components
+            .lock()
+            .await
+            .iter()
+            .map(|(n, r)| (n.clone(), r.record.generation))
+            .collect();
+        if let Ok(f) = self.inner.failed.lock() {
+            for (n, (r, _)) in f.iter() {
+                out.insert(n.clone(), r.generation);
+            }
+        }
+        out
+    }
+
+    /// Names of the component stores on this node.
+    pub(crate) fn store_names(&self) -> Vec<String> {
+        self.inner.storage.component_names()
+    }
+
+    /// What this node knows of a component it runs (or failed to start).
+    pub(crate) async fn local_info(&self, name: &str) -> Option<ComponentInfo> {
+        if let Some(r) = self.inner.components.lock().await.get(name) {
+            return Some(self.info(r));
+        }
+        let f = self.inner.failed.lock().ok()?;
+        let (r, e) = f.get(name)?;
+        Some(ComponentInfo {
+            name: r.name.clone(),
+            sha256: r.sha256.clone(),
+            size_bytes: r.size_bytes,
+            limits: r.limits,
+            node_id: r.node_id,
+            generation: r.generation,
+            state: ComponentState::Failed {
+                reason: e.to_string(),
+            },
+            mailbox_depth: 0,
+            storage_bytes: self.inner.storage.usage_bytes(&r.name).unwrap_or(0),
+            restarts: 0,
+            installed_at_ms: r.installed_at_ms,
+        })
+    }
+
+    /// Every component this node runs or failed to start.
+    pub(crate) async fn local_infos(&self) -> Vec<ComponentInfo> {
+        let names: Vec<String> = self.local_generations().await.into_keys().collect();
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(i) = self.local_info(&n).await {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// Checks a send's target name and payload size (not where it runs).
+    pub(crate) fn check_message(&self, name: &str, payload: &[u8]) -> Result<(), ApiError> {
+        names::validate(name).map_err(|m| api_err(ErrorKind::InvalidName, m))?;
+        if payload.len() > crate::component::MAX_PAYLOAD_BYTES {
+            return Err(api_err(
+                ErrorKind::TooLarge,
+                format!(
+                    "payload is {} bytes; the cap is {}",
+                    payload.len(),
+                    crate::component::MAX_PAYLOAD_BYTES
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Compiles (and so validates) a binary, as install does before anything is stored.
+    pub(crate) async fn validate_binary(
+        &self,
+        binary: Vec<u8>,
+        sha256: String,
+    ) -> Result<(), ApiError> {
+        self.prepare(binary, sha256).await.map(|_| ())
+    }
+
+    pub(crate) fn limits_for(&self, req: &crate::api::LimitsRequest) -> Result<Limits, ApiError> {
+        self.resolve_limits(req)
+    }
+
+    pub(crate) fn node_id(&self) -> u64 {
+        self.inner.config.node_id
+    }
+
+    pub(crate) fn uptime_ms(&self) -> u64 {
+        self.inner.started.elapsed().as_millis() as u64
+    }
+}

@@ -1,0 +1,401 @@
+//! Three `airssys` node processes over loopback QUIC with mutual TLS, driven through
+//! the CLI and the admin API as an operator would: formation and join, install on one
+//! node placed on another, requests through a third, component-to-component messages
+//! across nodes, move, a refused foreign certificate, garbage on the QUIC port, 401
+//! without the token, and a leader stop with a new election.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "cluster-test-token";
+/// Upper bound for conditions that must become true (never a timing assertion).
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_airssys")
+}
+
+fn free_tcp() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+fn must(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Node {
+    id: u64,
+    child: Option<Child>,
+    endpoint: String,
+    peer: String,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(dir: &Path, id: u64, tls: &Path, join: Option<&str>) -> Node {
+        let admin = free_tcp();
+        let peer = format!("127.0.0.1:{}", free_udp());
+        let data = dir.join(format!("data{id}"));
+        let log = dir.join(format!("node{id}.log"));
+        let mut cmd = Command::new(bin());
+        cmd.args(["node", "start", "--data-dir"])
+            .arg(&data)
+            .args(["--node-id", &id.to_string()])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .args(["--peer", &peer, "--token", TOKEN, "--tls-dir"])
+            .arg(tls)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(seed) = join {
+            cmd.args(["--join", seed]);
+        }
+        Node {
+            id,
+            child: Some(cmd.spawn().unwrap()),
+            endpoint: format!("http://127.0.0.1:{admin}"),
+            peer,
+            log,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("AIRSSYS_ENDPOINT", &self.endpoint)
+            .env("AIRSSYS_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        must(
+            self.cli(args),
+            &format!("airssys {args:?} on node {}", self.id),
+        )
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let out = self.cli(&["cluster", "status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+fn http_get(endpoint: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn make_certs(dir: &Path, ca_name: &str, ids: &[u64]) -> Vec<PathBuf> {
+    let ca = dir.join(ca_name);
+    must(
+        run(&[
+            "cert",
+            "ca",
+            "--out",
+            ca.to_str().unwrap(),
+            "--name",
+            ca_name,
+        ]),
+        "cert ca",
+    );
+    ids.iter()
+        .map(|id| {
+            let out = dir.join(format!("{ca_name}-node{id}"));
+            must(
+                run(&[
+                    "cert",
+                    "node",
+                    "--ca-dir",
+                    ca.to_str().unwrap(),
+                    "--node-id",
+                    &id.to_string(),
+                    "--host",
+                    "127.0.0.1",
+                    "--out",
+                    out.to_str().unwrap(),
+                ]),
+                "cert node",
+            );
+            out
+        })
+        .collect()
+}
+
+/// Voter ids that the leader reports alive, once there is a leader.
+fn alive_voters(node: &Node) -> Option<Vec<u64>> {
+    let s = node.status()?;
+    s["leader"].as_u64()?;
+    let mut ids: Vec<u64> = s["nodes"]
+        .as_array()?
+        .iter()
+        .filter(|n| n["voter"] == true && n["alive"] == true)
+        .filter_map(|n| n["id"].as_u64())
+        .collect();
+    ids.sort();
+    Some(ids)
+}
+
+fn owner_of(node: &Node, name: &str) -> u64 {
+    let info: serde_json::Value =
+        serde_json::from_str(&node.ok(&["component", "describe", name, "--json"])).unwrap();
+    info["node_id"].as_u64().unwrap()
+}
+
+#[test]
+fn three_nodes_form_route_and_survive_a_leader_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = make_certs(dir.path(), "prod", &[1, 2, 3]);
+    let n1 = Node::start(dir.path(), 1, &tls[0], None);
+    wait_for("node 1 to lead", || alive_voters(&n1).filter(|v| v == &[1]));
+    let n2 = Node::start(dir.path(), 2, &tls[1], Some(&n1.peer));
+    let n3 = Node::start(dir.path(), 3, &tls[2], Some(&n1.peer));
+    let mut nodes = vec![n1, n2, n3];
+    for n in &nodes {
+        wait_for("three live voters seen from every node", || {
+            alive_voters(n).filter(|v| v == &[1, 2, 3])
+        });
+    }
+
+    // Placement: the least-loaded node, ties to the lowest id.
+    let examples = common::examples_dir();
+    let wasm = |name: &str| examples.join(format!("{name}.wasm"));
+    nodes[0].ok(&[
+        "component",
+        "install",
+        "echo",
+        wasm("echo").to_str().unwrap(),
+    ]);
+    assert_eq!(owner_of(&nodes[0], "echo"), 1);
+    // Installed at node 3, placed on node 2, requested through node 1.
+    nodes[2].ok(&[
+        "component",
+        "install",
+        "counter",
+        wasm("counter").to_str().unwrap(),
+    ]);
+    assert_eq!(owner_of(&nodes[0], "counter"), 2);
+    assert_eq!(nodes[0].ok(&["request", "counter", "inc"]).trim(), "1");
+    assert_eq!(nodes[2].ok(&["request", "counter", "get"]).trim(), "1");
+    nodes[0].ok(&["send", "counter", "inc"]);
+    wait_for("the durable send through node 1 to count", || {
+        (nodes[1].ok(&["request", "counter", "get"]).trim() == "2").then_some(())
+    });
+
+    // Every node has the registry; `list` from any node shows the owners.
+    for n in &nodes {
+        let list: serde_json::Value =
+            serde_json::from_str(&n.ok(&["component", "list", "--json"])).unwrap();
+        let owners: Vec<(String, u64)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["node_id"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(owners, vec![("counter".into(), 2), ("echo".into(), 1)]);
+    }
+
+    // A component on node 3 requests the counter on node 2, both delivery classes.
+    nodes[0].ok(&[
+        "component",
+        "install",
+        "ping",
+        wasm("ping").to_str().unwrap(),
+    ]);
+    assert_eq!(owner_of(&nodes[0], "ping"), 3);
+    for cmd in ["ping counter 5000", "ping-fast counter 5000"] {
+        let sent = nodes[0].ok(&["request", "ping", cmd]);
+        assert!(sent.starts_with("sent "), "{sent}");
+        let last = wait_for("ping's callback", || {
+            let last = nodes[1].ok(&["request", "ping", "last"]);
+            (last.trim() != "none").then_some(last)
+        });
+        assert_eq!(last.trim(), "2", "{cmd}");
+    }
+    // Many durable messages across nodes, in order and exactly once.
+    nodes[2].ok(&["request", "ping", "blast 200 counter durable inc"]);
+    wait_for("200 durable increments from node 3 on node 2", || {
+        (nodes[0].ok(&["request", "counter", "get"]).trim() == "202").then_some(())
+    });
+
+    // Operator move: the old owner stops the actor, the new one runs it.
+    let moved = nodes[0].ok(&["component", "move", "echo", "--to", "3"]);
+    assert!(moved.contains("node 3"), "{moved}");
+    assert_eq!(owner_of(&nodes[1], "echo"), 3);
+    assert_eq!(nodes[1].ok(&["request", "echo", "hello"]).trim(), "hello");
+    let status = nodes[1].status().unwrap();
+    let echo = status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "echo")
+        .unwrap()
+        .clone();
+    assert_eq!(echo["owner"], 3);
+    assert_eq!(echo["generation"], 2);
+    assert!(status["term"].as_u64().unwrap() >= 1);
+
+    // No token: 401 with a clear message, on every node.
+    for n in &nodes {
+        let out = Command::new(bin())
+            .args(["component", "list"])
+            .env("AIRSSYS_ENDPOINT", &n.endpoint)
+            .env_remove("AIRSSYS_TOKEN")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(6),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // The admin API over HTTP: 401 with a message, health open, metrics with Raft figures.
+    let (code, body) = http_get(&nodes[2].endpoint, "/v1/components", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("unauthorized"), "{body}");
+    let (code, _) = http_get(&nodes[2].endpoint, "/v1/components", Some("wrong-token"));
+    assert_eq!(code, 401);
+    assert_eq!(http_get(&nodes[2].endpoint, "/healthz", None).0, 200);
+    assert_eq!(http_get(&nodes[2].endpoint, "/readyz", Some(TOKEN)).0, 200);
+    let (code, metrics) = http_get(&nodes[1].endpoint, "/metrics", Some(TOKEN));
+    assert_eq!(code, 200);
+    for family in [
+        "airssys_raft_term ",
+        "airssys_raft_leader ",
+        "airssys_raft_commit_index ",
+        "airssys_handler_seconds_bucket{le=\"+Inf\"} ",
+        "airssys_messages_forwarded_total ",
+        "airssys_mailbox_depth{component=\"counter\"} ",
+    ] {
+        assert!(metrics.contains(family), "missing {family} in:\n{metrics}");
+    }
+
+    // Garbage on a node's QUIC port: dropped, the node keeps serving.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..200u32 {
+        let junk: Vec<u8> = (0..(i % 1300 + 1)).map(|b| (b * 31 + i) as u8).collect();
+        sock.send_to(&junk, &nodes[1].peer).unwrap();
+    }
+    assert_eq!(nodes[1].ok(&["request", "counter", "get"]).trim(), "202");
+
+    // A node with a certificate from another CA cannot join.
+    let foreign = make_certs(dir.path(), "other", &[4]);
+    let n4 = Node::start(dir.path(), 4, &foreign[0], Some(&nodes[0].peer));
+    wait_for("the foreign node to report its refused join twice", || {
+        (n4.log_text().matches("join not done yet").count() >= 2).then_some(())
+    });
+    let members: Vec<serde_json::Value> =
+        serde_json::from_str(&nodes[0].ok(&["cluster", "members", "--json"])).unwrap();
+    assert_eq!(members.len(), 3, "{members:?}");
+    drop(n4);
+
+    // Stop the leader: the others elect a new one; installs and messages still work.
+    let leader = nodes[0].status().unwrap()["leader"].as_u64().unwrap();
+    let idx = nodes.iter().position(|n| n.id == leader).unwrap();
+    nodes[idx].kill();
+    let survivor = nodes.iter().find(|n| n.id != leader).unwrap();
+    let new_leader = wait_for("a new leader", || {
+        let l = survivor.status()?["leader"].as_u64()?;
+        (l != leader).then_some(l)
+    });
+    assert_ne!(new_leader, leader);
+    survivor.ok(&[
+        "component",
+        "install",
+        "echo2",
+        wasm("echo").to_str().unwrap(),
+    ]);
+    let echo2_owner = owner_of(survivor, "echo2");
+    assert_ne!(echo2_owner, leader, "placed on a live node");
+    assert_eq!(
+        survivor.ok(&["request", "echo2", "still here"]).trim(),
+        "still here"
+    );
+    for n in nodes.iter().filter(|n| n.id != leader) {
+        assert_eq!(n.ok(&["request", "echo2", "from any"]).trim(), "from any");
+    }
+    nodes.clear();
+}
