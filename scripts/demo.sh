@@ -51,7 +51,7 @@ wait_until() {  # wait_until DESCRIPTION COMMAND...
   done
   echo "gave up waiting for $what; logs:"; tail -n 20 "$DIR"/node*.log; exit 1
 }
-voters() { "$BIN" cluster members --json --endpoint "http://$(admin 1)" | grep -o '"voter":true' | wc -l; }
+voters() { "$BIN" cluster members --json --endpoint "http://$(admin 1)" | grep -Eo '"voter": *true' | wc -l; }
 three_voters() { [ "$(voters)" = 3 ]; }
 
 echo "== starting node 1 (bootstraps the cluster), then nodes 2 and 3 (join through node 1)"
