@@ -99,6 +99,9 @@ async fn calls_lanes_and_malformed_frames() {
     assert_eq!(stopped, Some(quinn::VarInt::from_u32(MALFORMED_FRAME)));
 
     // The server keeps serving, on the same connection and on others.
-    let answer: String = client.call(&addr, &"again".to_string(), LIMIT).await.unwrap();
+    let answer: String = client
+        .call(&addr, &"again".to_string(), LIMIT)
+        .await
+        .unwrap();
     assert_eq!(answer, "echo:again");
 }
