@@ -177,6 +177,9 @@ async fn main() {
     println!("one-way 32 B messages, {messages} each:");
     println!("  raw quinn (one uni stream)    {:>10.0} msg/s", raw_rate);
     println!("  airssys Lanes (framed)        {:>10.0} msg/s", our_rate);
-    println!("  ratio airssys/raw             {:.2}x", our_rate / raw_rate);
+    println!(
+        "  ratio airssys/raw             {:.2}x",
+        our_rate / raw_rate
+    );
     conn.close(0u32.into(), b"done");
 }
