@@ -85,6 +85,8 @@ pub enum PeerRequest {
     Propose(Command),
     RemoveNode(NodeId),
     Status,
+    /// Whether the answering node has Raft state (belongs to a cluster).
+    Probe,
     /// For the node layer (admin calls forwarded to a component's owner).
     App(Vec<u8>),
 }
@@ -96,6 +98,7 @@ pub enum PeerResponse {
     Snapshot(SnapshotResponse<NodeId>),
     Done(Outcome),
     Status(ClusterStatus),
+    Probe { initialized: bool },
     App(Vec<u8>),
     Error(String),
 }
@@ -108,6 +111,7 @@ impl PeerResponse {
             PeerResponse::Snapshot(_) => "snapshot",
             PeerResponse::Done(_) => "done",
             PeerResponse::Status(_) => "status",
+            PeerResponse::Probe { .. } => "probe",
             PeerResponse::App(_) => "app",
             PeerResponse::Error(_) => "error",
         }
@@ -335,6 +339,21 @@ impl ClusterNode {
             tracing::info!("join not done yet ({last_error}); retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// True when any of `seeds` answers that it belongs to a cluster already.
+    pub async fn any_member_among(&self, seeds: &[String]) -> bool {
+        for seed in seeds {
+            if let Ok(PeerResponse::Probe { initialized: true }) = self
+                .inner
+                .transport
+                .call::<_, PeerResponse>(seed, &PeerRequest::Probe, Duration::from_secs(2))
+                .await
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// The leader's id and address, as this node knows them.
@@ -569,6 +588,9 @@ impl ClusterNode {
                     Err(e) => PeerResponse::Error(e.to_string()),
                 }
             }
+            PeerRequest::Probe => PeerResponse::Probe {
+                initialized: self.is_initialized().await,
+            },
             PeerRequest::App(body) => {
                 let (tx, rx) = oneshot::channel();
                 if self.inner.app_calls.send((body, tx)).await.is_err() {
@@ -600,6 +622,7 @@ impl ClusterNode {
                     PeerRequest::Append(_) => "append",
                     PeerRequest::Vote(_) => "vote",
                     PeerRequest::Snapshot { .. } => "snapshot",
+                    PeerRequest::Probe => "probe",
                     _ => "app",
                 }
             ))),

@@ -27,3 +27,4 @@ pub mod host;
 pub mod messaging;
 pub mod metrics;
 pub mod names;
+pub mod telemetry;

@@ -39,6 +39,7 @@ use axum::{Json, Router};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Extra time the admin layer gives a request beyond its own timeout before it answers
 /// `timeout` itself, so a backend that never resolves cannot hang the caller.
@@ -230,7 +231,11 @@ async fn send<B: AdminBackend>(
     let name = name_of(path)?;
     let delivery = params::parse_send_query(&query_of(query)?)?;
     let payload = body_of(body, MAX_PAYLOAD_BYTES, "payload")?;
-    backend.send(&name, Vec::from(payload), delivery).await?;
+    let span = tracing::info_span!("airssys.admin.send", component = %name);
+    backend
+        .send(&name, Vec::from(payload), delivery)
+        .instrument(span)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "accepted": true })),
@@ -246,7 +251,12 @@ async fn request<B: AdminBackend>(
     let name = name_of(path)?;
     let (timeout, delivery) = params::parse_request_query(&query_of(query)?)?;
     let payload = body_of(body, MAX_PAYLOAD_BYTES, "payload")?;
-    let call = backend.request(&name, Vec::from(payload), timeout, delivery);
+    // The request's trace starts here; its id goes back in a `traceparent` header.
+    let span = tracing::info_span!("airssys.admin.request", component = %name);
+    let traceparent = crate::telemetry::traceparent_of(&span);
+    let call = backend
+        .request(&name, Vec::from(payload), timeout, delivery)
+        .instrument(span);
     let reply = match tokio::time::timeout(timeout + REQUEST_GRACE, call).await {
         Ok(result) => result?,
         Err(_) => {
@@ -256,14 +266,20 @@ async fn request<B: AdminBackend>(
             ))
         }
     };
-    Ok((
+    let mut response = (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         )],
         reply,
     )
-        .into_response())
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&traceparent) {
+        if !traceparent.is_empty() {
+            response.headers_mut().insert("traceparent", v);
+        }
+    }
+    Ok(response)
 }
 
 async fn move_component<B: AdminBackend>(

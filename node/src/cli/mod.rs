@@ -141,8 +141,12 @@ pub struct StartArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
     /// This node's id in the cluster [default: 1]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "AIRSSYS_NODE_ID")]
     pub node_id: Option<u64>,
+    /// Take the node id from the host name's trailing ordinal plus one (a StatefulSet pod
+    /// `airssys-0` is node 1); for images without a shell
+    #[arg(long, conflicts_with = "node_id")]
+    pub node_id_from_hostname: bool,
     /// Bearer token the admin API requires (default: the one in <data-dir>/admin-token)
     #[arg(long, value_name = "T", env = "AIRSSYS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -589,6 +593,24 @@ pub fn data_source(data: &str) -> DataSource<'_> {
     }
 }
 
+/// The node id a StatefulSet pod gets: its ordinal (the host name's last `-N`) plus one.
+pub fn node_id_from_hostname(host: &str) -> Option<u64> {
+    let short = host.split('.').next()?;
+    let (_, ordinal) = short.rsplit_once('-')?;
+    ordinal.parse::<u64>().ok()?.checked_add(1)
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// The [`NodeConfig`] and cluster settings for `node start`.
 pub fn node_config(
     args: &StartArgs,
@@ -607,7 +629,17 @@ pub fn node_config(
     if let Some(addr) = args.admin {
         cfg.admin_addr = addr;
     }
-    if let Some(id) = args.node_id {
+    let from_host = if args.node_id_from_hostname {
+        let host = hostname();
+        Some(node_id_from_hostname(&host).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--node-id-from-hostname: host name {host:?} does not end in -<ordinal>"
+            ))
+        })?)
+    } else {
+        None
+    };
+    if let Some(id) = args.node_id.or(from_host) {
         if id == 0 {
             return Err(CliError::Usage("--node-id must be at least 1".into()));
         }
@@ -656,21 +688,14 @@ pub fn node_config(
 }
 
 async fn start_node(args: StartArgs) -> Result<(), CliError> {
-    init_tracing();
     let (cfg, settings) = node_config(&args)?;
+    // Logs to stderr (RUST_LOG, default info); spans over OTLP when OTEL_* asks for it.
+    let _telemetry = crate::telemetry::init(
+        "info,openraft=warn",
+        &format!("airssys-node-{}", cfg.node_id),
+    );
     crate::daemon::run(cfg, settings).await?;
     Ok(())
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }
 
 /// Writes to stdout; a closed pipe (`| head`) ends output quietly.
@@ -856,6 +881,19 @@ mod tests {
         let err = node_config(&a).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("not supported yet"), "{err}");
+    }
+
+    #[test]
+    fn node_id_from_a_pod_name() {
+        assert_eq!(node_id_from_hostname("airssys-0"), Some(1));
+        assert_eq!(
+            node_id_from_hostname("airssys-4.airssys-peers.ns.svc"),
+            Some(5)
+        );
+        assert_eq!(node_id_from_hostname("my-db-12"), Some(13));
+        assert_eq!(node_id_from_hostname("airssys"), None);
+        assert_eq!(node_id_from_hostname("airssys-x"), None);
+        assert_eq!(node_id_from_hostname(""), None);
     }
 
     #[test]

@@ -299,6 +299,7 @@ impl AdminBackend for ClusterHost {
             name: name.into(),
             payload,
             delivery,
+            trace: crate::telemetry::current_traceparent(),
         };
         match self
             .call_owner(owner, &call, Duration::from_secs(10))
@@ -329,6 +330,7 @@ impl AdminBackend for ClusterHost {
             payload,
             timeout_ms: timeout.as_millis() as u64,
             delivery,
+            trace: crate::telemetry::current_traceparent(),
         };
         match self
             .call_owner(owner, &call, timeout + FORWARD_SLACK)

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How a node takes part in a cluster.
 #[derive(Debug, Clone)]
@@ -105,13 +106,24 @@ impl ClusterHost {
         node.reconcile().await;
         node.host.replay_stored().await?;
         node.spawn_loops(inbox);
-        if settings.join.is_empty() {
+        // The first seed starts the cluster (when it has no state and no other seed
+        // belongs to a cluster already: a first pod whose volume was lost joins back
+        // instead). Everyone else joins through the others.
+        let me = &settings.peer_advertise;
+        let others: Vec<String> = settings.join.iter().filter(|s| *s != me).cloned().collect();
+        let first = settings.join.first().is_none_or(|s| s == me);
+        let fresh = !node.cluster.is_initialized().await;
+        let bootstrap = fresh && first && !node.cluster.any_member_among(&others).await;
+        if bootstrap {
             node.cluster.bootstrap().await?;
-        } else {
+        } else if fresh {
             let joining = node.clone();
-            let seeds = settings.join.clone();
             tokio::spawn(async move {
-                if let Err(e) = joining.cluster.join(&seeds, Duration::from_secs(600)).await {
+                if let Err(e) = joining
+                    .cluster
+                    .join(&others, Duration::from_secs(600))
+                    .await
+                {
                     tracing::error!("{e}");
                 }
             });
@@ -229,17 +241,33 @@ impl ClusterHost {
                 name,
                 payload,
                 delivery,
-            }) => AppAnswer::Sent(self.host.send(&name, payload, delivery).await),
+                trace,
+            }) => {
+                let span = tracing::info_span!("airssys.admin.forwarded", component = %name);
+                crate::telemetry::adopt(&span, &trace);
+                AppAnswer::Sent(
+                    self.host
+                        .send(&name, payload, delivery)
+                        .instrument(span)
+                        .await,
+                )
+            }
             Ok(AppCall::Request {
                 name,
                 payload,
                 timeout_ms,
                 delivery,
-            }) => AppAnswer::Reply(
-                self.host
-                    .request(&name, payload, Duration::from_millis(timeout_ms), delivery)
-                    .await,
-            ),
+                trace,
+            }) => {
+                let span = tracing::info_span!("airssys.admin.forwarded", component = %name);
+                crate::telemetry::adopt(&span, &trace);
+                AppAnswer::Reply(
+                    self.host
+                        .request(&name, payload, Duration::from_millis(timeout_ms), delivery)
+                        .instrument(span)
+                        .await,
+                )
+            }
         };
         serde_json::to_vec(&answer).unwrap_or_default()
     }

@@ -15,12 +15,17 @@ pub enum AppCall {
         name: String,
         payload: Vec<u8>,
         delivery: Delivery,
+        /// `traceparent` of the caller's span (empty: none).
+        #[serde(default)]
+        trace: String,
     },
     Request {
         name: String,
         payload: Vec<u8>,
         timeout_ms: u64,
         delivery: Delivery,
+        #[serde(default)]
+        trace: String,
     },
 }
 

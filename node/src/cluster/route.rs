@@ -26,7 +26,13 @@ impl RemoteRoute for ClusterRoute {
         self.cluster.view().owner_of(name).map(|(node, _)| node)
     }
 
-    fn forward(&self, node: u64, env: Envelope) {
+    fn forward(&self, node: u64, mut env: Envelope) {
+        let span = tracing::info_span!("airssys.forward", to = %env.to, node);
+        crate::telemetry::adopt(&span, &env.trace);
+        let traceparent = crate::telemetry::traceparent_of(&span);
+        if !traceparent.is_empty() {
+            env.trace = traceparent;
+        }
         let frame = LaneMsg::Deliver(env.encode()).encode();
         if let Err(e) = self.cluster.send_frame(node, frame) {
             tracing::debug!(to = %env.to, "not forwarded: {e}");

@@ -247,6 +247,7 @@ impl ComponentActor {
                 delivery: out.delivery,
                 seq,
                 origin: 0,
+                trace: crate::telemetry::current_traceparent(),
                 body,
             };
             if env.is_durable() {
@@ -353,6 +354,7 @@ impl ComponentActor {
                     delivery: incoming.delivery,
                     seq,
                     origin: 0,
+                    trace: crate::telemetry::current_traceparent(),
                     body: Body::Reply { id, outcome },
                 };
                 if env.is_durable() {
@@ -461,8 +463,18 @@ impl Actor for ComponentActor {
     type Msg = Envelope;
 
     async fn handle(&mut self, env: Envelope) -> Result<(), Crash> {
+        use tracing::Instrument;
         let started = std::time::Instant::now();
-        let result = self.handle_envelope(env).await;
+        // One span per hop, the child of the sender's span (from the envelope).
+        let span = tracing::info_span!(
+            "airssys.handle",
+            component = %self.shared.name,
+            from = %env.from.key_segment(),
+            delivery = ?env.delivery,
+            node = self.shared.node_id,
+        );
+        crate::telemetry::adopt(&span, &env.trace);
+        let result = self.handle_envelope(env).instrument(span).await;
         self.shared
             .router
             .metrics

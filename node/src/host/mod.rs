@@ -344,6 +344,7 @@ impl Host {
                     delivery,
                     seq: 0,
                     origin: 0,
+                    trace: crate::telemetry::current_traceparent(),
                     body,
                 });
                 Ok(())
@@ -362,6 +363,7 @@ impl Host {
             delivery: Delivery::Durable,
             seq: next,
             origin: 0,
+            trace: crate::telemetry::current_traceparent(),
             body,
         };
         let batch = CommitBatch {
@@ -421,6 +423,11 @@ impl Host {
     /// sends) and the synced writes that carried them.
     pub fn commit_stats(&self) -> airssys_storage::CommitStats {
         self.inner.storage.commit_stats()
+    }
+
+    /// Messages handed to a local mailbox so far.
+    pub fn messages_delivered(&self) -> u64 {
+        self.inner.router.metrics.delivered.load(Ordering::Relaxed)
     }
 
     /// How many stored durable messages were re-delivered when the node opened.

@@ -94,6 +94,9 @@ pub struct Envelope {
     /// The node whose outbox holds a durable message (0: this node). A receiver on
     /// another node acknowledges its consumption there.
     pub origin: u64,
+    /// W3C `traceparent` of the span that sent it (empty when traces are not exported):
+    /// each hop's span is its child, so a request across nodes is one trace.
+    pub trace: String,
     pub body: Body,
 }
 
@@ -156,6 +159,7 @@ mod tests {
             delivery: Delivery::Durable,
             seq: 7,
             origin: 3,
+            trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
             body: Body::Request {
                 id: 3,
                 payload: b"get".to_vec(),

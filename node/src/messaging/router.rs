@@ -287,6 +287,7 @@ impl Router {
                         delivery: Delivery::Fast,
                         seq: 0,
                         origin: 0,
+                        trace: crate::telemetry::current_traceparent(),
                         body: Body::Reply { id, outcome },
                     };
                     self.forward(node, env);
@@ -318,6 +319,7 @@ impl Router {
                     delivery: Delivery::Fast,
                     seq: 0,
                     origin: 0,
+                    trace: crate::telemetry::current_traceparent(),
                     body: Body::Reply { id, outcome },
                 };
                 match self.mailbox(name) {

@@ -2,6 +2,8 @@
 //! and a host on a temporary data directory.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod procs;
+
 use airssys_node::api::{AdminBackend, Delivery, InstallRequest, LimitsRequest};
 use airssys_node::config::NodeConfig;
 use airssys_node::host::Host;

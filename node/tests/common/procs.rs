@@ -1,0 +1,247 @@
+//! Node processes for multi-node tests: certificates from `airssys cert`, nodes started
+//! with `--join`, the CLI against any node, raw HTTP for headers and status codes.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "cluster-test-token";
+/// Upper bound for conditions that must become true (never a timing assertion).
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_airssys")
+}
+
+pub fn free_tcp() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn free_udp() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+pub fn must(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Node {
+    pub id: u64,
+    child: Option<Child>,
+    pub endpoint: String,
+    pub peer: String,
+    pub log: PathBuf,
+}
+
+impl Node {
+    pub fn start(dir: &Path, id: u64, tls: &Path, join: Option<&str>) -> Node {
+        Node::start_with_env(dir, id, tls, join, &[])
+    }
+
+    pub fn start_with_env(
+        dir: &Path,
+        id: u64,
+        tls: &Path,
+        join: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Node {
+        let admin = free_tcp();
+        let peer = format!("127.0.0.1:{}", free_udp());
+        let data = dir.join(format!("data{id}"));
+        let log = dir.join(format!("node{id}.log"));
+        let mut cmd = Command::new(bin());
+        cmd.args(["node", "start", "--data-dir"])
+            .arg(&data)
+            .args(["--node-id", &id.to_string()])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .args(["--peer", &peer, "--token", TOKEN, "--tls-dir"])
+            .arg(tls)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(seed) = join {
+            cmd.args(["--join", seed]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Node {
+            id,
+            child: Some(cmd.spawn().unwrap()),
+            endpoint: format!("http://127.0.0.1:{admin}"),
+            peer,
+            log,
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("AIRSSYS_ENDPOINT", &self.endpoint)
+            .env("AIRSSYS_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        must(
+            self.cli(args),
+            &format!("airssys {args:?} on node {}", self.id),
+        )
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = self.cli(&["cluster", "status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+pub fn http_get(endpoint: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// A plain HTTP/1.1 POST: (status code, response head, body).
+pub fn http_post(endpoint: &str, path: &str, token: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let code = head[9..12].parse().unwrap();
+    (code, head, raw[split + 4..].to_vec())
+}
+
+pub fn make_certs(dir: &Path, ca_name: &str, ids: &[u64]) -> Vec<PathBuf> {
+    let ca = dir.join(ca_name);
+    must(
+        run(&[
+            "cert",
+            "ca",
+            "--out",
+            ca.to_str().unwrap(),
+            "--name",
+            ca_name,
+        ]),
+        "cert ca",
+    );
+    ids.iter()
+        .map(|id| {
+            let out = dir.join(format!("{ca_name}-node{id}"));
+            must(
+                run(&[
+                    "cert",
+                    "node",
+                    "--ca-dir",
+                    ca.to_str().unwrap(),
+                    "--node-id",
+                    &id.to_string(),
+                    "--host",
+                    "127.0.0.1",
+                    "--out",
+                    out.to_str().unwrap(),
+                ]),
+                "cert node",
+            );
+            out
+        })
+        .collect()
+}
+
+/// Voter ids that the leader reports alive, once there is a leader.
+pub fn alive_voters(node: &Node) -> Option<Vec<u64>> {
+    let s = node.status()?;
+    s["leader"].as_u64()?;
+    let mut ids: Vec<u64> = s["nodes"]
+        .as_array()?
+        .iter()
+        .filter(|n| n["voter"] == true && n["alive"] == true)
+        .filter_map(|n| n["id"].as_u64())
+        .collect();
+    ids.sort();
+    Some(ids)
+}
+
+pub fn owner_of(node: &Node, name: &str) -> u64 {
+    let info: serde_json::Value =
+        serde_json::from_str(&node.ok(&["component", "describe", name, "--json"])).unwrap();
+    info["node_id"].as_u64().unwrap()
+}
