@@ -18,3 +18,9 @@ cargo clippy --release --target wasm32-wasip2 \
   -p airssys-example-crash -p airssys-example-ping -p airssys-example-account -- -D warnings
 echo "== cargo test"
 cargo test --release
+echo "== Kubernetes manifests (offline schema validation and project rules)"
+python3 -c "import kubernetes_validate, yaml" 2>/dev/null \
+  || python3 -m pip install -q --disable-pip-version-check kubernetes-validate pyyaml
+python3 deploy/k8s/check.py
+echo "== container image and a 3-node compose cluster"
+deploy/compose/smoke.sh

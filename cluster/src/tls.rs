@@ -166,7 +166,10 @@ impl ClusterCa {
             let san = match host.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => {
-                    rustls::pki_types::DnsName::try_from(host.as_str())
+                    // `*.peers.example` (one leading wildcard label) names every pod of a
+                    // headless service with one certificate.
+                    let checked = host.strip_prefix("*.").unwrap_or(host);
+                    rustls::pki_types::DnsName::try_from(checked)
                         .map_err(|_| TlsError::InvalidHost(host.clone()))?;
                     SanType::DnsName(
                         host.as_str()

@@ -164,6 +164,32 @@ async fn wrong_server_name_is_refused() {
     accept.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_wildcard_certificate_serves_every_pod_of_a_headless_service() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let pods = ca
+        .issue_node_cert(1, &["*.airssys-peers.ns.svc".into()])
+        .unwrap();
+    let n2 = ca.issue_node_cert(2, &[]).unwrap();
+    for (name, ok) in [
+        ("airssys-0.airssys-peers.ns.svc", true),
+        ("airssys-4.airssys-peers.ns.svc", true),
+        ("a.b.airssys-peers.ns.svc", false),
+        ("airssys-peers.ns.svc", false),
+    ] {
+        let srv = server(&ca, &pods);
+        let addr = srv.local_addr().unwrap();
+        let accept = drain_one_handshake(srv);
+        let cli = client(ca.cert_pem(), &n2);
+        let connected = timeout(LIMIT, cli.connect(addr, name).unwrap())
+            .await
+            .expect("connect hung");
+        assert_eq!(connected.is_ok(), ok, "{name}");
+        accept.abort();
+    }
+    assert!(ca.issue_node_cert(1, &["*.*.bad".into()]).is_err());
+}
+
 /// Lets the server take part in one handshake (whatever its outcome) so the client's
 /// attempt completes instead of waiting for a peer that never answers.
 fn drain_one_handshake(srv: quinn::Endpoint) -> tokio::task::JoinHandle<()> {

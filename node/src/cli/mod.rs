@@ -129,6 +129,14 @@ pub enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Exit 0 when the node is ready (/readyz: joined, leader known, caught up), 11 if not
+    #[command(
+        after_help = "Example (a Kubernetes readiness probe, no shell needed):\n  /airssys node ready --endpoint http://127.0.0.1:7070"
+    )]
+    Ready {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 /// Options of `airssys node start`.
@@ -428,6 +436,18 @@ pub fn exit_code_for(kind: ErrorKind) -> u8 {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Node(NodeCommand::Start(args)) => start_node(args).await,
+        Command::Node(NodeCommand::Ready { client }) => {
+            if connect(&client)?.ready().await? {
+                out("ready\n")
+            } else {
+                Err(CliError::Client(ClientError::Api(
+                    crate::api::ApiError::new(
+                        ErrorKind::Unavailable,
+                        "not ready: not joined yet, no leader known, or catching up",
+                    ),
+                )))
+            }
+        }
         Command::Node(NodeCommand::Status { client, json }) => {
             let status = connect(&client)?.status().await?;
             if json {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Stops the compose cluster that up.sh N started and removes its containers, network,
+# volumes and state (certificates, token).
+# Usage: deploy/compose/down.sh [3|5]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N="${1:-3}"
+STATE="deploy/compose/state-$N"
+if [ -f "$STATE/docker-compose.yml" ]; then
+  docker-compose -p "airssys$N" -f "$STATE/docker-compose.yml" down -v --remove-orphans >/dev/null 2>&1 || true
+fi
+rm -rf "$STATE"
+echo "cluster of $N stopped and removed"
