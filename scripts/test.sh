@@ -24,3 +24,5 @@ python3 -c "import kubernetes_validate, yaml" 2>/dev/null \
 python3 deploy/k8s/check.py
 echo "== container image and a 3-node compose cluster"
 deploy/compose/smoke.sh
+echo "== chaos: faults from fixed seeds while a workload runs (a soak: see chaos-tests/README.md)"
+python3 chaos-tests/chaos.py --seed "${AIRSSYS_CHAOS_SEED:-1}" --schedules "${AIRSSYS_CHAOS_SCHEDULES:-2}" --faults 4

@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N="${1:-3}"
-STATE="deploy/compose/state-$N"
+PROJECT="${AIRSSYS_COMPOSE_PROJECT:-airssys$N}"
+STATE="deploy/compose/state-$PROJECT"
 if [ -f "$STATE/docker-compose.yml" ]; then
-  docker-compose -p "airssys$N" -f "$STATE/docker-compose.yml" down -v --remove-orphans >/dev/null 2>&1 || true
+  docker-compose -p "$PROJECT" -f "$STATE/docker-compose.yml" down -v --remove-orphans >/dev/null 2>&1 || true
 fi
 rm -rf "$STATE"
 echo "cluster of $N stopped and removed"

@@ -12,7 +12,7 @@ trap 'deploy/compose/down.sh 3 >/dev/null' EXIT
 deploy/compose/down.sh 3 >/dev/null
 deploy/docker/build.sh airssys:dev
 deploy/compose/up.sh 3
-export AIRSSYS_TOKEN="$(cat deploy/compose/state-3/token)"
+export AIRSSYS_TOKEN="$(cat deploy/compose/state-airssys3/token)"
 at() { local i=$1; shift; "$BIN" "$@" --endpoint "http://127.0.0.1:$((AIRSSYS_COMPOSE_PORT + 10 * (i - 1)))"; }
 fail() { echo "smoke: $*" >&2; exit 1; }
 

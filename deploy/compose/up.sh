@@ -2,7 +2,9 @@
 # Starts an airssys cluster of N nodes (3 or 5) as containers on a docker network, with a
 # fresh cluster CA, one certificate per node and an admin token. The admin API of node i is
 # published on 127.0.0.1:(7070 + 10·(i−1)), so the CLI on the host works against any node.
-# Usage: deploy/compose/up.sh [3|5]        (state in deploy/compose/state-N; down.sh N stops it)
+# Usage: deploy/compose/up.sh [3|5]        (state in deploy/compose/state-airssysN; down.sh N stops it)
+# Env: AIRSSYS_COMPOSE_PORT (first admin port, default 7070), AIRSSYS_COMPOSE_PROJECT
+# (compose project, default airssysN), AIRSSYS_IMAGE (default airssys:dev).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/airssys/target}"
@@ -10,8 +12,8 @@ N="${1:-3}"
 case "$N" in 3|5) ;; *) echo "usage: $0 [3|5]" >&2; exit 2 ;; esac
 IMAGE="${AIRSSYS_IMAGE:-airssys:dev}"
 BASE="${AIRSSYS_COMPOSE_PORT:-7070}"
-STATE="deploy/compose/state-$N"
-PROJECT="airssys$N"
+PROJECT="${AIRSSYS_COMPOSE_PROJECT:-airssys$N}"
+STATE="deploy/compose/state-$PROJECT"
 BIN="$CARGO_TARGET_DIR/release/airssys"
 
 docker image inspect "$IMAGE" >/dev/null 2>&1 || deploy/docker/build.sh "$IMAGE"

@@ -10,7 +10,7 @@
 //! so every request gets exactly one answer and no durable message is handled twice.
 
 use super::host_state::{CallContext, HostState};
-use super::shared::{is_durable_request, ComponentShared};
+use super::shared::{is_durable_request, Arrival, ComponentShared, PairNumbering};
 use crate::api::Delivery;
 use crate::clock::now_ms;
 use crate::engine::bindings::{types, Component_};
@@ -214,9 +214,10 @@ impl ComponentActor {
 
         let mut release = Vec::with_capacity(call.outgoing.len() + 1);
         let mut requests = Vec::new();
+        let mut numbering = shared.pair_numbering();
         for out in call.outgoing {
             let seq = match out.delivery {
-                Delivery::Durable => shared.next_seq(),
+                Delivery::Durable => numbering.take(&out.target),
                 Delivery::Fast => 0,
             };
             let body = match out.request {
@@ -259,7 +260,13 @@ impl ComponentActor {
         }
 
         let reply = incoming.request_id.map(|id| {
-            self.reply_envelope(&incoming, id, Ok(reply.unwrap_or_default()), &mut batch)
+            self.reply_envelope(
+                &incoming,
+                id,
+                Ok(reply.unwrap_or_default()),
+                &mut batch,
+                &mut numbering,
+            )
         });
 
         if shared.last_seq() != seq_before {
@@ -267,7 +274,9 @@ impl ComponentActor {
                 .sys
                 .push((keys::seq(me), Some(keys::encode_u64(shared.last_seq()))));
         }
+        batch.sys.extend(numbering.writes(me));
         self.commit(batch, &incoming).await?;
+        shared.adopt_pair_numbering(numbering);
 
         let router = &shared.router;
         for (id, deadline) in requests {
@@ -288,16 +297,19 @@ impl ComponentActor {
         let shared = self.shared.clone();
         let seq_before = shared.last_seq();
         let mut batch = self.batch_consuming(&incoming);
+        let mut numbering = shared.pair_numbering();
         let reply = incoming
             .request_id
-            .map(|id| self.reply_envelope(&incoming, id, Err(err), &mut batch));
+            .map(|id| self.reply_envelope(&incoming, id, Err(err), &mut batch, &mut numbering));
         if shared.last_seq() != seq_before {
             batch.sys.push((
                 keys::seq(&shared.name),
                 Some(keys::encode_u64(shared.last_seq())),
             ));
         }
+        batch.sys.extend(numbering.writes(&shared.name));
         self.commit(batch, &incoming).await?;
+        shared.adopt_pair_numbering(numbering);
         if let Some(reply) = reply {
             reply.send(&shared.router);
         }
@@ -339,13 +351,14 @@ impl ComponentActor {
         id: u64,
         outcome: Result<Vec<u8>, RequestErr>,
         batch: &mut CommitBatch,
+        numbering: &mut PairNumbering,
     ) -> PendingReply {
         let me = self.shared.name.as_str();
         match &incoming.from {
             Address::External => PendingReply::External { id, outcome },
             Address::Component(requester) => {
                 let seq = match incoming.delivery {
-                    Delivery::Durable => self.shared.next_seq(),
+                    Delivery::Durable => numbering.take(requester),
                     Delivery::Fast => 0,
                 };
                 let env = Envelope {
@@ -502,14 +515,28 @@ impl ComponentActor {
             request_id: None,
             callback_id: None,
         };
-        if delivery == Delivery::Durable
-            && self
-                .shared
-                .already_consumed(incoming.from.key_segment(), seq)
-        {
-            // Handled before (a replay after restart): only clear the leftover entry.
-            let batch = self.batch_consuming(&incoming);
-            return self.commit(batch, &incoming).await;
+        if delivery == Delivery::Durable {
+            match self.shared.arrival(incoming.from.key_segment(), seq) {
+                Arrival::Next => {}
+                Arrival::Duplicate => {
+                    // Handled before (a replay or a resend): only clear the leftover
+                    // entry, which also acknowledges it to its origin.
+                    let batch = self.batch_consuming(&incoming);
+                    return self.commit(batch, &incoming).await;
+                }
+                Arrival::Early => {
+                    // An earlier message on this pair is still on its way (lost with a
+                    // broken stream): this one waits in its sender's outbox and comes
+                    // again after it.
+                    tracing::debug!(
+                        component = %self.shared.name,
+                        from = %incoming.from.key_segment(),
+                        seq,
+                        "durable message ahead of a missing one; left for a resend"
+                    );
+                    return Ok(());
+                }
+            }
         }
 
         if let Err(why) = self.begin_call() {

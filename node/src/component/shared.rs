@@ -32,6 +32,9 @@ pub struct ComponentShared {
     fast_salt: u64,
     /// Highest durable seq consumed per sender.
     dedup: Mutex<HashMap<String, u64>>,
+    /// Last durable seq committed per receiver: durable messages on a pair are numbered
+    /// 1, 2, 3… with no gaps, so a receiver can refuse one that overtook another.
+    pair_seqs: Mutex<HashMap<String, u64>>,
     /// Crashes since this activation started.
     pub restarts: AtomicU32,
 }
@@ -59,6 +62,14 @@ impl ComponentShared {
                 dedup.insert(sender, seq);
             }
         }
+        let prefix = keys::pair_seqs_of(&name);
+        let mut pair_seqs = HashMap::new();
+        for (key, value) in storage.sys_scan_prefix(&prefix)? {
+            let receiver = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            if let Some(seq) = keys::decode_u64(&value) {
+                pair_seqs.insert(receiver, seq);
+            }
+        }
         Ok(ComponentShared {
             name,
             limits,
@@ -71,6 +82,7 @@ impl ComponentShared {
             fast_requests: AtomicU64::new(0),
             fast_salt: (rand::random::<u32>() as u64 & 0x7fff_ffff) << 32,
             dedup: Mutex::new(dedup),
+            pair_seqs: Mutex::new(pair_seqs),
             restarts: AtomicU32::new(0),
         })
     }
@@ -95,12 +107,40 @@ impl ComponentShared {
         }
     }
 
-    /// True when a durable message with this (sender, seq) was already consumed.
-    pub fn already_consumed(&self, sender: &str, seq: u64) -> bool {
-        self.dedup
-            .lock()
-            .map(|d| d.get(sender).is_some_and(|&last| seq <= last))
-            .unwrap_or(false)
+    /// What a durable message with this (sender, seq) is to the receiver.
+    pub fn arrival(&self, sender: &str, seq: u64) -> Arrival {
+        let last = self.dedup.lock().ok().and_then(|d| d.get(sender).copied());
+        classify_arrival(last, seq)
+    }
+
+    /// A handler's tentative pair numbering: taken from the committed counters, adopted
+    /// only once its commit is durable (a rolled-back handler leaves no gap).
+    pub fn pair_numbering(&self) -> PairNumbering {
+        PairNumbering {
+            committed: self.pair_seqs.lock().map(|m| m.clone()).unwrap_or_default(),
+            taken: HashMap::new(),
+        }
+    }
+
+    pub fn adopt_pair_numbering(&self, numbering: PairNumbering) {
+        if let Ok(mut m) = self.pair_seqs.lock() {
+            m.extend(numbering.taken);
+        }
+    }
+
+    /// Forgets every counter and mark shared with `peer` (removed: a component installed
+    /// later under that name starts a fresh pair). Returns the storage deletes.
+    pub fn forget_peer(&self, peer: &str) -> Vec<Vec<u8>> {
+        if let Ok(mut m) = self.pair_seqs.lock() {
+            m.remove(peer);
+        }
+        if let Ok(mut d) = self.dedup.lock() {
+            d.remove(peer);
+        }
+        vec![
+            keys::pair_seq(&self.name, peer),
+            keys::dedup(&self.name, peer),
+        ]
     }
 
     /// Records a consumption once its commit is durable.
@@ -125,7 +165,94 @@ impl ComponentShared {
     }
 }
 
+/// How a durable message stands against what its receiver consumed from that sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// The next one: handle it.
+    Next,
+    /// Consumed before (a resend or replay): only acknowledge it.
+    Duplicate,
+    /// An earlier one is missing (it was lost on the way and will be sent again):
+    /// leave this one for later, unacknowledged.
+    Early,
+}
+
+/// Pair numbers start at 1 and have no gaps.
+pub fn classify_arrival(last_consumed: Option<u64>, seq: u64) -> Arrival {
+    let last = last_consumed.unwrap_or(0);
+    if seq <= last {
+        Arrival::Duplicate
+    } else if seq == last + 1 {
+        Arrival::Next
+    } else {
+        Arrival::Early
+    }
+}
+
+/// Pair sequence numbers a handler takes, per receiver.
+pub struct PairNumbering {
+    committed: HashMap<String, u64>,
+    taken: HashMap<String, u64>,
+}
+
+impl PairNumbering {
+    /// The next number on the pair (this component → `receiver`).
+    pub fn take(&mut self, receiver: &str) -> u64 {
+        let last = self
+            .taken
+            .get(receiver)
+            .or_else(|| self.committed.get(receiver))
+            .copied()
+            .unwrap_or(0);
+        self.taken.insert(receiver.to_string(), last + 1);
+        last + 1
+    }
+
+    /// The counters to persist with the handler's commit.
+    pub fn writes(&self, sender: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.taken
+            .iter()
+            .map(|(r, n)| (keys::pair_seq(sender, r), Some(keys::encode_u64(*n))))
+            .collect()
+    }
+}
+
 /// True for ids of durable requests (their pending record lives in storage).
 pub fn is_durable_request(id: u64) -> bool {
     id & FAST_REQUEST_BIT == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrivals_are_judged_against_the_last_consumed() {
+        assert_eq!(classify_arrival(None, 1), Arrival::Next);
+        assert_eq!(classify_arrival(None, 2), Arrival::Early);
+        assert_eq!(classify_arrival(Some(4), 5), Arrival::Next);
+        assert_eq!(classify_arrival(Some(4), 4), Arrival::Duplicate);
+        assert_eq!(classify_arrival(Some(4), 1), Arrival::Duplicate);
+        assert_eq!(classify_arrival(Some(4), 7), Arrival::Early);
+    }
+
+    #[test]
+    fn numbering_is_gapless_per_receiver_and_tentative() {
+        let mut n = PairNumbering {
+            committed: HashMap::from([("b".to_string(), 7)]),
+            taken: HashMap::new(),
+        };
+        assert_eq!(n.take("b"), 8);
+        assert_eq!(n.take("b"), 9);
+        assert_eq!(n.take("c"), 1);
+        let mut w = n.writes("a");
+        w.sort();
+        assert_eq!(
+            w,
+            vec![
+                (keys::pair_seq("a", "b"), Some(keys::encode_u64(9))),
+                (keys::pair_seq("a", "c"), Some(keys::encode_u64(1))),
+            ]
+        );
+    }
 }

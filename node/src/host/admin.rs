@@ -166,6 +166,8 @@ impl AdminBackend for Host {
         let storage = &self.inner.storage;
         storage.commit_async(batch).await.map_err(storage_err)?;
         storage.drop_component(name).map_err(storage_err)?;
+        drop(components);
+        self.forget_peer(name).await?;
         tracing::info!(component = %name, "removed");
         Ok(())
     }

@@ -109,6 +109,7 @@ impl Host {
             keys::outbox_for_receiver(name),
             keys::dedup_for_receiver(name),
             keys::pending_for(name),
+            keys::pair_seqs_of(name),
         ] {
             for (key, _) in storage.sys_scan_prefix(&prefix).map_err(storage_err)? {
                 sys.push((key, None));
@@ -125,7 +126,7 @@ impl Host {
         if storage.has_component(name) {
             storage.drop_component(name).map_err(storage_err)?;
         }
-        Ok(())
+        self.forget_peer(name).await
     }
 
     /// Makes sure a registered component has its (empty) store on this node.

@@ -82,9 +82,9 @@ struct Inner {
     /// Actors wait on this until recovery has re-delivered every stored message, so
     /// no new message can overtake an older one from the same sender.
     recovered: watch::Sender<bool>,
-    /// Serializes external durable sends: their sequence numbers are committed and
-    /// delivered in order.
-    external_seq: Mutex<u64>,
+    /// Serializes external durable sends: their per-receiver sequence numbers are
+    /// committed and delivered in order.
+    external_seq: Mutex<HashMap<String, u64>>,
     started: Instant,
     /// Durable messages re-delivered from storage when the node opened.
     replayed: std::sync::atomic::AtomicU64,
@@ -118,10 +118,14 @@ impl Host {
         let storage = Storage::open(&config.data_dir.join("db"), StorageOptions::default())?;
         let engine = WasmEngine::new(config.data_dir.join("compiled"), config.instance_pool)?;
         let router = Router::new(storage.clone());
-        let external_seq = storage
-            .sys_get(&keys::seq(Address::External.key_segment()))?
-            .and_then(|v| keys::decode_u64(&v))
-            .unwrap_or(0);
+        let prefix = keys::pair_seqs_of(Address::External.key_segment());
+        let mut external_seq = HashMap::new();
+        for (key, value) in storage.sys_scan_prefix(&prefix)? {
+            let receiver = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            if let Some(n) = keys::decode_u64(&value) {
+                external_seq.insert(receiver, n);
+            }
+        }
         let (recovered, _) = watch::channel(false);
         Ok(Host {
             inner: Arc::new(Inner {
@@ -274,6 +278,7 @@ impl Host {
             keys::outbox_for_receiver(name),
             keys::dedup_for_receiver(name),
             keys::pending_for(name),
+            keys::pair_seqs_of(name),
         ] {
             for (key, _) in s.sys_scan_prefix(&prefix)? {
                 sys.push((key, None));
@@ -354,8 +359,8 @@ impl Host {
 
     /// Commits an external durable message to the outbox, then delivers it.
     async fn send_external_durable(&self, to: &str, body: Body) -> Result<(), ApiError> {
-        let mut seq = self.inner.external_seq.lock().await;
-        let next = *seq + 1;
+        let mut seqs = self.inner.external_seq.lock().await;
+        let next = seqs.get(to).copied().unwrap_or(0) + 1;
         let external = Address::External;
         let env = Envelope {
             from: external.clone(),
@@ -375,7 +380,7 @@ impl Host {
                     Some(env.encode()),
                 ),
                 (
-                    keys::seq(external.key_segment()),
+                    keys::pair_seq(external.key_segment(), to),
                     Some(keys::encode_u64(next)),
                 ),
             ],
@@ -385,8 +390,38 @@ impl Host {
             .commit_async(batch)
             .await
             .map_err(storage_err)?;
-        *seq = next;
+        seqs.insert(to.to_string(), next);
         self.inner.router.deliver(env);
+        Ok(())
+    }
+
+    /// A component is gone: every counter and mark other components here share with
+    /// it is dropped, so one installed later under its name starts fresh pairs.
+    pub(crate) async fn forget_peer(&self, name: &str) -> Result<(), ApiError> {
+        let storage = &self.inner.storage;
+        let suffix = [b"/".as_slice(), name.as_bytes()].concat();
+        let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for prefix in [keys::PAIR_SEQ, keys::DEDUP] {
+            for (key, _) in storage.sys_scan_prefix(prefix).map_err(storage_err)? {
+                if key.ends_with(&suffix) {
+                    sys.push((key, None));
+                }
+            }
+        }
+        for running in self.inner.components.lock().await.values() {
+            running.shared.forget_peer(name);
+        }
+        self.inner.external_seq.lock().await.remove(name);
+        if !sys.is_empty() {
+            storage
+                .commit_async(CommitBatch {
+                    fence: None,
+                    components: Vec::new(),
+                    sys,
+                })
+                .await
+                .map_err(storage_err)?;
+        }
         Ok(())
     }
 }

@@ -7,7 +7,8 @@
 //! | `bin/<sha256>` | the component binary |
 //! | `ob/<receiver>/<sender>/<seq:be64>` | a committed durable message not yet consumed |
 //! | `dd/<receiver>/<sender>` | highest durable seq consumed from sender (de-dup mark) |
-//! | `seq/<sender>` | the sender's last used durable sequence number |
+//! | `seq/<sender>` | the sender's last used durable request id |
+//! | `ps/<sender>/<receiver>` | last durable sequence number committed on that pair (gapless per pair) |
 //! | `pend/<requester>/<id:be64>` | a durable request awaiting its callback: deadline ms |
 
 pub const REGISTRY: &[u8] = b"reg/";
@@ -16,6 +17,7 @@ pub const OUTBOX: &[u8] = b"ob/";
 pub const DEDUP: &[u8] = b"dd/";
 pub const SEQ: &[u8] = b"seq/";
 pub const PENDING: &[u8] = b"pend/";
+pub const PAIR_SEQ: &[u8] = b"ps/";
 
 fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -64,6 +66,17 @@ pub fn dedup_for_receiver(receiver: &str) -> Vec<u8> {
 
 pub fn seq(sender: &str) -> Vec<u8> {
     join(SEQ, &[sender.as_bytes()])
+}
+
+pub fn pair_seq(sender: &str, receiver: &str) -> Vec<u8> {
+    join(PAIR_SEQ, &[sender.as_bytes(), receiver.as_bytes()])
+}
+
+/// Prefix of every pair counter of `sender`.
+pub fn pair_seqs_of(sender: &str) -> Vec<u8> {
+    let mut key = join(PAIR_SEQ, &[sender.as_bytes()]);
+    key.push(b'/');
+    key
 }
 
 pub fn pending(requester: &str, id: u64) -> Vec<u8> {
