@@ -340,6 +340,10 @@ def run_schedule(args, seed, index):
         if problems:
             for p in problems:
                 log(f"VIOLATION: {p}")
+            if args.keep_on_failure:
+                log(f"keeping project {project} for inspection; remove it with: "
+                    f"AIRSSYS_COMPOSE_PROJECT={project} deploy/compose/down.sh {args.nodes}")
+                c.down = lambda: None
             return False
         log(f"schedule {index} (seed {seed}): all invariants hold")
         return True
@@ -354,6 +358,8 @@ def main():
     p.add_argument("--faults", type=int, default=4)
     p.add_argument("--nodes", type=int, default=3, choices=[3, 5])
     p.add_argument("--port", type=int, default=27070)
+    p.add_argument("--keep-on-failure", action="store_true",
+                   help="leave the containers running after a violation, for inspection")
     args = p.parse_args()
     self_test()
     # The image of the current binary (up.sh would reuse any older one).

@@ -42,6 +42,21 @@ pub enum TransportError {
     Timeout(String),
 }
 
+/// A peer that stops answering (killed, paused, cut off) is noticed within
+/// [`IDLE_TIMEOUT`]: its connection closes, lanes and calls reconnect. Without this, a
+/// connection to a killed peer would swallow frames until quinn's 30 s default.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+const KEEP_ALIVE: Duration = Duration::from_millis(800);
+
+fn liveness_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
 /// What the server side does with incoming traffic.
 pub trait PeerService: Send + Sync + 'static {
     type Request: DeserializeOwned + Send + 'static;
@@ -68,9 +83,12 @@ impl Transport {
     /// Binds the node's QUIC endpoint.
     pub fn bind(
         listen: SocketAddr,
-        server: quinn::ServerConfig,
-        client: quinn::ClientConfig,
+        mut server: quinn::ServerConfig,
+        mut client: quinn::ClientConfig,
     ) -> Result<Transport, TransportError> {
+        let transport = Arc::new(liveness_config());
+        server.transport_config(transport.clone());
+        client.transport_config(transport);
         let mut endpoint =
             Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
                 addr: listen,

@@ -67,6 +67,14 @@ pub async fn render(host: &Host) -> String {
         "Time per handler call (instance call and commit).",
     );
 
+    family(
+        &mut out,
+        "airssys_outbox_pending",
+        "gauge",
+        "Committed durable messages not yet consumed by their receiver.",
+        &single(host.outbox_pending()),
+    );
+
     let figures = host.component_figures().await;
     family(
         &mut out,

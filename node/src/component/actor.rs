@@ -520,15 +520,27 @@ impl ComponentActor {
                 Arrival::Next => {}
                 Arrival::Duplicate => {
                     // Handled before (a replay or a resend): only clear the leftover
-                    // entry, which also acknowledges it to its origin.
-                    let batch = self.batch_consuming(&incoming);
+                    // entry, which also acknowledges it to its origin. The de-dup mark
+                    // stays where it is: writing this older seq would move it back.
+                    let batch = CommitBatch {
+                        fence: None,
+                        components: Vec::new(),
+                        sys: vec![(
+                            keys::outbox(
+                                &self.shared.name,
+                                incoming.from.key_segment(),
+                                incoming.seq,
+                            ),
+                            None,
+                        )],
+                    };
                     return self.commit(batch, &incoming).await;
                 }
                 Arrival::Early => {
                     // An earlier message on this pair is still on its way (lost with a
                     // broken stream): this one waits in its sender's outbox and comes
                     // again after it.
-                    tracing::debug!(
+                    tracing::info!(
                         component = %self.shared.name,
                         from = %incoming.from.key_segment(),
                         seq,

@@ -460,6 +460,15 @@ impl Host {
         self.inner.storage.commit_stats()
     }
 
+    /// Committed durable messages still waiting for their receiver's commit.
+    pub fn outbox_pending(&self) -> u64 {
+        self.inner
+            .storage
+            .sys_scan_prefix(keys::OUTBOX)
+            .map(|v| v.len() as u64)
+            .unwrap_or(0)
+    }
+
     /// Messages handed to a local mailbox so far.
     pub fn messages_delivered(&self) -> u64 {
         self.inner.router.metrics.delivered.load(Ordering::Relaxed)
