@@ -217,7 +217,7 @@ impl ComponentActor {
         let mut numbering = shared.pair_numbering();
         for out in call.outgoing {
             let seq = match out.delivery {
-                Delivery::Durable => numbering.take(&out.target),
+                Delivery::Durable => numbering.take(&out.target, |r| shared.committed_pair_seq(r)),
                 Delivery::Fast => 0,
             };
             let body = match out.request {
@@ -358,7 +358,9 @@ impl ComponentActor {
             Address::External => PendingReply::External { id, outcome },
             Address::Component(requester) => {
                 let seq = match incoming.delivery {
-                    Delivery::Durable => numbering.take(requester),
+                    Delivery::Durable => {
+                        numbering.take(requester, |r| self.shared.committed_pair_seq(r))
+                    }
                     Delivery::Fast => 0,
                 };
                 let env = Envelope {

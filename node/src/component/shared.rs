@@ -117,9 +117,17 @@ impl ComponentShared {
     /// only once its commit is durable (a rolled-back handler leaves no gap).
     pub fn pair_numbering(&self) -> PairNumbering {
         PairNumbering {
-            committed: self.pair_seqs.lock().map(|m| m.clone()).unwrap_or_default(),
             taken: HashMap::new(),
         }
+    }
+
+    /// The last number committed on the pair (this component → `receiver`).
+    pub fn committed_pair_seq(&self, receiver: &str) -> u64 {
+        self.pair_seqs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(receiver).copied())
+            .unwrap_or(0)
     }
 
     pub fn adopt_pair_numbering(&self, numbering: PairNumbering) {
@@ -191,19 +199,17 @@ pub fn classify_arrival(last_consumed: Option<u64>, seq: u64) -> Arrival {
 
 /// Pair sequence numbers a handler takes, per receiver.
 pub struct PairNumbering {
-    committed: HashMap<String, u64>,
     taken: HashMap<String, u64>,
 }
 
 impl PairNumbering {
-    /// The next number on the pair (this component → `receiver`).
-    pub fn take(&mut self, receiver: &str) -> u64 {
-        let last = self
-            .taken
-            .get(receiver)
-            .or_else(|| self.committed.get(receiver))
-            .copied()
-            .unwrap_or(0);
+    /// The next number on the pair (this component → `receiver`); `committed` gives the
+    /// last one committed, asked only for a receiver this handler has not sent to yet.
+    pub fn take(&mut self, receiver: &str, committed: impl FnOnce(&str) -> u64) -> u64 {
+        let last = match self.taken.get(receiver) {
+            Some(&n) => n,
+            None => committed(receiver),
+        };
         self.taken.insert(receiver.to_string(), last + 1);
         last + 1
     }
@@ -238,13 +244,14 @@ mod tests {
 
     #[test]
     fn numbering_is_gapless_per_receiver_and_tentative() {
+        let committed = HashMap::from([("b".to_string(), 7)]);
+        let last = |r: &str| committed.get(r).copied().unwrap_or(0);
         let mut n = PairNumbering {
-            committed: HashMap::from([("b".to_string(), 7)]),
             taken: HashMap::new(),
         };
-        assert_eq!(n.take("b"), 8);
-        assert_eq!(n.take("b"), 9);
-        assert_eq!(n.take("c"), 1);
+        assert_eq!(n.take("b", last), 8);
+        assert_eq!(n.take("b", last), 9);
+        assert_eq!(n.take("c", last), 1);
         let mut w = n.writes("a");
         w.sort();
         assert_eq!(
