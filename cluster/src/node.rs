@@ -687,7 +687,8 @@ impl ClusterNode {
         binary: Vec<u8>,
     ) -> Result<Outcome, ClusterError> {
         let owner = choose_node(&self.loads()).unwrap_or(self.inner.id);
-        let binary = if self.binary(&spec.sha256).is_some() {
+        // Known binaries travel once: the registry holds one exactly while it is in use.
+        let binary = if self.inner.view.registry().uses_binary(&spec.sha256) {
             Vec::new()
         } else {
             binary

@@ -39,6 +39,15 @@ pub struct CommitBatch {
 }
 
 impl CommitBatch {
+    /// A batch of system-keyspace writes only: no component writes, no fence.
+    pub fn sys_only(sys: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> CommitBatch {
+        CommitBatch {
+            fence: None,
+            components: Vec::new(),
+            sys,
+        }
+    }
+
     /// Whether the batch writes nothing at all.
     pub fn is_empty(&self) -> bool {
         self.sys.is_empty() && self.components.iter().all(|c| c.writes.is_empty())

@@ -73,11 +73,7 @@ impl LogStore {
         sys: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StorageError<NodeId>> {
         self.storage
-            .commit_async(CommitBatch {
-                fence: None,
-                components: Vec::new(),
-                sys,
-            })
+            .commit_async(CommitBatch::sys_only(sys))
             .await
             .map_err(io_write)
     }

@@ -241,11 +241,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let stored = codec::encode(&(meta.clone(), data.clone())).map_err(sm_err)?;
         self.storage
-            .commit_async(CommitBatch {
-                fence: None,
-                components: Vec::new(),
-                sys: vec![(SNAPSHOT_KEY.to_vec(), Some(stored))],
-            })
+            .commit_async(CommitBatch::sys_only(vec![(
+                SNAPSHOT_KEY.to_vec(),
+                Some(stored),
+            )]))
             .await
             .map_err(sm_err)?;
         Ok(Snapshot {
@@ -285,14 +284,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(command) => {
                     let members: BTreeSet<NodeId> =
                         meta.membership.nodes().map(|(id, _)| *id).collect();
+                    // A binary is stored exactly while some component uses it (it is
+                    // deleted with its last user), so the registry says whether it is here.
                     let known = match &command {
-                        Command::Install { spec, .. } => {
-                            registry.uses_binary(&spec.sha256)
-                                || sys.iter().any(|(k, v)| {
-                                    v.is_some() && *k == codec::binary_key(&spec.sha256)
-                                })
-                                || Self::binary(&self.storage, &spec.sha256).is_some()
-                        }
+                        Command::Install { spec, .. } => registry.uses_binary(&spec.sha256),
                         _ => true,
                     };
                     let name = match &command {
@@ -323,11 +318,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Some(codec::encode(&meta).map_err(sm_err)?),
         ));
         self.storage
-            .commit_async(CommitBatch {
-                fence: None,
-                components: Vec::new(),
-                sys,
-            })
+            .commit_async(CommitBatch::sys_only(sys))
             .await
             .map_err(sm_err)?;
         if let Ok(mut s) = self.view.state.write() {
@@ -394,11 +385,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (dels, puts): (Vec<_>, Vec<_>) = sys.into_iter().partition(|(_, v)| v.is_none());
         let sys = dels.into_iter().chain(puts).collect();
         self.storage
-            .commit_async(CommitBatch {
-                fence: None,
-                components: Vec::new(),
-                sys,
-            })
+            .commit_async(CommitBatch::sys_only(sys))
             .await
             .map_err(sm_err)?;
         if let Ok(mut s) = self.view.state.write() {

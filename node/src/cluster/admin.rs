@@ -34,7 +34,8 @@ fn refusal(r: Refusal) -> ApiError {
         Refusal::AlreadyExists(_) => ErrorKind::AlreadyExists,
         Refusal::NotFound(_) => ErrorKind::NotFound,
         Refusal::UnknownNode(_) => ErrorKind::BadRequest,
-        Refusal::MissingBinary(_) => ErrorKind::Internal,
+        // Its last user was removed while the install was on its way: a retry carries it.
+        Refusal::MissingBinary(_) => ErrorKind::Unavailable,
     };
     ApiError::new(kind, r.to_string())
 }
@@ -77,6 +78,25 @@ impl ClusterHost {
                 format!("unexpected answer from node {node}: {e}"),
             )
         })
+    }
+
+    /// What the registry alone says of a component whose owner has not reported it at
+    /// this generation yet (still starting it, or not answering).
+    fn not_reported(&self, entry: &airssys_cluster::ComponentEntry) -> ComponentInfo {
+        ComponentInfo {
+            name: entry.spec.name.clone(),
+            sha256: entry.spec.sha256.clone(),
+            size_bytes: entry.spec.size_bytes,
+            limits: serde_json::from_slice(&entry.spec.config)
+                .unwrap_or(self.host.config().default_limits),
+            node_id: entry.owner,
+            generation: entry.generation,
+            state: ComponentState::Starting,
+            mailbox_depth: 0,
+            storage_bytes: 0,
+            restarts: 0,
+            installed_at_ms: entry.spec.installed_at_ms,
+        }
     }
 
     /// Waits until this node has applied a write the leader committed (read your
@@ -208,20 +228,7 @@ impl AdminBackend for ClusterHost {
         for entry in registry.components.values() {
             match known.remove(&entry.spec.name) {
                 Some(i) if i.generation == entry.generation => out.push(i),
-                _ => out.push(ComponentInfo {
-                    name: entry.spec.name.clone(),
-                    sha256: entry.spec.sha256.clone(),
-                    size_bytes: entry.spec.size_bytes,
-                    limits: serde_json::from_slice(&entry.spec.config)
-                        .unwrap_or(self.host.config().default_limits),
-                    node_id: entry.owner,
-                    generation: entry.generation,
-                    state: ComponentState::Starting,
-                    mailbox_depth: 0,
-                    storage_bytes: 0,
-                    restarts: 0,
-                    installed_at_ms: entry.spec.installed_at_ms,
-                }),
+                _ => out.push(self.not_reported(entry)),
             }
         }
         Ok(out)
@@ -251,20 +258,7 @@ impl AdminBackend for ClusterHost {
         };
         Ok(match found {
             Some(i) if i.generation == entry.generation => i,
-            _ => ComponentInfo {
-                name: name.to_string(),
-                sha256: entry.spec.sha256.clone(),
-                size_bytes: entry.spec.size_bytes,
-                limits: serde_json::from_slice(&entry.spec.config)
-                    .unwrap_or(self.host.config().default_limits),
-                node_id: entry.owner,
-                generation: entry.generation,
-                state: ComponentState::Starting,
-                mailbox_depth: 0,
-                storage_bytes: 0,
-                restarts: 0,
-                installed_at_ms: entry.spec.installed_at_ms,
-            },
+            _ => self.not_reported(&entry),
         })
     }
 

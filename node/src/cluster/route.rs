@@ -64,11 +64,7 @@ pub async fn on_lane_frame(router: &Router, storage: &Storage, frame: &[u8]) {
             sender,
             seq,
         }) => {
-            let batch = CommitBatch {
-                fence: None,
-                components: Vec::new(),
-                sys: vec![(keys::outbox(&receiver, &sender, seq), None)],
-            };
+            let batch = CommitBatch::sys_only(vec![(keys::outbox(&receiver, &sender, seq), None)]);
             if let Err(e) = storage.commit_async(batch).await {
                 tracing::warn!("cannot delete an acknowledged outbox entry: {e}");
             }

@@ -322,11 +322,7 @@ impl ComponentActor {
     fn batch_consuming(&self, incoming: &Incoming) -> CommitBatch {
         let me = self.shared.name.as_str();
         // The fence is added in `commit`, only when there is something to commit.
-        let mut batch = CommitBatch {
-            fence: None,
-            components: Vec::new(),
-            sys: Vec::new(),
-        };
+        let mut batch = CommitBatch::sys_only(Vec::new());
         if incoming.delivery == Delivery::Durable {
             let sender = incoming.from.key_segment();
             batch
@@ -524,18 +520,10 @@ impl ComponentActor {
                     // Handled before (a replay or a resend): only clear the leftover
                     // entry, which also acknowledges it to its origin. The de-dup mark
                     // stays where it is: writing this older seq would move it back.
-                    let batch = CommitBatch {
-                        fence: None,
-                        components: Vec::new(),
-                        sys: vec![(
-                            keys::outbox(
-                                &self.shared.name,
-                                incoming.from.key_segment(),
-                                incoming.seq,
-                            ),
-                            None,
-                        )],
-                    };
+                    let batch = CommitBatch::sys_only(vec![(
+                        keys::outbox(&self.shared.name, incoming.from.key_segment(), incoming.seq),
+                        None,
+                    )]);
                     return self.commit(batch, &incoming).await;
                 }
                 Arrival::Early => {

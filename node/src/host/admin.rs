@@ -104,11 +104,7 @@ impl AdminBackend for Host {
             sys.push((binary_key, Some(req.binary)));
         }
         storage
-            .commit_async(CommitBatch {
-                fence: None,
-                components: Vec::new(),
-                sys,
-            })
+            .commit_async(CommitBatch::sys_only(sys))
             .await
             .map_err(storage_err)?;
 

@@ -47,11 +47,10 @@ impl Host {
                 return Err(self.record_failure(record, e));
             }
             storage
-                .commit_async(CommitBatch {
-                    fence: None,
-                    components: Vec::new(),
-                    sys: vec![(init_key(&name), Some(vec![1]))],
-                })
+                .commit_async(CommitBatch::sys_only(vec![(
+                    init_key(&name),
+                    Some(vec![1]),
+                )]))
                 .await
                 .map_err(storage_err)?;
         }
@@ -116,11 +115,7 @@ impl Host {
             }
         }
         storage
-            .commit_async(CommitBatch {
-                fence: None,
-                components: Vec::new(),
-                sys,
-            })
+            .commit_async(CommitBatch::sys_only(sys))
             .await
             .map_err(storage_err)?;
         if storage.has_component(name) {

@@ -287,11 +287,7 @@ impl Host {
         if !others_use_binary {
             sys.push((keys::binary(sha256), None));
         }
-        Ok(CommitBatch {
-            fence: None,
-            components: Vec::new(),
-            sys,
-        })
+        Ok(CommitBatch::sys_only(sys))
     }
 
     /// Stops every actor (graceful: queued requests are answered `unavailable`).
@@ -371,20 +367,16 @@ impl Host {
             trace: crate::telemetry::current_traceparent(),
             body,
         };
-        let batch = CommitBatch {
-            fence: None,
-            components: Vec::new(),
-            sys: vec![
-                (
-                    keys::outbox(to, external.key_segment(), next),
-                    Some(env.encode()),
-                ),
-                (
-                    keys::pair_seq(external.key_segment(), to),
-                    Some(keys::encode_u64(next)),
-                ),
-            ],
-        };
+        let batch = CommitBatch::sys_only(vec![
+            (
+                keys::outbox(to, external.key_segment(), next),
+                Some(env.encode()),
+            ),
+            (
+                keys::pair_seq(external.key_segment(), to),
+                Some(keys::encode_u64(next)),
+            ),
+        ]);
         self.inner
             .storage
             .commit_async(batch)
@@ -414,11 +406,7 @@ impl Host {
         self.inner.external_seq.lock().await.remove(name);
         if !sys.is_empty() {
             storage
-                .commit_async(CommitBatch {
-                    fence: None,
-                    components: Vec::new(),
-                    sys,
-                })
+                .commit_async(CommitBatch::sys_only(sys))
                 .await
                 .map_err(storage_err)?;
         }

@@ -350,11 +350,7 @@ impl Router {
         }
         let key = keys::outbox(&env.to, env.from.key_segment(), env.seq);
         let storage = self.storage.clone();
-        let batch = CommitBatch {
-            fence: None,
-            components: Vec::new(),
-            sys: vec![(key, None)],
-        };
+        let batch = CommitBatch::sys_only(vec![(key, None)]);
         tokio::spawn(async move {
             if let Err(e) = storage.commit_async(batch).await {
                 tracing::warn!("cannot delete an undeliverable outbox entry: {e}");
