@@ -2,6 +2,7 @@
 //! node's RocksDB), placement decisions as pure functions, the node-to-node transport
 //! (QUIC with mutual TLS, framed bincode with a version byte and a size cap).
 //!
+//! - `failure`: the leader's failure detector (which members are down), pure.
 //! - `placement`: who runs a component (choose, failover, rebalance), pure.
 //! - `raft`: the type config, the registry commands and their deterministic apply, the log
 //!   store and state machine over `airssys-storage`, the Raft network over QUIC.
@@ -12,6 +13,7 @@
 //!
 //! It knows nothing of wasmtime: component configs and actor messages are opaque bytes here.
 
+pub mod failure;
 pub mod node;
 pub mod placement;
 pub mod raft;
@@ -24,6 +26,7 @@ pub use node::{
     MemberStatus, RaftFigures,
 };
 pub use placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
+pub use raft::state_machine::{check_commit, is_log_key, RemovalKeys};
 pub use raft::types::{
     Command, ComponentEntry, ComponentSpec, NodeInfo, Outcome, Refusal, Registry,
 };

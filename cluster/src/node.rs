@@ -3,14 +3,15 @@
 //! join, install with placement, move, remove, status). Writes go to the leader: a
 //! follower forwards them over QUIC.
 
-use crate::placement::{choose_node, NodeId, NodeLoad};
+use crate::failure::{down_members, Heard};
+use crate::placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
-use crate::raft::state_machine::{RegistryView, StateMachine};
+use crate::raft::state_machine::{RegistryView, RemovalKeys, StateMachine};
 use crate::raft::types::{Command, ComponentSpec, NodeInfo, Outcome, TypeConfig};
 use crate::tls::{self, NodeCert};
 use crate::transport::{Lanes, PeerService, Transport, TransportError};
-use airssys_storage::Storage;
+use airssys_storage::{CommitBatch, Storage};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
@@ -20,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// A node not heard from for this long counts as down for placement and status.
@@ -30,6 +31,16 @@ pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Upper bound of one peer call.
 const CALL_LIMIT: Duration = Duration::from_secs(30);
+/// How long a committing node waits to apply its own commit after the leader applied it.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+/// Snapshots travel in pieces of this size (each one call), well under the frame cap.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 8 << 20;
+/// Largest snapshot a node accepts.
+const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
+/// How often the leader looks for failed members and imbalance.
+const DETECT_EVERY: Duration = Duration::from_millis(100);
+/// How often the leader considers one rebalancing move.
+const REBALANCE_EVERY: Duration = Duration::from_secs(2);
 
 /// Everything a node needs to take part.
 #[derive(Clone)]
@@ -43,6 +54,11 @@ pub struct ClusterConfig {
     pub cert: NodeCert,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
+    /// A member the leader has not heard from for this long loses its components.
+    pub failure_timeout_ms: u64,
+    /// A snapshot is built after this many applied entries; the log behind it is purged
+    /// (a fifth of this many entries are kept for followers slightly behind).
+    pub snapshot_every: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +84,20 @@ pub enum ClusterError {
 pub enum PeerRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
+    /// A whole snapshot; `data` is empty when it was sent before in [`PeerRequest::SnapshotChunk`]s.
     Snapshot {
         vote: Vote<NodeId>,
         meta: SnapshotMeta<NodeId, NodeInfo>,
         data: Vec<u8>,
     },
+    /// A piece of the snapshot `id`, at `offset` (0 starts it afresh).
+    SnapshotChunk {
+        id: String,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// A handler's transaction, for the leader to append.
+    Commit(CommitBatch),
     Join {
         node_id: NodeId,
         info: NodeInfo,
@@ -97,8 +122,15 @@ pub enum PeerResponse {
     Vote(VoteResponse<NodeId>),
     Snapshot(SnapshotResponse<NodeId>),
     Done(Outcome),
+    /// A commit's outcome and the log index it was applied at.
+    Committed {
+        index: u64,
+        outcome: Outcome,
+    },
     Status(ClusterStatus),
-    Probe { initialized: bool },
+    Probe {
+        initialized: bool,
+    },
     App(Vec<u8>),
     Error(String),
 }
@@ -110,6 +142,7 @@ impl PeerResponse {
             PeerResponse::Vote(_) => "vote",
             PeerResponse::Snapshot(_) => "snapshot",
             PeerResponse::Done(_) => "done",
+            PeerResponse::Committed { .. } => "committed",
             PeerResponse::Status(_) => "status",
             PeerResponse::Probe { .. } => "probe",
             PeerResponse::App(_) => "app",
@@ -182,6 +215,9 @@ struct Inner {
     storage: Storage,
     app_calls: mpsc::Sender<(Vec<u8>, oneshot::Sender<Vec<u8>>)>,
     app_frames: mpsc::UnboundedSender<Vec<u8>>,
+    /// The snapshot being received in chunks: its id and the bytes so far.
+    incoming_snapshot: Mutex<Option<(String, Vec<u8>)>>,
+    failure_timeout: Duration,
 }
 
 struct Service {
@@ -211,10 +247,11 @@ impl ClusterNode {
     pub async fn start(
         config: ClusterConfig,
         storage: Storage,
+        removal_keys: RemovalKeys,
     ) -> Result<(ClusterNode, AppInbox), ClusterError> {
         let log =
             LogStore::open(storage.clone()).map_err(|e| ClusterError::Storage(e.to_string()))?;
-        let sm = StateMachine::open(storage.clone())
+        let sm = StateMachine::open(storage.clone(), removal_keys)
             .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let view = sm.view();
         let transport = Transport::bind(
@@ -228,8 +265,9 @@ impl ClusterNode {
             election_timeout_min: config.election_timeout_ms,
             election_timeout_max: config.election_timeout_ms * 2,
             max_payload_entries: 64,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
-            max_in_snapshot_log_to_keep: 200,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(10)),
+            max_in_snapshot_log_to_keep: config.snapshot_every.max(10) / 5,
+            purge_batch_size: 64,
             ..Default::default()
         }
         .validate()
@@ -258,11 +296,14 @@ impl ClusterNode {
                 storage,
                 app_calls,
                 app_frames,
+                incoming_snapshot: Mutex::new(None),
+                failure_timeout: Duration::from_millis(config.failure_timeout_ms.max(1)),
             }),
         };
         node.inner
             .transport
             .serve(Arc::new(Service { node: node.clone() }));
+        tokio::spawn(node.clone().watch_members());
         Ok((node, AppInbox { calls, frames }))
     }
 
@@ -317,6 +358,10 @@ impl ClusterNode {
         let started = tokio::time::Instant::now();
         let mut last_error = String::from("no seed given");
         loop {
+            if self.is_voter() {
+                // An earlier attempt got through after all (its answer was lost).
+                return Ok(());
+            }
             for seed in seeds {
                 match self
                     .inner
@@ -363,6 +408,18 @@ impl ClusterNode {
         let id = m.current_leader?;
         let info = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, info))
+    }
+
+    /// Whether this node is a voter in the membership it knows.
+    pub fn is_voter(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.inner.id);
+        voter
     }
 
     pub fn is_leader(&self) -> bool {
@@ -451,6 +508,52 @@ impl ClusterNode {
 
     pub async fn propose(&self, command: Command) -> Result<Outcome, ClusterError> {
         Self::done(self.on_leader(PeerRequest::Propose(command)).await?)
+    }
+
+    /// Waits until this node has applied everything the leader had applied when asked (and,
+    /// before that, until there is a leader that answers). Retries until it succeeds.
+    pub async fn catch_up(&self) {
+        loop {
+            if let Ok(PeerResponse::Status(s)) = self.on_leader(PeerRequest::Status).await {
+                let reached = self
+                    .inner
+                    .raft
+                    .wait(Some(LEADER_WAIT))
+                    .applied_index_at_least(Some(s.commit_index), "caught up with the leader")
+                    .await;
+                if reached.is_ok() {
+                    return;
+                }
+            }
+            if self.inner.raft.metrics().borrow().running_state.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Commits a handler's transaction through the log. Returns the outcome once this node
+    /// has applied it too (so the next handler here reads its writes). An error means the
+    /// outcome is unknown: a numbered commit may be retried as it is.
+    pub async fn commit(&self, batch: CommitBatch) -> Result<Outcome, ClusterError> {
+        match self.on_leader(PeerRequest::Commit(batch)).await? {
+            PeerResponse::Committed { index, outcome } => {
+                if matches!(outcome, Outcome::Committed { .. }) {
+                    self.inner
+                        .raft
+                        .wait(Some(APPLY_WAIT))
+                        .applied_index_at_least(Some(index), "own commit applied")
+                        .await
+                        .map_err(|e| ClusterError::Raft(format!("commit not applied here: {e}")))?;
+                }
+                Ok(outcome)
+            }
+            PeerResponse::Error(e) => Err(ClusterError::Remote(e)),
+            other => Err(ClusterError::Remote(format!(
+                "unexpected answer {}",
+                other.kind()
+            ))),
+        }
     }
 
     /// Moves the node's components away, then takes it out of the membership.
@@ -578,7 +681,32 @@ impl ClusterNode {
                 Ok(r) => PeerResponse::Vote(r),
                 Err(e) => PeerResponse::Error(e.to_string()),
             },
+            PeerRequest::SnapshotChunk { id, offset, bytes } => {
+                match self.take_snapshot_chunk(id, offset, bytes) {
+                    Ok(()) => PeerResponse::Done(Outcome::Nothing),
+                    Err(e) => PeerResponse::Error(e),
+                }
+            }
             PeerRequest::Snapshot { vote, meta, data } => {
+                let data = if data.is_empty() {
+                    match self
+                        .inner
+                        .incoming_snapshot
+                        .lock()
+                        .ok()
+                        .and_then(|mut s| s.take())
+                    {
+                        Some((id, bytes)) if id == meta.snapshot_id => bytes,
+                        _ => {
+                            return PeerResponse::Error(format!(
+                                "snapshot {} was not received in full",
+                                meta.snapshot_id
+                            ))
+                        }
+                    }
+                } else {
+                    data
+                };
                 let snapshot = Snapshot {
                     meta,
                     snapshot: Box::new(Cursor::new(data)),
@@ -614,6 +742,18 @@ impl ClusterNode {
             PeerRequest::Join { node_id, info } => self.admit(node_id, info).await,
             PeerRequest::Install { spec, binary } => self.place_and_install(spec, binary).await,
             PeerRequest::Propose(command) => self.write(command).await,
+            PeerRequest::Commit(batch) => {
+                return match self.inner.raft.client_write(Command::Commit(batch)).await {
+                    Ok(resp) => PeerResponse::Committed {
+                        index: resp.log_id.index,
+                        outcome: resp.data,
+                    },
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        PeerResponse::Error("not the leader any more; retry".into())
+                    }
+                    Err(e) => PeerResponse::Error(raft_err(e).to_string()),
+                }
+            }
             PeerRequest::RemoveNode(node) => self.evict(node).await,
             PeerRequest::Status => return PeerResponse::Status(self.local_status(true)),
             other => Err(ClusterError::Remote(format!(
@@ -621,7 +761,7 @@ impl ClusterNode {
                 match other {
                     PeerRequest::Append(_) => "append",
                     PeerRequest::Vote(_) => "vote",
-                    PeerRequest::Snapshot { .. } => "snapshot",
+                    PeerRequest::Snapshot { .. } | PeerRequest::SnapshotChunk { .. } => "snapshot",
                     PeerRequest::Probe => "probe",
                     _ => "app",
                 }
@@ -648,7 +788,15 @@ impl ClusterNode {
     async fn admit(&self, node: NodeId, info: NodeInfo) -> Result<Outcome, ClusterError> {
         let membership = self.inner.view.membership();
         if membership.membership().voter_ids().any(|v| v == node) {
-            return Ok(Outcome::Nothing);
+            // Only a node without Raft state asks to join: a member that asks has lost its
+            // data (a wiped volume). Raft assumes a member keeps its log and vote, so it is
+            // taken out (its components move first) and admitted afresh: as a learner it
+            // gets a snapshot before it can vote again.
+            tracing::warn!(
+                node,
+                "a member asks to join with no state; re-admitting it from scratch"
+            );
+            self.evict(node).await?;
         }
         tracing::info!(node, %info, "admitting a node as learner");
         self.inner
@@ -746,5 +894,129 @@ impl ClusterNode {
             .map_err(raft_err)?;
         tracing::info!(node, "removed from the cluster");
         Ok(Outcome::Removed)
+    }
+
+    fn take_snapshot_chunk(&self, id: String, offset: u64, bytes: Vec<u8>) -> Result<(), String> {
+        let mut slot = self
+            .inner
+            .incoming_snapshot
+            .lock()
+            .map_err(|_| "snapshot buffer poisoned".to_string())?;
+        if offset == 0 {
+            *slot = Some((id.clone(), Vec::new()));
+        }
+        match slot.as_mut() {
+            Some((have, buf)) if *have == id && buf.len() as u64 == offset => {
+                if buf.len() + bytes.len() > MAX_SNAPSHOT_BYTES {
+                    *slot = None;
+                    return Err(format!(
+                        "snapshot {id} is larger than {MAX_SNAPSHOT_BYTES} bytes"
+                    ));
+                }
+                buf.extend_from_slice(&bytes);
+                Ok(())
+            }
+            _ => Err(format!(
+                "snapshot chunk at {offset} of {id} does not follow what was received; restart it"
+            )),
+        }
+    }
+
+    /// Leader duty, run on every node (it acts only while this node leads): members silent
+    /// past the failure timeout lose their components to live ones (generation + 1). When a
+    /// node joins or comes back, and nobody is down, one component at a time moves from the
+    /// busiest node to the idlest until their loads differ by at most one (the newcomer gets
+    /// its share); an operator's own moves are not undone otherwise.
+    async fn watch_members(self) {
+        let mut led_since: Option<(u64, Instant)> = None;
+        let mut last_rebalance = Instant::now();
+        let mut live_before: BTreeSet<NodeId> = BTreeSet::new();
+        let mut rebalancing = false;
+        let mut ticker = tokio::time::interval(DETECT_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let figures = self.figures();
+            if !figures.is_leader {
+                led_since = None;
+                if self.inner.raft.metrics().borrow().running_state.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let since = match led_since {
+                Some((term, at)) if term == figures.term => at,
+                _ => {
+                    let now = Instant::now();
+                    led_since = Some((figures.term, now));
+                    now
+                }
+            };
+            let membership = self.inner.view.membership();
+            let heard: Vec<Heard> = membership
+                .membership()
+                .nodes()
+                .map(|(id, _)| Heard {
+                    node: *id,
+                    ago: self.inner.transport.since_contact(*id),
+                })
+                .collect();
+            let down = down_members(
+                self.inner.id,
+                &heard,
+                since.elapsed(),
+                self.inner.failure_timeout,
+            );
+            let registry = self.inner.view.registry();
+            let current: BTreeMap<String, Placement> = registry
+                .components
+                .values()
+                .map(|c| {
+                    (
+                        c.spec.name.clone(),
+                        Placement {
+                            node: c.owner,
+                            generation: c.generation,
+                        },
+                    )
+                })
+                .collect();
+            let counts = registry.owned_counts();
+            let loads: Vec<NodeLoad> = heard
+                .iter()
+                .map(|h| NodeLoad {
+                    node: h.node,
+                    alive: !down.contains(&h.node),
+                    actors: counts.get(&h.node).copied().unwrap_or(0),
+                })
+                .collect();
+            let live: BTreeSet<NodeId> = loads.iter().filter(|l| l.alive).map(|l| l.node).collect();
+            if !live.is_subset(&live_before) {
+                rebalancing = true;
+            }
+            live_before = live;
+            let moves = if !down.is_empty() {
+                failover_moves(&current, &loads)
+            } else if rebalancing && last_rebalance.elapsed() >= REBALANCE_EVERY {
+                last_rebalance = Instant::now();
+                let moves = rebalance_moves(&current, &loads, 1);
+                rebalancing = !moves.is_empty();
+                moves
+            } else {
+                Vec::new()
+            };
+            for (name, to) in moves {
+                let reason = if down.is_empty() {
+                    "rebalance"
+                } else {
+                    "failover"
+                };
+                tracing::info!(component = %name, to = to.node, generation = to.generation, reason, "moving");
+                if let Err(e) = self.write(Command::Move { name, to: to.node }).await {
+                    tracing::warn!("move not made: {e}");
+                    break;
+                }
+            }
+        }
     }
 }

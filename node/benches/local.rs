@@ -262,6 +262,9 @@ fn instantiate_samples(s: &Setup, n: usize) -> (Vec<Duration>, Vec<Duration>) {
                 prepared.clone(),
                 storage.clone(),
                 router,
+                Arc::new(airssys_node::commit::LocalCommitter {
+                    storage: storage.clone(),
+                }),
             )
             .unwrap(),
         );

@@ -6,6 +6,7 @@
 //! - `config`: node configuration and defaults.
 //! - `engine`: wasmtime setup, compile cache, validation, bindings.
 //! - `component`: one component's actor (instance + transaction per message).
+//! - `commit`: where a transaction goes (local storage, or the cluster's Raft log).
 //! - `messaging`: envelopes, outbox/dedupe keys, local routing.
 //! - `host`: the node façade (install, remove, send, request, restart recovery).
 //! - `daemon`: `airssys node start`: opens the host and serves the admin API.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod cluster;
+pub mod commit;
 pub mod component;
 pub mod config;
 pub mod daemon;

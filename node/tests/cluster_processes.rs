@@ -108,12 +108,12 @@ fn three_nodes_form_route_and_survive_a_leader_stop() {
     assert_eq!(echo["generation"], 2);
     assert!(status["term"].as_u64().unwrap() >= 1);
 
-    // A receiver that moved still gets durable messages from a sender that has numbered
-    // 200+ of them on that pair (its state stays behind until state is replicated).
+    // A receiver that moved keeps its state (replicated) and goes on with the pair's
+    // numbering: 10 more durable increments land on top of the 202.
     nodes[0].ok(&["component", "move", "counter", "--to", "1"]);
     nodes[2].ok(&["request", "ping", "blast 10 counter durable inc"]);
     wait_for("10 durable increments on the moved counter", || {
-        (nodes[1].ok(&["request", "counter", "get"]).trim() == "10").then_some(())
+        (nodes[1].ok(&["request", "counter", "get"]).trim() == "212").then_some(())
     });
 
     // No token: 401 with a clear message, on every node.
@@ -160,7 +160,7 @@ fn three_nodes_form_route_and_survive_a_leader_stop() {
         let junk: Vec<u8> = (0..(i % 1300 + 1)).map(|b| (b * 31 + i) as u8).collect();
         sock.send_to(&junk, &nodes[1].peer).unwrap();
     }
-    assert_eq!(nodes[1].ok(&["request", "counter", "get"]).trim(), "10");
+    assert_eq!(nodes[1].ok(&["request", "counter", "get"]).trim(), "212");
 
     // A node with a certificate from another CA cannot join.
     let foreign = make_certs(dir.path(), "other", &[4]);
@@ -215,16 +215,14 @@ fn three_nodes_form_route_and_survive_a_leader_stop() {
     for c in status["components"].as_array().unwrap() {
         assert_ne!(c["owner"].as_u64().unwrap(), leader, "{c}");
     }
-    // (State does not move with a component yet: the count is kept only if its owner
-    // was not the removed node.)
+    // State moves with a component (it is replicated): the count survives whichever node
+    // was removed.
     let count: u64 = survivor
         .ok(&["request", "counter", "get"])
         .trim()
         .parse()
         .unwrap();
-    if owner_of(survivor, "counter") == 1 && leader != 1 {
-        assert_eq!(count, 10);
-    }
+    assert_eq!(count, 212);
     let unknown = survivor.cli(&["cluster", "remove-node", "99"]);
     assert!(!unknown.status.success());
     assert!(

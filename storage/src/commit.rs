@@ -28,7 +28,7 @@ pub const MAX_GROUP_BYTES: usize = 64 << 20;
 /// One atomic commit: a handler's component writes, the node's sys writes (outbox entries,
 /// de-duplication marks, registry records …) and an optional placement fence. All of it becomes
 /// durable together or not at all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommitBatch {
     /// When set, the batch is refused unless the fence matches the component's current placement.
     pub fence: Option<Fence>,
@@ -71,7 +71,7 @@ impl CommitBatch {
 
 /// The writes of one component within a commit (what [`Txn::into_writes`](crate::Txn::into_writes)
 /// returns).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ComponentWrites {
     /// The component whose column family is written.
     pub component: String,
@@ -82,7 +82,7 @@ pub struct ComponentWrites {
 }
 
 /// A placement fencing token carried by a commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fence {
     /// The component whose placement is checked.
     pub component: String,
@@ -90,6 +90,11 @@ pub struct Fence {
     pub node_id: u64,
     /// The placement generation the handler ran under.
     pub generation: u64,
+    /// The component's commit number when a replicated log orders commits (each must be the
+    /// previous one + 1, so a commit retried after an unknown outcome applies once); 0: not
+    /// numbered. Local storage ignores it.
+    #[serde(default)]
+    pub commit: u64,
 }
 
 /// A component's current placement, as recorded by
@@ -298,6 +303,7 @@ mod tests {
 
     fn fence(node_id: u64, generation: u64) -> Fence {
         Fence {
+            commit: 0,
             component: "c".into(),
             node_id,
             generation,

@@ -13,10 +13,14 @@
 //!   [`Fence`]). [`Storage::commit`] writes one synchronously; [`Storage::commit_async`] hands it
 //!   to a committer thread that merges every waiting batch into one synced RocksDB write.
 //!
+//! * [`StateImage`] is a consistent copy of every component and chosen sys records, for Raft
+//!   snapshots ([`Storage::export_image`], [`Storage::import_image`]).
+//!
 //! The crate knows nothing of Raft, WASM or networking.
 
 mod commit;
 mod error;
+mod image;
 mod meta;
 mod names;
 mod options;
@@ -27,6 +31,7 @@ pub use commit::{
     check_fence, CommitBatch, ComponentWrites, Fence, Placement, MAX_GROUP_BATCHES, MAX_GROUP_BYTES,
 };
 pub use error::{StorageError, WriteError};
+pub use image::{Pairs, StateImage};
 pub use names::validate_name;
 pub use options::StorageOptions;
 pub use store::{CommitStats, Storage, BULK_CREATE_MIN};

@@ -104,7 +104,7 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    fn with_db<R>(
+    pub(crate) fn with_db<R>(
         &self,
         f: impl FnOnce(&Db) -> Result<R, StorageError>,
     ) -> Result<R, StorageError> {
@@ -259,7 +259,7 @@ pub struct CommitStats {
 }
 
 impl Storage {
-    fn core(&self) -> &Core {
+    pub(crate) fn core(&self) -> &Core {
         &self.h.core
     }
 

@@ -157,6 +157,7 @@ fn component_named_sys_or_default_does_not_touch_system_data() {
 fn fenced_batch(generation: u64, node_id: u64) -> CommitBatch {
     CommitBatch {
         fence: Some(Fence {
+            commit: 0,
             component: "a".into(),
             node_id,
             generation,
@@ -550,6 +551,7 @@ fn bulk_creation_keeps_existing_data_and_open_transactions() {
     assert_eq!(t.get(b"k").unwrap(), Some(b("v")));
     st.commit(CommitBatch {
         fence: Some(Fence {
+            commit: 0,
             component: "old".into(),
             node_id: 1,
             generation: 2,
@@ -624,6 +626,7 @@ async fn concurrent_async_commits_all_land_and_a_stale_one_fails_alone() {
             let value = vec![b'v'; i % 17];
             let batch = CommitBatch {
                 fence: Some(Fence {
+                    commit: 0,
                     component: comp.clone(),
                     node_id: 1,
                     generation: if i == STALE { 0 } else { 1 },

@@ -1,7 +1,7 @@
 //! openraft's network over the node's QUIC transport: each Raft RPC is one call.
 
 use super::types::{NodeInfo, TypeConfig};
-use crate::node::{PeerRequest, PeerResponse};
+use crate::node::{PeerRequest, PeerResponse, SNAPSHOT_CHUNK_BYTES};
 use crate::placement::NodeId;
 use crate::transport::{Transport, TransportError};
 use crate::wire::WireError;
@@ -110,10 +110,39 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let data = snapshot.snapshot.into_inner();
+        let id = snapshot.meta.snapshot_id.clone();
+        let data = if data.len() > SNAPSHOT_CHUNK_BYTES {
+            // Large snapshots go in pieces first; the final call then carries none.
+            for (i, piece) in data.chunks(SNAPSHOT_CHUNK_BYTES).enumerate() {
+                let req = PeerRequest::SnapshotChunk {
+                    id: id.clone(),
+                    offset: (i * SNAPSHOT_CHUNK_BYTES) as u64,
+                    bytes: piece.to_vec(),
+                };
+                match self.call(req, &option).await {
+                    Ok(PeerResponse::Done(_)) => {}
+                    Ok(other) => {
+                        return Err(StreamingError::Network(NetworkError::new(&Remote(
+                            format!("unexpected answer to a snapshot chunk: {}", other.kind()),
+                        ))))
+                    }
+                    Err(RPCError::Unreachable(u)) => return Err(StreamingError::Unreachable(u)),
+                    Err(e) => {
+                        return Err(StreamingError::Network(NetworkError::new(&Remote(
+                            e.to_string(),
+                        ))))
+                    }
+                }
+            }
+            Vec::new()
+        } else {
+            data
+        };
         let req = PeerRequest::Snapshot {
             vote,
             meta: snapshot.meta.clone(),
-            data: snapshot.snapshot.into_inner(),
+            data,
         };
         match self.call(req, &option).await {
             Ok(PeerResponse::Snapshot(r)) => Ok(r),

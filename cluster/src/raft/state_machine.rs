@@ -1,13 +1,18 @@
-//! The replicated registry as a Raft state machine. Applying a command is a pure
-//! function over the registry ([`apply_command`]); this module persists the result
-//! (components under `raft/sm/c/<name>`, binaries under `raft/bin/<sha256>`, the
-//! applied log id and membership under `raft/sm/meta`) in one synced commit per batch
-//! of entries, and tells the node through a watch channel.
+//! The replicated state as a Raft state machine: the registry (components under
+//! `raft/sm/c/<name>`, binaries under `raft/bin/<sha256>`, the applied log id and membership
+//! under `raft/sm/meta`) and every handler commit (component stores, outboxes, marks).
+//!
+//! Deciding is pure ([`apply_command`], [`check_commit`]: the fence against the registry);
+//! this module writes a run of entries' effects together with the applied position in one
+//! synced storage write (so nothing is applied twice), creates a component's store when it
+//! is installed and drops it when it is removed, and tells the node about placement changes
+//! through a watch channel. Snapshots are an image of the whole replicated keyspace read
+//! from one RocksDB snapshot.
 
-use super::codec::{self, BINARY_PREFIX, SM_COMPONENT_PREFIX, SM_META_KEY, SNAPSHOT_KEY};
+use super::codec::{self, SM_COMPONENT_PREFIX, SM_META_KEY, SNAPSHOT_KEY};
 use super::types::{Command, ComponentEntry, NodeInfo, Outcome, Refusal, Registry, TypeConfig};
 use crate::placement::NodeId;
-use airssys_storage::{CommitBatch, Storage};
+use airssys_storage::{CommitBatch, StateImage, Storage};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
@@ -16,6 +21,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
@@ -28,19 +34,88 @@ struct Meta {
     membership: Membership,
 }
 
-/// A whole snapshot: the registry, the binaries it uses, and where it stands.
+/// A whole snapshot: every component's data and every replicated sys record (registry,
+/// binaries, outboxes, marks, counters, and `raft/sm/meta` saying where it stands).
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotBlob {
-    meta: Meta,
-    registry: Registry,
-    binaries: Vec<(String, Vec<u8>)>,
+    image: StateImage,
 }
 
 /// What storage a command changes besides the registry.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct BinaryEffects {
+pub struct Effects {
+    /// A binary to store under its sha256.
     pub store: Option<(String, Vec<u8>)>,
+    /// A binary no component uses any more.
     pub delete: Option<String>,
+    /// A component installed: its store must exist before anything writes to it.
+    pub create_store: Option<String>,
+    /// A component removed: its store and its messaging state go.
+    pub drop_store: Option<String>,
+    /// An accepted commit's writes.
+    pub commit: Option<CommitBatch>,
+}
+
+/// Whether an accepted commit is new or a retry of one already applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitCheck {
+    Apply,
+    AlreadyApplied,
+}
+
+/// Sys keys only Raft itself may write (a commit carrying one is malformed).
+fn is_raft_key(key: &[u8]) -> bool {
+    key.starts_with(b"raft/") || key.starts_with(&[0xff, 0xff])
+}
+
+/// Decides a commit against the registry: its fence must name the component's current owner
+/// and generation, it may write only that component's store, never Raft's keys, and a numbered
+/// commit must be the next one (or a retry of the last: applied once, answered again).
+pub fn check_commit(registry: &Registry, batch: &CommitBatch) -> Result<CommitCheck, Refusal> {
+    let Some(fence) = &batch.fence else {
+        return Err(Refusal::MalformedCommit("a commit needs a fence".into()));
+    };
+    if let Some(other) = batch
+        .components
+        .iter()
+        .find(|c| c.component != fence.component)
+    {
+        return Err(Refusal::MalformedCommit(format!(
+            "a commit fenced on {} writes the store of {}",
+            fence.component, other.component
+        )));
+    }
+    if batch.sys.iter().any(|(k, _)| is_raft_key(k)) {
+        return Err(Refusal::MalformedCommit(
+            "a commit may not write Raft's keys".into(),
+        ));
+    }
+    let fenced = |now: String| Refusal::Fenced {
+        component: fence.component.clone(),
+        node: fence.node_id,
+        generation: fence.generation,
+        now,
+    };
+    let Some(entry) = registry.components.get(&fence.component) else {
+        return Err(fenced("it is not installed".into()));
+    };
+    if entry.owner != fence.node_id || entry.generation != fence.generation {
+        return Err(fenced(format!(
+            "it is on node {} at generation {}",
+            entry.owner, entry.generation
+        )));
+    }
+    match fence.commit {
+        0 => Ok(CommitCheck::Apply),
+        n if n == entry.commits + 1 => Ok(CommitCheck::Apply),
+        n if n <= entry.commits => Ok(CommitCheck::AlreadyApplied),
+        n => Err(Refusal::MalformedCommit(format!(
+            "commit {n} of {} skips {} (last applied {})",
+            fence.component,
+            entry.commits + 1,
+            entry.commits
+        ))),
+    }
 }
 
 /// Applies one command to the registry: deterministic, the same on every node.
@@ -49,8 +124,8 @@ pub fn apply_command(
     members: &BTreeSet<NodeId>,
     binary_known: bool,
     command: Command,
-) -> (Outcome, BinaryEffects) {
-    let mut effects = BinaryEffects::default();
+) -> (Outcome, Effects) {
+    let mut effects = Effects::default();
     let outcome = match command {
         Command::Install {
             spec,
@@ -67,10 +142,12 @@ pub fn apply_command(
                 if !binary_known {
                     effects.store = Some((spec.sha256.clone(), binary));
                 }
+                effects.create_store = Some(spec.name.clone());
                 let entry = ComponentEntry {
                     spec,
                     owner,
                     generation: 1,
+                    commits: 0,
                 };
                 registry.components.insert(entry.spec.name.clone(), entry);
                 Outcome::Installed {
@@ -85,6 +162,7 @@ pub fn apply_command(
                 if !registry.uses_binary(&entry.spec.sha256) {
                     effects.delete = Some(entry.spec.sha256);
                 }
+                effects.drop_store = Some(name);
                 Outcome::Removed
             }
         },
@@ -105,12 +183,27 @@ pub fn apply_command(
                 }
             }
         }
+        Command::Commit(mut batch) => match check_commit(registry, &batch) {
+            Err(refusal) => Outcome::Refused(refusal),
+            Ok(CommitCheck::AlreadyApplied) => Outcome::Committed { duplicate: true },
+            Ok(CommitCheck::Apply) => {
+                if let Some(f) = batch.fence.take() {
+                    if f.commit > 0 {
+                        if let Some(entry) = registry.components.get_mut(&f.component) {
+                            entry.commits = f.commit;
+                        }
+                    }
+                }
+                effects.commit = Some(batch);
+                Outcome::Committed { duplicate: false }
+            }
+        },
     };
     (outcome, effects)
 }
 
 /// What the node reads: the registry as last applied, and a counter bumped on every
-/// change (subscribe to wait for one).
+/// change of placement or membership (subscribe to wait for one; commits do not bump it).
 pub struct RegistryView {
     state: RwLock<(Meta, Registry)>,
     changes: watch::Sender<u64>,
@@ -129,6 +222,12 @@ impl RegistryView {
     pub fn entry(&self, name: &str) -> Option<ComponentEntry> {
         let s = self.state.read().ok()?;
         s.1.components.get(name).cloned()
+    }
+
+    /// Numbered commits of `name` applied here so far.
+    pub fn commits_of(&self, name: &str) -> Option<u64> {
+        let s = self.state.read().ok()?;
+        s.1.components.get(name).map(|c| c.commits)
     }
 
     pub fn membership(&self) -> Membership {
@@ -151,10 +250,27 @@ impl RegistryView {
     }
 }
 
+/// The sys keys of a removed component's messaging state (its outbox, marks, counters, and
+/// other components' marks and counters about it): the node layer knows that keyspace.
+pub type RemovalKeys = Arc<dyn Fn(&Storage, &str) -> Vec<Vec<u8>> + Send + Sync>;
+
+/// Keys that belong to this node's Raft log rather than to the replicated state: they never
+/// travel in a snapshot and an installed snapshot leaves them alone.
+pub fn is_log_key(key: &[u8]) -> bool {
+    key.starts_with(codec::LOG_PREFIX)
+        || key == codec::VOTE_KEY
+        || key == codec::COMMITTED_KEY
+        || key == codec::PURGED_KEY
+        || key == SNAPSHOT_KEY
+}
+
 #[derive(Clone)]
 pub struct StateMachine {
     storage: Storage,
     view: Arc<RegistryView>,
+    removal_keys: RemovalKeys,
+    /// Where the last snapshot built or installed is kept (next to the database).
+    snapshot_file: PathBuf,
 }
 
 fn sm_err(e: impl ToString) -> StorageError<NodeId> {
@@ -165,28 +281,48 @@ fn read_err(e: impl ToString) -> StorageError<NodeId> {
     StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
 }
 
+/// The applied meta and registry as stored.
+fn load_state(storage: &Storage) -> Result<(Meta, Registry), StorageError<NodeId>> {
+    let meta: Meta = match storage.sys_get(SM_META_KEY).map_err(read_err)? {
+        Some(b) => codec::decode(&b).map_err(read_err)?,
+        None => Meta::default(),
+    };
+    let mut registry = Registry::default();
+    for (_, value) in storage
+        .sys_scan_prefix(SM_COMPONENT_PREFIX)
+        .map_err(read_err)?
+    {
+        let entry: ComponentEntry = codec::decode(&value).map_err(read_err)?;
+        registry.components.insert(entry.spec.name.clone(), entry);
+    }
+    Ok((meta, registry))
+}
+
+/// Writes accumulated while applying a run of entries.
+#[derive(Default)]
+struct Pending {
+    batch: CommitBatch,
+    /// Components whose registry record changed.
+    touched: BTreeSet<String>,
+}
+
 impl StateMachine {
     /// Loads the last applied registry from storage.
-    pub fn open(storage: Storage) -> Result<StateMachine, StorageError<NodeId>> {
-        let meta: Meta = match storage.sys_get(SM_META_KEY).map_err(read_err)? {
-            Some(b) => codec::decode(&b).map_err(read_err)?,
-            None => Meta::default(),
-        };
-        let mut registry = Registry::default();
-        for (_, value) in storage
-            .sys_scan_prefix(SM_COMPONENT_PREFIX)
-            .map_err(read_err)?
-        {
-            let entry: ComponentEntry = codec::decode(&value).map_err(read_err)?;
-            registry.components.insert(entry.spec.name.clone(), entry);
-        }
+    pub fn open(
+        storage: Storage,
+        removal_keys: RemovalKeys,
+    ) -> Result<StateMachine, StorageError<NodeId>> {
+        let (meta, registry) = load_state(&storage)?;
         let (changes, _) = watch::channel(0);
+        let snapshot_file = storage.path().with_extension("snapshot");
         Ok(StateMachine {
             storage,
             view: Arc::new(RegistryView {
                 state: RwLock::new((meta, registry)),
                 changes,
             }),
+            removal_keys,
+            snapshot_file,
         })
     }
 
@@ -199,56 +335,82 @@ impl StateMachine {
         storage.sys_get(&codec::binary_key(sha256)).ok().flatten()
     }
 
-    fn snapshot_blob(&self) -> Result<SnapshotBlob, StorageError<NodeId>> {
-        let (meta, registry) = self
-            .view
-            .state
-            .read()
-            .map(|s| s.clone())
-            .map_err(read_err)?;
-        let mut binaries = Vec::new();
-        for sha in registry
-            .components
-            .values()
-            .map(|c| c.spec.sha256.clone())
-            .collect::<BTreeSet<_>>()
-        {
-            if let Some(b) = Self::binary(&self.storage, &sha) {
-                binaries.push((sha, b));
-            }
+    /// Makes the pending writes, the changed registry records and the applied position durable
+    /// in one write.
+    async fn flush(
+        &self,
+        pending: &mut Pending,
+        meta: &Meta,
+        registry: &Registry,
+    ) -> Result<(), StorageError<NodeId>> {
+        let mut batch = std::mem::take(&mut pending.batch);
+        for name in std::mem::take(&mut pending.touched) {
+            let value = match registry.components.get(&name) {
+                Some(entry) => Some(codec::encode(entry).map_err(sm_err)?),
+                None => None,
+            };
+            batch.sys.push((codec::component_key(&name), value));
         }
-        Ok(SnapshotBlob {
-            meta,
-            registry,
-            binaries,
+        batch.sys.push((
+            SM_META_KEY.to_vec(),
+            Some(codec::encode(meta).map_err(sm_err)?),
+        ));
+        self.storage.commit_async(batch).await.map_err(sm_err)
+    }
+
+    async fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        data: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
+        let stored = codec::encode(&(meta.clone(), data.to_vec())).map_err(sm_err)?;
+        let path = self.snapshot_file.clone();
+        tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("snapshot.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &stored)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
         })
+        .await
+        .map_err(sm_err)?
+        .map_err(sm_err)
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let blob = self.snapshot_blob()?;
-        let data = codec::encode(&blob).map_err(read_err)?;
-        let last = blob.meta.last_applied;
-        let meta = SnapshotMeta {
+        // One RocksDB snapshot: the data and `raft/sm/meta` were written together, so the
+        // applied position read from the image is exactly the point the data stands at.
+        let storage = self.storage.clone();
+        let image = tokio::task::spawn_blocking(move || storage.export_image(|k| !is_log_key(k)))
+            .await
+            .map_err(read_err)?
+            .map_err(read_err)?;
+        let meta: Meta = match image.sys.iter().find(|(k, _)| k == SM_META_KEY) {
+            Some((_, v)) => codec::decode(v).map_err(read_err)?,
+            None => Meta::default(),
+        };
+        let data = codec::encode(&SnapshotBlob { image }).map_err(read_err)?;
+        let last = meta.last_applied;
+        let snap_meta = SnapshotMeta {
             last_log_id: last,
-            last_membership: blob.meta.membership.clone(),
+            last_membership: meta.membership.clone(),
             snapshot_id: format!(
-                "{}-{}",
+                "{}-{}-{}",
                 last.map(|l| l.leader_id.term).unwrap_or(0),
-                last.map(|l| l.index).unwrap_or(0)
+                last.map(|l| l.index).unwrap_or(0),
+                data.len()
             ),
         };
-        let stored = codec::encode(&(meta.clone(), data.clone())).map_err(sm_err)?;
-        self.storage
-            .commit_async(CommitBatch::sys_only(vec![(
-                SNAPSHOT_KEY.to_vec(),
-                Some(stored),
-            )]))
-            .await
-            .map_err(sm_err)?;
+        self.save_snapshot(&snap_meta, &data).await?;
+        tracing::info!(
+            index = last.map(|l| l.index).unwrap_or(0),
+            bytes = data.len(),
+            "snapshot built"
+        );
         Ok(Snapshot {
-            meta,
+            meta: snap_meta,
             snapshot: Box::new(Cursor::new(data)),
         })
     }
@@ -271,14 +433,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let (mut meta, mut registry) = self.view.state.read().map_err(read_err)?.clone();
         let mut outcomes = Vec::new();
-        let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        let mut touched = BTreeSet::new();
+        let mut pending = Pending::default();
+        let mut placement_changed = false;
         for entry in entries {
             meta.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => outcomes.push(Outcome::Nothing),
                 EntryPayload::Membership(m) => {
                     meta.membership = StoredMembership::new(Some(entry.log_id), m);
+                    placement_changed = true;
                     outcomes.push(Outcome::Nothing);
                 }
                 EntryPayload::Normal(command) => {
@@ -290,41 +453,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Command::Install { spec, .. } => registry.uses_binary(&spec.sha256),
                         _ => true,
                     };
-                    let name = match &command {
-                        Command::Install { spec, .. } => spec.name.clone(),
-                        Command::Remove { name } | Command::Move { name, .. } => name.clone(),
+                    let touched = match &command {
+                        Command::Install { spec, .. } => Some(spec.name.clone()),
+                        Command::Remove { name } | Command::Move { name, .. } => Some(name.clone()),
+                        Command::Commit(b) => b
+                            .fence
+                            .as_ref()
+                            .filter(|f| f.commit > 0)
+                            .map(|f| f.component.clone()),
                     };
+                    if !matches!(command, Command::Commit(_)) {
+                        placement_changed = true;
+                    }
                     let (outcome, effects) = apply_command(&mut registry, &members, known, command);
-                    if let Some((sha, bytes)) = effects.store {
-                        sys.push((codec::binary_key(&sha), Some(bytes)));
+                    if let Outcome::Refused(r) = &outcome {
+                        tracing::debug!(index = entry.log_id.index, "refused: {r}");
                     }
-                    if let Some(sha) = effects.delete {
-                        sys.push((codec::binary_key(&sha), None));
+                    if let Some(name) = touched {
+                        pending.touched.insert(name);
                     }
-                    touched.insert(name);
+                    self.stage(&mut pending, &meta, &registry, effects).await?;
                     outcomes.push(outcome);
                 }
             }
         }
-        for name in touched {
-            let value = match registry.components.get(&name) {
-                Some(entry) => Some(codec::encode(entry).map_err(sm_err)?),
-                None => None,
-            };
-            sys.push((codec::component_key(&name), value));
-        }
-        sys.push((
-            SM_META_KEY.to_vec(),
-            Some(codec::encode(&meta).map_err(sm_err)?),
-        ));
-        self.storage
-            .commit_async(CommitBatch::sys_only(sys))
-            .await
-            .map_err(sm_err)?;
+        self.flush(&mut pending, &meta, &registry).await?;
         if let Ok(mut s) = self.view.state.write() {
             *s = (meta, registry);
         }
-        self.view.bump();
+        if placement_changed {
+            self.view.bump();
+        }
         Ok(outcomes)
     }
 
@@ -345,51 +504,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
         let blob: SnapshotBlob = codec::decode(&data).map_err(sm_err)?;
-        let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        for (key, _) in self
-            .storage
-            .sys_scan_prefix(SM_COMPONENT_PREFIX)
-            .map_err(read_err)?
-        {
-            sys.push((key, None));
-        }
-        for (key, _) in self
-            .storage
-            .sys_scan_prefix(BINARY_PREFIX)
-            .map_err(read_err)?
-        {
-            sys.push((key, None));
-        }
-        for entry in blob.registry.components.values() {
-            sys.push((
-                codec::component_key(&entry.spec.name),
-                Some(codec::encode(entry).map_err(sm_err)?),
-            ));
-        }
-        for (sha, bytes) in &blob.binaries {
-            sys.push((codec::binary_key(sha), Some(bytes.clone())));
-        }
-        let new_meta = Meta {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
-        sys.push((
-            SM_META_KEY.to_vec(),
-            Some(codec::encode(&new_meta).map_err(sm_err)?),
-        ));
-        sys.push((
-            SNAPSHOT_KEY.to_vec(),
-            Some(codec::encode(&(meta.clone(), data)).map_err(sm_err)?),
-        ));
-        // Deletes first, then puts: a key both deleted and re-put ends up put.
-        let (dels, puts): (Vec<_>, Vec<_>) = sys.into_iter().partition(|(_, v)| v.is_none());
-        let sys = dels.into_iter().chain(puts).collect();
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || storage.import_image(&blob.image, |k| !is_log_key(k)))
+            .await
+            .map_err(sm_err)?
+            .map_err(sm_err)?;
+        let (mut stored_meta, registry) = load_state(&self.storage)?;
+        // The snapshot's own word on where it stands.
+        stored_meta.last_applied = meta.last_log_id;
+        stored_meta.membership = meta.last_membership.clone();
         self.storage
-            .commit_async(CommitBatch::sys_only(sys))
+            .commit_async(CommitBatch::sys_only(vec![(
+                SM_META_KEY.to_vec(),
+                Some(codec::encode(&stored_meta).map_err(sm_err)?),
+            )]))
             .await
             .map_err(sm_err)?;
+        self.save_snapshot(meta, &data).await?;
+        tracing::info!(
+            index = meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            bytes = data.len(),
+            components = registry.components.len(),
+            "snapshot installed"
+        );
         if let Ok(mut s) = self.view.state.write() {
-            *s = (new_meta, blob.registry);
+            *s = (stored_meta, registry);
         }
         self.view.bump();
         Ok(())
@@ -398,17 +537,62 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        match self.storage.sys_get(SNAPSHOT_KEY).map_err(read_err)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let (meta, data): (SnapshotMeta<NodeId, NodeInfo>, Vec<u8>) =
-                    codec::decode(&bytes).map_err(read_err)?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: Box::new(Cursor::new(data)),
-                }))
-            }
+        let path = self.snapshot_file.clone();
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        let (meta, data): (SnapshotMeta<NodeId, NodeInfo>, Vec<u8>) =
+            codec::decode(&bytes).map_err(read_err)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+impl StateMachine {
+    /// Adds one applied command's storage effects to `pending`. A removal is written at once
+    /// (flushed, its messaging state deleted, its store dropped), so nothing accumulated
+    /// before it can re-create what it deletes.
+    async fn stage(
+        &self,
+        pending: &mut Pending,
+        meta: &Meta,
+        registry: &Registry,
+        effects: Effects,
+    ) -> Result<(), StorageError<NodeId>> {
+        if let Some(name) = &effects.create_store {
+            // Before any commit of this run writes to it.
+            self.storage.create_component(name).map_err(sm_err)?;
         }
+        if let Some((sha, bytes)) = effects.store {
+            pending
+                .batch
+                .sys
+                .push((codec::binary_key(&sha), Some(bytes)));
+        }
+        if let Some(sha) = effects.delete {
+            pending.batch.sys.push((codec::binary_key(&sha), None));
+        }
+        if let Some(commit) = effects.commit {
+            pending.batch.components.extend(commit.components);
+            pending.batch.sys.extend(commit.sys);
+        }
+        if let Some(name) = effects.drop_store {
+            self.flush(pending, meta, registry).await?;
+            let keys = (self.removal_keys)(&self.storage, &name);
+            if !keys.is_empty() {
+                let deletes = keys.into_iter().map(|k| (k, None)).collect();
+                self.storage
+                    .commit_async(CommitBatch::sys_only(deletes))
+                    .await
+                    .map_err(sm_err)?;
+            }
+            self.storage.drop_component(&name).map_err(sm_err)?;
+        }
+        Ok(())
     }
 }
 
@@ -524,5 +708,128 @@ mod tests {
         let (out, _) = apply_command(&mut reg, &members, false, cmd);
         assert_eq!(out, Outcome::Refused(Refusal::MissingBinary("s".into())));
         assert!(reg.components.is_empty());
+    }
+
+    fn commit(name: &str, node: NodeId, generation: u64, number: u64) -> Command {
+        Command::Commit(CommitBatch {
+            fence: Some(airssys_storage::Fence {
+                component: name.into(),
+                node_id: node,
+                generation,
+                commit: number,
+            }),
+            components: vec![airssys_storage::ComponentWrites {
+                component: name.into(),
+                writes: vec![(b"n".to_vec(), Some(b"1".to_vec()))],
+                usage_delta: 2,
+            }],
+            sys: vec![(b"ob/x/y/12345678".to_vec(), None)],
+        })
+    }
+
+    #[test]
+    fn a_commit_applies_only_under_the_current_placement() {
+        let members = BTreeSet::from([1, 2]);
+        let mut reg = Registry::default();
+        apply_command(&mut reg, &members, false, install("a", "s", 1));
+        let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 1));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
+        let applied = fx.commit.expect("accepted writes");
+        assert!(
+            applied.fence.is_none(),
+            "the fence is consumed by the check"
+        );
+        assert_eq!(applied.components.len(), 1);
+        assert_eq!(reg.components["a"].commits, 1);
+
+        apply_command(
+            &mut reg,
+            &members,
+            true,
+            Command::Move {
+                name: "a".into(),
+                to: 2,
+            },
+        );
+        // The old owner's next commit is refused, and so is one at the new generation from
+        // the wrong node.
+        for (node, generation) in [(1, 1), (1, 2), (2, 1)] {
+            let (out, fx) =
+                apply_command(&mut reg, &members, true, commit("a", node, generation, 2));
+            assert!(
+                matches!(out, Outcome::Refused(Refusal::Fenced { .. })),
+                "node {node} generation {generation}: {out:?}"
+            );
+            assert!(fx.commit.is_none());
+        }
+        // The new owner continues the numbering.
+        let (out, _) = apply_command(&mut reg, &members, true, commit("a", 2, 2, 2));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
+        // Removed: fenced too.
+        apply_command(
+            &mut reg,
+            &members,
+            true,
+            Command::Remove { name: "a".into() },
+        );
+        let (out, _) = apply_command(&mut reg, &members, true, commit("a", 2, 2, 3));
+        assert!(matches!(out, Outcome::Refused(Refusal::Fenced { .. })));
+    }
+
+    #[test]
+    fn a_retried_commit_applies_once_and_a_gap_is_refused() {
+        let members = BTreeSet::from([1]);
+        let mut reg = Registry::default();
+        apply_command(&mut reg, &members, false, install("a", "s", 1));
+        let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 1));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
+        assert!(fx.commit.is_some());
+        let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 1));
+        assert_eq!(out, Outcome::Committed { duplicate: true });
+        assert!(fx.commit.is_none(), "a repeat writes nothing");
+        let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 3));
+        assert!(matches!(out, Outcome::Refused(Refusal::MalformedCommit(_))));
+        assert!(fx.commit.is_none());
+        assert_eq!(reg.components["a"].commits, 1);
+        // Unnumbered commits (external sends) neither check nor move the count.
+        let (out, _) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 0));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
+        assert_eq!(reg.components["a"].commits, 1);
+    }
+
+    #[test]
+    fn malformed_commits_are_refused() {
+        let members = BTreeSet::from([1]);
+        let mut reg = Registry::default();
+        apply_command(&mut reg, &members, false, install("a", "s", 1));
+        apply_command(&mut reg, &members, true, install("b", "s", 1));
+        let mut unfenced = CommitBatch::sys_only(vec![(b"ob/a".to_vec(), None)]);
+        assert!(matches!(
+            check_commit(&reg, &unfenced),
+            Err(Refusal::MalformedCommit(_))
+        ));
+        unfenced.fence = Some(airssys_storage::Fence {
+            component: "a".into(),
+            node_id: 1,
+            generation: 1,
+            commit: 0,
+        });
+        assert_eq!(check_commit(&reg, &unfenced), Ok(CommitCheck::Apply));
+        let Command::Commit(mut other_store) = commit("a", 1, 1, 1) else {
+            unreachable!()
+        };
+        other_store.components[0].component = "b".into();
+        assert!(matches!(
+            check_commit(&reg, &other_store),
+            Err(Refusal::MalformedCommit(_))
+        ));
+        let Command::Commit(mut raft_key) = commit("a", 1, 1, 1) else {
+            unreachable!()
+        };
+        raft_key.sys.push((b"raft/vote".to_vec(), Some(vec![0])));
+        assert!(matches!(
+            check_commit(&reg, &raft_key),
+            Err(Refusal::MalformedCommit(_))
+        ));
     }
 }

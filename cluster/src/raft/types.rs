@@ -2,6 +2,7 @@
 //! replicated registry, their outcomes, and the registry itself.
 
 use crate::placement::NodeId;
+use airssys_storage::CommitBatch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -51,6 +52,9 @@ pub struct ComponentEntry {
     pub owner: NodeId,
     /// Bumped on every move; commits fenced with an older one are refused.
     pub generation: u64,
+    /// Numbered commits applied so far (see `Fence::commit`).
+    #[serde(default)]
+    pub commits: u64,
 }
 
 /// A change to the replicated registry. Decisions (which node) are taken by the
@@ -72,6 +76,9 @@ pub enum Command {
         name: String,
         to: NodeId,
     },
+    /// A handler's transaction (its component's writes, outbox, marks, reply), fenced with
+    /// the placement it ran under; applied on every node, or refused everywhere.
+    Commit(CommitBatch),
 }
 
 /// What applying a command did.
@@ -85,6 +92,10 @@ pub enum Outcome {
     Moved {
         owner: NodeId,
         generation: u64,
+    },
+    /// A commit was applied (`duplicate`: it had been already, by an earlier try).
+    Committed {
+        duplicate: bool,
     },
     /// Nothing changed; the reason is for the operator.
     Refused(Refusal),
@@ -104,6 +115,18 @@ pub enum Refusal {
     UnknownNode(NodeId),
     #[error("binary {0} is not in the registry and the command carries none")]
     MissingBinary(String),
+    /// The commit's fence does not match the registry: the component moved (or was removed)
+    /// after the handler started. Its actor must stop.
+    #[error("commit of {component} refused: it ran on node {node} at generation {generation}, but {now}")]
+    Fenced {
+        component: String,
+        node: NodeId,
+        generation: u64,
+        now: String,
+    },
+    /// A commit without a fence, or one that writes another component's store.
+    #[error("malformed commit: {0}")]
+    MalformedCommit(String),
 }
 
 /// The replicated registry: every component, its owner and generation.

@@ -172,6 +172,19 @@ pub struct StartArgs {
     /// new node makes its own CA in <data-dir>/tls (a cluster of one)
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Milliseconds without an answer to the leader's heartbeats after which a node loses
+    /// its components to the others (failover). Lower fails over faster; too low moves
+    /// components off nodes that are merely slow
+    #[arg(long, value_name = "MS", env = "AIRSSYS_FAILURE_TIMEOUT_MS",
+          default_value_t = crate::cluster::DEFAULT_FAILURE_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    pub failure_timeout_ms: u64,
+    /// Raft entries applied between snapshots; the log behind a snapshot is purged, and a
+    /// node that is far behind (or new, or wiped) catches up from the snapshot
+    #[arg(long, value_name = "N", env = "AIRSSYS_SNAPSHOT_EVERY",
+          default_value_t = crate::cluster::DEFAULT_SNAPSHOT_EVERY,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub snapshot_every: u64,
     /// Configuration file (not supported yet: use the flags)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -704,6 +717,8 @@ pub fn node_config(
     settings.admin_advertise = admin_advertise;
     settings.join = args.join.clone();
     settings.tls_dir = args.tls_dir.clone();
+    settings.failure_timeout_ms = args.failure_timeout_ms;
+    settings.snapshot_every = args.snapshot_every;
     Ok((cfg, settings))
 }
 

@@ -36,6 +36,9 @@ fn refusal(r: Refusal) -> ApiError {
         Refusal::UnknownNode(_) => ErrorKind::BadRequest,
         // Its last user was removed while the install was on its way: a retry carries it.
         Refusal::MissingBinary(_) => ErrorKind::Unavailable,
+        // Commits are not admin writes; these reach an operator only through a bug.
+        Refusal::Fenced { .. } => ErrorKind::Unavailable,
+        Refusal::MalformedCommit(_) => ErrorKind::Internal,
     };
     ApiError::new(kind, r.to_string())
 }

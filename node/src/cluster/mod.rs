@@ -5,6 +5,7 @@
 //! writes to the leader (through [`airssys_cluster::ClusterNode`]).
 
 mod admin;
+pub mod commit;
 pub mod proto;
 pub mod reconcile;
 pub mod route;
@@ -38,7 +39,18 @@ pub struct ClusterSettings {
     pub tls_dir: Option<PathBuf>,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
+    /// A member the leader has not heard from for this long loses its components.
+    pub failure_timeout_ms: u64,
+    /// Applied entries between snapshots (the log behind a snapshot is purged).
+    pub snapshot_every: u64,
 }
+
+/// Entries between snapshots by default.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1000;
+
+/// The default failure timeout: with 100 ms heartbeats, six missed in a row. Detection plus
+/// the move and the new owner's activation keep failover near the 1 s target.
+pub const DEFAULT_FAILURE_TIMEOUT_MS: u64 = 600;
 
 impl ClusterSettings {
     /// Loopback defaults for a node whose admin API is on `admin`.
@@ -52,6 +64,8 @@ impl ClusterSettings {
             tls_dir: None,
             heartbeat_ms: 100,
             election_timeout_ms: 500,
+            failure_timeout_ms: DEFAULT_FAILURE_TIMEOUT_MS,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
         }
     }
 }
@@ -71,6 +85,9 @@ pub enum ClusterHostError {
 pub struct ClusterHost {
     host: Host,
     cluster: ClusterNode,
+    /// Binaries compiled into this node's cache (every installed one, so a failover here
+    /// activates without compiling).
+    warmed: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 impl ClusterHost {
@@ -95,16 +112,28 @@ impl ClusterHost {
                 cert,
                 heartbeat_ms: settings.heartbeat_ms,
                 election_timeout_ms: settings.election_timeout_ms,
+                failure_timeout_ms: settings.failure_timeout_ms,
+                snapshot_every: settings.snapshot_every,
             },
             host.storage().clone(),
+            Arc::new(|storage: &airssys_storage::Storage, name: &str| {
+                crate::host::state_keys_of(storage, name).unwrap_or_else(|e| {
+                    tracing::error!(component = name, "cannot list its state to delete: {e}");
+                    Vec::new()
+                })
+            }),
         )
         .await?;
+        // Every transaction goes through the log from here on, before any actor starts.
+        host.set_committer(Arc::new(commit::RaftCommitter::new(cluster.clone())));
         host.router().set_remote(Arc::new(route::ClusterRoute {
             cluster: cluster.clone(),
         }));
-        let node = ClusterHost { host, cluster };
-        node.reconcile().await;
-        node.host.replay_stored().await?;
+        let node = ClusterHost {
+            host,
+            cluster,
+            warmed: Arc::default(),
+        };
         node.spawn_loops(inbox);
         // The first seed starts the cluster (when it has no state and no other seed
         // belongs to a cluster already: a first pod whose volume was lost joins back
@@ -145,8 +174,20 @@ impl ClusterHost {
             mut frames,
         } = inbox;
         let node = self.clone();
+        // Subscribed before the first look at the registry, so no change is missed.
         let mut changes = self.cluster.view().subscribe();
         tokio::spawn(async move {
+            // Nothing runs before this node has applied what the leader had committed: a
+            // node coming back must first learn which of its components moved away.
+            node.cluster.catch_up().await;
+            node.reconcile().await;
+            if let Err(e) = node.host.replay_stored().await {
+                tracing::error!("cannot replay stored messages: {e}");
+            }
+            tracing::info!(
+                node = node.cluster.id(),
+                "caught up; running what this node owns"
+            );
             while changes.changed().await.is_ok() {
                 node.reconcile().await;
             }
@@ -164,13 +205,13 @@ impl ClusterHost {
         let node = self.clone();
         tokio::spawn(async move {
             while let Some(frame) = frames.recv().await {
-                route::on_lane_frame(node.host.router(), node.host.storage(), &frame).await;
+                route::on_lane_frame(node.host.router(), &frame);
             }
         });
-        tokio::spawn(route::resend_loop(
+        tokio::spawn(route::redeliver_loop(
             self.host.router_arc(),
             self.host.storage().clone(),
-            self.cluster.clone(),
+            self.host.clone(),
         ));
     }
 
@@ -196,6 +237,33 @@ impl ClusterHost {
                 tracing::error!(?step, "reconcile step failed: {e}");
             }
         }
+        self.warm_up(&registry);
+    }
+
+    /// Compiles, in the background, every installed binary this node has not compiled yet:
+    /// a standby that takes over a component after a failure then only loads it.
+    fn warm_up(&self, registry: &airssys_cluster::Registry) {
+        let mut todo = Vec::new();
+        if let Ok(mut warmed) = self.warmed.lock() {
+            for entry in registry.components.values() {
+                if warmed.insert(entry.spec.sha256.clone()) {
+                    todo.push(entry.spec.sha256.clone());
+                }
+            }
+        }
+        if todo.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            for sha in todo {
+                if let Some(binary) = node.cluster.binary(&sha) {
+                    if let Err(e) = node.host.validate_binary(binary, sha.clone()).await {
+                        tracing::debug!(sha, "warm-up compile failed: {e}");
+                    }
+                }
+            }
+        });
     }
 
     async fn activate(&self, entry: &airssys_cluster::ComponentEntry) -> Result<(), ApiError> {

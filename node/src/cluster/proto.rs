@@ -1,6 +1,6 @@
 //! What nodes say to each other's node layer: admin calls forwarded to a component's
-//! owner (JSON, small and rare) and lane messages (bincode: envelopes and
-//! acknowledgements, many and ordered).
+//! owner (JSON, small and rare) and lane messages (bincode: envelopes, many
+//! and ordered).
 
 use crate::api::{ApiError, ComponentInfo, Delivery};
 use serde::{Deserialize, Serialize};
@@ -40,15 +40,9 @@ pub enum AppAnswer {
 /// One frame on a lane.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LaneMsg {
-    /// An encoded [`crate::messaging::Envelope`].
+    /// An encoded [`crate::messaging::Envelope`]. (Consumption needs no acknowledgement:
+    /// the receiver's commit deletes the outbox entry on every node.)
     Deliver(Vec<u8>),
-    /// `receiver` consumed durable message `seq` from `sender`; its outbox entry on the
-    /// origin node can go.
-    Consumed {
-        receiver: String,
-        sender: String,
-        seq: u64,
-    },
 }
 
 fn config() -> impl bincode::config::Config {
@@ -73,11 +67,7 @@ mod tests {
 
     #[test]
     fn lane_messages_roundtrip_and_garbage_is_an_error() {
-        let m = LaneMsg::Consumed {
-            receiver: "counter".into(),
-            sender: "ping".into(),
-            seq: 9,
-        };
+        let m = LaneMsg::Deliver(vec![1, 2, 3]);
         assert_eq!(LaneMsg::decode(&m.encode()).unwrap(), m);
         assert!(LaneMsg::decode(&[200, 1, 2, 3]).is_err());
         assert!(LaneMsg::decode(&[]).is_err());

@@ -64,6 +64,7 @@ mod tests {
             r.components.insert(
                 name.to_string(),
                 ComponentEntry {
+                    commits: 0,
                     spec: ComponentSpec {
                         name: name.to_string(),
                         sha256: "s".into(),

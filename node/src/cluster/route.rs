@@ -1,17 +1,17 @@
 //! Envelopes between nodes: the router's view of the cluster ([`ClusterRoute`]), the
-//! handling of lane frames from peers, and the resend of durable messages not yet
-//! acknowledged by their receiver's node.
+//! handling of lane frames from peers, and the re-delivery of durable messages waiting in
+//! the (replicated) outbox of a component running here.
 
 use super::proto::LaneMsg;
 use crate::messaging::{keys, Envelope, RemoteRoute, Router};
 use airssys_cluster::ClusterNode;
-use airssys_storage::{CommitBatch, Storage};
+use airssys_storage::Storage;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often unacknowledged durable messages to other nodes are sent again.
-pub const RESEND_EVERY: Duration = Duration::from_secs(2);
+/// How often durable messages still waiting for their receiver here are handed again.
+pub const REDELIVER_EVERY: Duration = Duration::from_secs(2);
 
 pub struct ClusterRoute {
     pub cluster: ClusterNode,
@@ -38,65 +38,42 @@ impl RemoteRoute for ClusterRoute {
             tracing::debug!(to = %env.to, "not forwarded: {e}");
         }
     }
-
-    fn consumed(&self, origin: u64, receiver: &str, sender: &str, seq: u64) {
-        let frame = LaneMsg::Consumed {
-            receiver: receiver.to_string(),
-            sender: sender.to_string(),
-            seq,
-        }
-        .encode();
-        if let Err(e) = self.cluster.send_frame(origin, frame) {
-            tracing::debug!("acknowledgement not sent: {e}");
-        }
-    }
 }
 
 /// Applies one lane frame from a peer. Garbage is logged and dropped.
-pub async fn on_lane_frame(router: &Router, storage: &Storage, frame: &[u8]) {
+pub fn on_lane_frame(router: &Router, frame: &[u8]) {
     match LaneMsg::decode(frame) {
         Ok(LaneMsg::Deliver(bytes)) => match Envelope::decode(&bytes) {
             Ok(env) => router.deliver(env),
             Err(e) => tracing::warn!("dropped an envelope from a peer: {e}"),
         },
-        Ok(LaneMsg::Consumed {
-            receiver,
-            sender,
-            seq,
-        }) => {
-            let batch = CommitBatch::sys_only(vec![(keys::outbox(&receiver, &sender, seq), None)]);
-            if let Err(e) = storage.commit_async(batch).await {
-                tracing::warn!("cannot delete an acknowledged outbox entry: {e}");
-            }
-        }
         Err(e) => tracing::warn!("dropped a malformed lane frame from a peer: {e}"),
     }
 }
 
-/// Sends again, in key order (so per pair in sequence order), every durable message
-/// to another node that was already waiting at the previous sweep.
-pub async fn resend_loop(router: Arc<Router>, storage: Storage, cluster: ClusterNode) {
+/// Hands again, in key order (so per pair in sequence order), every durable message for a
+/// component running here that was already waiting at the previous sweep. Outboxes are
+/// replicated, so the receiver's node finds what was lost on the way (a broken stream, a
+/// sender's node that died right after committing) without asking anyone; the receiver's
+/// marks drop what it had consumed already.
+pub async fn redeliver_loop(router: Arc<Router>, storage: Storage, host: crate::host::Host) {
     let mut waiting: HashSet<Vec<u8>> = HashSet::new();
-    let me = cluster.id();
     loop {
-        tokio::time::sleep(RESEND_EVERY).await;
-        let entries = match storage.sys_scan_prefix(keys::OUTBOX) {
-            Ok(e) => e,
-            Err(_) => return, // storage closed: the node is stopping
-        };
+        tokio::time::sleep(REDELIVER_EVERY).await;
         let mut still = HashSet::new();
-        for (key, value) in entries {
-            let Ok(env) = Envelope::decode(&value) else {
-                continue;
+        for name in host.running_names().await {
+            let entries = match storage.sys_scan_prefix(&keys::outbox_for_receiver(&name)) {
+                Ok(e) => e,
+                Err(_) => return, // storage closed: the node is stopping
             };
-            let remote = matches!(cluster.view().owner_of(&env.to), Some((n, _)) if n != me);
-            if !remote {
-                continue;
+            for (key, value) in entries {
+                if waiting.contains(&key) {
+                    if let Ok(env) = Envelope::decode(&value) {
+                        router.deliver(env);
+                    }
+                }
+                still.insert(key);
             }
-            if waiting.contains(&key) {
-                router.deliver(env);
-            }
-            still.insert(key);
         }
         waiting = still;
     }

@@ -13,6 +13,7 @@ use super::host_state::{CallContext, HostState};
 use super::shared::{is_durable_request, Arrival, ComponentShared, PairNumbering};
 use crate::api::Delivery;
 use crate::clock::now_ms;
+use crate::commit::CommitError;
 use crate::engine::bindings::{types, Component_};
 use crate::messaging::{keys, Address, Body, Envelope, RequestErr};
 use airssys_actor::{Actor, ActorFactory, Crash, Rejection};
@@ -48,8 +49,6 @@ struct Incoming {
     from: Address,
     delivery: Delivery,
     seq: u64,
-    /// Node holding the outbox entry of a durable input (0: this node).
-    origin: u64,
     /// `Some(id)` when the sender waits for a reply.
     request_id: Option<u64>,
     /// `Some(id)` when this is the callback of our own request `id`.
@@ -106,7 +105,6 @@ impl ComponentActor {
             from: Address::External,
             delivery: Delivery::Fast,
             seq: 0,
-            origin: 0,
             request_id: None,
             callback_id: None,
         };
@@ -390,9 +388,18 @@ impl ComponentActor {
             component: self.shared.name.clone(),
             node_id: self.shared.node_id,
             generation: self.shared.generation(),
+            commit: 0,
         });
-        if let Err(e) = self.shared.storage.commit_async(batch).await {
-            let why = format!("commit failed: {e}");
+        if let Err(e) = self.shared.committer.commit_handler(batch).await {
+            let why = match &e {
+                CommitError::Fenced(_) => {
+                    // Moved on: this activation is over; its new owner takes the messages.
+                    self.shared.fenced.store(true, Ordering::Relaxed);
+                    tracing::warn!(component = %self.shared.name, "{e}; stopping here");
+                    format!("{e}")
+                }
+                CommitError::Failed(_) => format!("commit failed: {e}"),
+            };
             // Nothing was applied. Tell a waiting requester now; a durable input stays
             // in the outbox and is handled again after recovery.
             if let Some(id) = incoming.request_id {
@@ -409,13 +416,8 @@ impl ComponentActor {
         if incoming.delivery == Delivery::Durable {
             self.shared
                 .mark_consumed(incoming.from.key_segment(), incoming.seq);
-            self.shared.router.consumed(
-                incoming.origin,
-                &self.shared.name,
-                incoming.from.key_segment(),
-                incoming.seq,
-            );
         }
+
         Ok(())
     }
 
@@ -501,7 +503,6 @@ impl ComponentActor {
             from,
             delivery,
             seq,
-            origin,
             body,
             ..
         } = env;
@@ -509,7 +510,6 @@ impl ComponentActor {
             from,
             delivery,
             seq,
-            origin,
             request_id: None,
             callback_id: None,
         };
@@ -518,7 +518,7 @@ impl ComponentActor {
                 Arrival::Next => {}
                 Arrival::Duplicate => {
                     // Handled before (a replay or a resend): only clear the leftover
-                    // entry, which also acknowledges it to its origin. The de-dup mark
+                    // entry (on every node). The de-dup mark
                     // stays where it is: writing this older seq would move it back.
                     let batch = CommitBatch::sys_only(vec![(
                         keys::outbox(&self.shared.name, incoming.from.key_segment(), incoming.seq),
@@ -568,6 +568,19 @@ impl ComponentActor {
                 };
                 guest.call_handle_message(&mut self.store, &msg).await
             }
+            Body::Reply { id, .. }
+                if delivery == Delivery::Durable
+                    && !self
+                        .shared
+                        .router
+                        .complete_request(&Address::Component(self.shared.name.clone()), id) =>
+            {
+                // Late (the request timed out and its callback ran): consumed, not handled.
+                self.end_call();
+                incoming.callback_id = Some(id);
+                let batch = self.batch_consuming(&incoming);
+                return self.commit(batch, &incoming).await;
+            }
             Body::Reply { id, outcome } => {
                 incoming.callback_id = Some(id);
                 let outcome = outcome.map_err(wit_request_error);
@@ -615,6 +628,12 @@ impl ActorFactory for ComponentFactory {
     type Actor = ComponentActor;
 
     async fn create(&mut self) -> Result<ComponentActor, Crash> {
+        if self.shared.fenced.load(Ordering::Relaxed) {
+            return Err(Crash::new(format!(
+                "{} moved to another node; not restarted here",
+                self.shared.name
+            )));
+        }
         ComponentActor::instantiate(self.shared.clone())
             .await
             .map_err(Crash::new)

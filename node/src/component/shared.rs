@@ -3,12 +3,13 @@
 //! compiled code, durable sequence numbers and de-duplication marks.
 
 use crate::api::{Delivery, Limits};
+use crate::commit::Committer;
 use crate::engine::Prepared;
 use crate::messaging::keys;
 use crate::messaging::Router;
 use airssys_storage::{Storage, StorageError};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Request ids with this bit set are fast (memory-only) requests; below it, durable
@@ -24,6 +25,10 @@ pub struct ComponentShared {
     pub prepared: Prepared,
     pub storage: Storage,
     pub router: Arc<Router>,
+    /// Where its transactions go.
+    pub committer: Arc<dyn Committer>,
+    /// Set when a commit was refused because the component moved on: no new instance starts.
+    pub fenced: AtomicBool,
     /// Last durable sequence number handed out (persisted with each commit that
     /// uses one).
     last_seq: AtomicU64,
@@ -41,6 +46,7 @@ pub struct ComponentShared {
 
 impl ComponentShared {
     /// Loads the component's sequence counter and de-dup marks from storage.
+    #[allow(clippy::too_many_arguments)] // one constructor, each argument a distinct part
     pub fn load(
         name: String,
         limits: Limits,
@@ -49,6 +55,7 @@ impl ComponentShared {
         prepared: Prepared,
         storage: Storage,
         router: Arc<Router>,
+        committer: Arc<dyn Committer>,
     ) -> Result<ComponentShared, StorageError> {
         let last_seq = storage
             .sys_get(&keys::seq(&name))?
@@ -78,6 +85,8 @@ impl ComponentShared {
             prepared,
             storage,
             router,
+            committer,
+            fenced: AtomicBool::new(false),
             last_seq: AtomicU64::new(last_seq),
             fast_requests: AtomicU64::new(0),
             fast_salt: (rand::random::<u32>() as u64 & 0x7fff_ffff) << 32,
@@ -185,13 +194,11 @@ pub enum Arrival {
     Early,
 }
 
-/// Pair numbers have no gaps. With no mark for the sender (the first message ever, or a
-/// component that moved here or was installed again: its marks stay behind until state
-/// is replicated), whatever arrives first starts the pair.
+/// Pair numbers have no gaps and start at 1. Marks travel with the component's state (they
+/// are replicated, and a removal deletes both ends of every pair), so no mark means nothing
+/// was consumed from that sender yet.
 pub fn classify_arrival(last_consumed: Option<u64>, seq: u64) -> Arrival {
-    let Some(last) = last_consumed else {
-        return Arrival::Next;
-    };
+    let last = last_consumed.unwrap_or(0);
     if seq <= last {
         Arrival::Duplicate
     } else if seq == last + 1 {
@@ -239,8 +246,8 @@ mod tests {
     #[test]
     fn arrivals_are_judged_against_the_last_consumed() {
         assert_eq!(classify_arrival(None, 1), Arrival::Next);
-        // A receiver that moved here has no marks: the sender's numbering goes on.
-        assert_eq!(classify_arrival(None, 57), Arrival::Next);
+        // No mark: message 1 has not been consumed, so 57 is early.
+        assert_eq!(classify_arrival(None, 57), Arrival::Early);
         assert_eq!(classify_arrival(Some(4), 5), Arrival::Next);
         assert_eq!(classify_arrival(Some(4), 4), Arrival::Duplicate);
         assert_eq!(classify_arrival(Some(4), 1), Arrival::Duplicate);

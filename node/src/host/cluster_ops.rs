@@ -5,9 +5,45 @@
 use super::*;
 use std::collections::BTreeMap;
 
-/// Marks (in the local sys keyspace) that a component's `init` ran on this node.
+/// Marks that a component's `init` ran (replicated with the component's state).
 fn init_key(name: &str) -> Vec<u8> {
     [b"init/".as_slice(), name.as_bytes()].concat()
+}
+
+/// Every sys key of `name`'s messaging state: its outbox, marks, counters and pending
+/// requests, the messages it sent that were not consumed, and every other component's
+/// counter and mark about it (so a component installed later under the name starts fresh).
+pub fn state_keys_of(storage: &Storage, name: &str) -> Result<Vec<Vec<u8>>, StorageError> {
+    let mut out = vec![keys::seq(name), init_key(name)];
+    for prefix in [
+        keys::outbox_for_receiver(name),
+        keys::dedup_for_receiver(name),
+        keys::pending_for(name),
+        keys::pair_seqs_of(name),
+    ] {
+        out.extend(
+            storage
+                .sys_scan_prefix(&prefix)?
+                .into_iter()
+                .map(|(k, _)| k),
+        );
+    }
+    let suffix = [b"/".as_slice(), name.as_bytes()].concat();
+    for prefix in [keys::PAIR_SEQ, keys::DEDUP] {
+        for (key, _) in storage.sys_scan_prefix(prefix)? {
+            if key.ends_with(&suffix) {
+                out.push(key);
+            }
+        }
+    }
+    for (key, _) in storage.sys_scan_prefix(keys::OUTBOX)? {
+        if keys::outbox_sender(&key) == Some(name.as_bytes()) {
+            out.push(key);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 impl Host {
@@ -19,6 +55,7 @@ impl Host {
         binary: Vec<u8>,
     ) -> Result<(), ApiError> {
         let name = record.name.clone();
+        let generation = record.generation;
         let storage = &self.inner.storage;
         if !storage.has_component(&name) {
             storage.create_component(&name).map_err(storage_err)?;
@@ -46,13 +83,17 @@ impl Host {
                 e.message = format!("init failed: {}", e.message);
                 return Err(self.record_failure(record, e));
             }
-            storage
-                .commit_async(CommitBatch::sys_only(vec![(
-                    init_key(&name),
-                    Some(vec![1]),
-                )]))
-                .await
-                .map_err(storage_err)?;
+            let mut marker = CommitBatch::sys_only(vec![(init_key(&name), Some(vec![1]))]);
+            marker.fence = Some(Fence {
+                component: name.clone(),
+                node_id: record.node_id,
+                generation: record.generation,
+                commit: 0,
+            });
+            if let Err(e) = self.committer().commit(marker).await {
+                let e = api_err(ErrorKind::Unavailable, format!("init not recorded: {e}"));
+                return Err(self.record_failure(record, e));
+            }
         }
         let running = self.spawn(record, shared);
         if let Ok(mut f) = self.inner.failed.lock() {
@@ -63,8 +104,26 @@ impl Host {
             .lock()
             .await
             .insert(name.clone(), running);
-        // Messages stored for it while it was not running here.
+        // Messages stored for it while it was not running here, and the clocks of its
+        // durable requests still waiting (it may have moved here with them).
         if *self.inner.recovered.borrow() {
+            let now = now_ms();
+            for (key, value) in storage
+                .sys_scan_prefix(&keys::pending_for(&name))
+                .map_err(storage_err)?
+            {
+                let (Some(id), Some(deadline_ms)) =
+                    (keys::pending_id(&key), keys::decode_u64(&value))
+                else {
+                    continue;
+                };
+                let left = Duration::from_millis(deadline_ms.saturating_sub(now));
+                self.inner.router.register_request(
+                    Address::Component(name.clone()),
+                    id,
+                    Instant::now() + left,
+                );
+            }
             for (_, value) in storage
                 .sys_scan_prefix(&keys::outbox_for_receiver(&name))
                 .map_err(storage_err)?
@@ -74,7 +133,7 @@ impl Host {
                 }
             }
         }
-        tracing::info!(component = %name, "activated");
+        tracing::info!(component = %name, generation, "activated");
         Ok(())
     }
 
@@ -102,6 +161,14 @@ impl Host {
     /// Drops a removed component's store and local records.
     pub(crate) async fn drop_store(&self, name: &str) -> Result<(), ApiError> {
         let storage = &self.inner.storage;
+        if self.committer().replicated() {
+            // Applying the removal deleted its state on every node; what is left here is a
+            // store whose drop a crash interrupted.
+            if storage.has_component(name) {
+                storage.drop_component(name).map_err(storage_err)?;
+            }
+            return self.forget_peer(name).await;
+        }
         let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> =
             vec![(keys::seq(name), None), (init_key(name), None)];
         for prefix in [
@@ -149,6 +216,13 @@ impl Host {
             }
         }
         out
+    }
+
+    /// Names of the components whose actors run here.
+    pub(crate) async fn running_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.components.lock().await.keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Names of the component stores on this node.

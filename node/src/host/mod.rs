@@ -6,6 +6,8 @@ mod admin;
 mod cluster_ops;
 mod recovery;
 
+pub use cluster_ops::state_keys_of;
+
 use admin::state_of;
 use recovery::GatedFactory;
 
@@ -14,6 +16,7 @@ use crate::api::{
     Limits, NodeStatus,
 };
 use crate::clock::now_ms;
+use crate::commit::{CommitError, Committer, LocalCommitter};
 use crate::component::{ComponentActor, ComponentFactory, ComponentShared};
 use crate::config::{NodeConfig, MAX_DEADLINE_MS, MAX_MAILBOX};
 use crate::engine::{EngineError, Prepared, WasmEngine, POOL_MAX_MEMORY_BYTES};
@@ -21,7 +24,7 @@ use crate::messaging::{keys, Address, Body, Envelope, RequestErr, Router};
 use crate::names;
 use airssys_actor::{spawn_supervised, ActorHandle, ActorStatus, RestartPolicy};
 use airssys_cluster::{choose_node, NodeLoad, Placement};
-use airssys_storage::{CommitBatch, Storage, StorageError, StorageOptions};
+use airssys_storage::{CommitBatch, Fence, Storage, StorageError, StorageOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -84,7 +87,9 @@ struct Inner {
     recovered: watch::Sender<bool>,
     /// Serializes external durable sends: their per-receiver sequence numbers are
     /// committed and delivered in order.
-    external_seq: Mutex<HashMap<String, u64>>,
+    external_send: Mutex<()>,
+    /// Where transactions go (local storage; the cluster's log once it is set).
+    committer: std::sync::RwLock<Arc<dyn Committer>>,
     started: Instant,
     /// Durable messages re-delivered from storage when the node opened.
     replayed: std::sync::atomic::AtomicU64,
@@ -118,14 +123,9 @@ impl Host {
         let storage = Storage::open(&config.data_dir.join("db"), StorageOptions::default())?;
         let engine = WasmEngine::new(config.data_dir.join("compiled"), config.instance_pool)?;
         let router = Router::new(storage.clone());
-        let prefix = keys::pair_seqs_of(Address::External.key_segment());
-        let mut external_seq = HashMap::new();
-        for (key, value) in storage.sys_scan_prefix(&prefix)? {
-            let receiver = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            if let Some(n) = keys::decode_u64(&value) {
-                external_seq.insert(receiver, n);
-            }
-        }
+        let committer: Arc<dyn Committer> = Arc::new(LocalCommitter {
+            storage: storage.clone(),
+        });
         let (recovered, _) = watch::channel(false);
         Ok(Host {
             inner: Arc::new(Inner {
@@ -135,12 +135,28 @@ impl Host {
                 router,
                 components: Mutex::new(HashMap::new()),
                 recovered,
-                external_seq: Mutex::new(external_seq),
+                external_send: Mutex::new(()),
+                committer: std::sync::RwLock::new(committer),
                 started: Instant::now(),
                 replayed: std::sync::atomic::AtomicU64::new(0),
                 failed: std::sync::Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Sends every transaction from now on to `committer` (the cluster's log); set before
+    /// any component starts.
+    pub(crate) fn set_committer(&self, committer: Arc<dyn Committer>) {
+        if let Ok(mut c) = self.inner.committer.write() {
+            *c = committer;
+        }
+    }
+
+    pub(crate) fn committer(&self) -> Arc<dyn Committer> {
+        match self.inner.committer.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The node's storage (the cluster keeps its Raft log and registry there too).
@@ -172,6 +188,7 @@ impl Host {
             prepared,
             self.inner.storage.clone(),
             self.inner.router.clone(),
+            self.committer(),
         )?))
     }
 
@@ -353,11 +370,35 @@ impl Host {
         }
     }
 
-    /// Commits an external durable message to the outbox, then delivers it.
+    /// Commits an external durable message to the outbox, then delivers it. The commit is
+    /// fenced with the receiver's placement: only its owner numbers messages to it.
     async fn send_external_durable(&self, to: &str, body: Body) -> Result<(), ApiError> {
-        let mut seqs = self.inner.external_seq.lock().await;
-        let next = seqs.get(to).copied().unwrap_or(0) + 1;
+        let _serial = self.inner.external_send.lock().await;
+        let fence = {
+            let components = self.inner.components.lock().await;
+            let running = components.get(to).ok_or_else(|| {
+                api_err(
+                    ErrorKind::Unavailable,
+                    format!("{to} is not running on this node; retry"),
+                )
+            })?;
+            Fence {
+                component: to.to_string(),
+                node_id: running.record.node_id,
+                generation: running.shared.generation(),
+                commit: 0,
+            }
+        };
         let external = Address::External;
+        let counter = keys::pair_seq(external.key_segment(), to);
+        let next = self
+            .inner
+            .storage
+            .sys_get(&counter)
+            .map_err(storage_err)?
+            .and_then(|v| keys::decode_u64(&v))
+            .unwrap_or(0)
+            + 1;
         let env = Envelope {
             from: external.clone(),
             to: to.to_string(),
@@ -367,22 +408,24 @@ impl Host {
             trace: crate::telemetry::current_traceparent(),
             body,
         };
-        let batch = CommitBatch::sys_only(vec![
+        let mut batch = CommitBatch::sys_only(vec![
             (
                 keys::outbox(to, external.key_segment(), next),
                 Some(env.encode()),
             ),
-            (
-                keys::pair_seq(external.key_segment(), to),
-                Some(keys::encode_u64(next)),
-            ),
+            (counter, Some(keys::encode_u64(next))),
         ]);
-        self.inner
-            .storage
-            .commit_async(batch)
-            .await
-            .map_err(storage_err)?;
-        seqs.insert(to.to_string(), next);
+        batch.fence = Some(fence);
+        self.committer().commit(batch).await.map_err(|e| match e {
+            CommitError::Fenced(m) => api_err(
+                ErrorKind::Unavailable,
+                format!("{to} is moving to another node; retry ({m})"),
+            ),
+            CommitError::Failed(m) => api_err(
+                ErrorKind::Unavailable,
+                format!("the message was not committed; it may be retried ({m})"),
+            ),
+        })?;
         self.inner.router.deliver(env);
         Ok(())
     }
@@ -390,6 +433,13 @@ impl Host {
     /// A component is gone: every counter and mark other components here share with
     /// it is dropped, so one installed later under its name starts fresh pairs.
     pub(crate) async fn forget_peer(&self, name: &str) -> Result<(), ApiError> {
+        for running in self.inner.components.lock().await.values() {
+            running.shared.forget_peer(name);
+        }
+        if self.committer().replicated() {
+            // The removal's own log entry deleted the stored counters and marks everywhere.
+            return Ok(());
+        }
         let storage = &self.inner.storage;
         let suffix = [b"/".as_slice(), name.as_bytes()].concat();
         let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
@@ -400,10 +450,6 @@ impl Host {
                 }
             }
         }
-        for running in self.inner.components.lock().await.values() {
-            running.shared.forget_peer(name);
-        }
-        self.inner.external_seq.lock().await.remove(name);
         if !sys.is_empty() {
             storage
                 .commit_async(CommitBatch::sys_only(sys))

@@ -41,26 +41,38 @@ impl Host {
 
         // Requests still waiting for their answer get their clocks back; those whose
         // deadline passed while the node was down time out now.
+        // Only components running here: in a cluster the keyspace holds every component's
+        // state, and the others' clocks and messages are their owners' business.
+        let mut names: Vec<&String> = components.keys().collect();
+        names.sort();
         let now = now_ms();
-        for (key, value) in inner.storage.sys_scan_prefix(keys::PENDING)? {
-            let rest = &key[keys::PENDING.len()..];
-            let Some(slash) = rest.iter().position(|&b| b == b'/') else {
-                continue;
-            };
-            let requester = String::from_utf8_lossy(&rest[..slash]).into_owned();
-            let (Some(id), Some(deadline_ms)) = (keys::pending_id(&key), keys::decode_u64(&value))
-            else {
-                continue;
-            };
-            let left = Duration::from_millis(deadline_ms.saturating_sub(now));
-            inner
-                .router
-                .register_request(Address::Component(requester), id, Instant::now() + left);
+        for name in &names {
+            for (key, value) in inner.storage.sys_scan_prefix(&keys::pending_for(name))? {
+                let (Some(id), Some(deadline_ms)) =
+                    (keys::pending_id(&key), keys::decode_u64(&value))
+                else {
+                    continue;
+                };
+                let left = Duration::from_millis(deadline_ms.saturating_sub(now));
+                inner.router.register_request(
+                    Address::Component((*name).clone()),
+                    id,
+                    Instant::now() + left,
+                );
+            }
         }
 
         // Re-deliver, in order, every committed durable message not yet consumed.
         let mut replayed = 0usize;
-        for (key, value) in inner.storage.sys_scan_prefix(keys::OUTBOX)? {
+        let mut stored = Vec::new();
+        for name in &names {
+            stored.extend(
+                inner
+                    .storage
+                    .sys_scan_prefix(&keys::outbox_for_receiver(name))?,
+            );
+        }
+        for (key, value) in stored {
             match Envelope::decode(&value) {
                 Ok(env) => {
                     inner.router.deliver(env);
@@ -75,11 +87,8 @@ impl Host {
         drop(components);
         inner.replayed.store(replayed as u64, Ordering::Relaxed);
         inner.recovered.send_replace(true);
-        tracing::info!(
-            components = self.inner.components.lock().await.len(),
-            replayed,
-            "node recovered"
-        );
+        let running = self.inner.components.lock().await.len();
+        tracing::info!(components = running, replayed, "node recovered");
         Ok(())
     }
 }

@@ -91,6 +91,14 @@ pub fn pending_for(requester: &str) -> Vec<u8> {
     key
 }
 
+/// The sender named in an `ob/<receiver>/<sender>/<seq>` key.
+pub fn outbox_sender(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(OUTBOX)?;
+    let rest = rest.get(..rest.len().checked_sub(9)?)?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    Some(&rest[slash + 1..])
+}
+
 /// The id at the end of a `pend/` key.
 pub fn pending_id(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
@@ -117,6 +125,21 @@ mod tests {
         assert!(a < b && b < c);
         assert!(a.starts_with(&outbox_for_receiver("b")));
         assert!(!outbox("bb", "a", 1).starts_with(&outbox_for_receiver("b")));
+    }
+
+    #[test]
+    fn the_sender_of_an_outbox_key() {
+        assert_eq!(
+            outbox_sender(&outbox("b", "a-1", 7)),
+            Some(b"a-1".as_slice())
+        );
+        // A seq whose bytes contain '/' does not confuse it.
+        assert_eq!(
+            outbox_sender(&outbox("b", "a", 0x2f2f)),
+            Some(b"a".as_slice())
+        );
+        assert_eq!(outbox_sender(b"ob/x"), None);
+        assert_eq!(outbox_sender(b"dd/b/a/12345678"), None);
     }
 
     #[test]

@@ -37,9 +37,6 @@ pub trait RemoteRoute: Send + Sync + 'static {
     fn owner(&self, name: &str) -> Option<u64>;
     /// Hands an envelope to another node (in order per destination).
     fn forward(&self, node: u64, env: Envelope);
-    /// Tells `origin` that `receiver` consumed durable message `seq` from `sender`, so
-    /// it can delete its outbox entry.
-    fn consumed(&self, origin: u64, receiver: &str, sender: &str, seq: u64);
 }
 
 /// Where `deliver` sends an envelope whose receiver has no mailbox here.
@@ -67,7 +64,9 @@ impl Router {
             mailboxes: RwLock::new(HashMap::new()),
             requests: Correlator::new(),
             external: Mutex::new(HashMap::new()),
-            external_ids: AtomicU64::new(1),
+            // A random start: a durable external request replayed after a restart or a
+            // failover is answered by id, and must not reach a new client's waiter.
+            external_ids: AtomicU64::new((rand::random::<u64>() >> 2) | 1),
             storage,
             remote: std::sync::OnceLock::new(),
             metrics: RouterMetrics::default(),
@@ -107,15 +106,6 @@ impl Router {
             }
             self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
             remote.forward(node, env);
-        }
-    }
-
-    /// A durable message was consumed here: the node holding its outbox entry is told.
-    pub fn consumed(&self, origin: u64, receiver: &str, sender: &str, seq: u64) {
-        if let Some(remote) = self.remote.get() {
-            if origin != 0 && origin != remote.local_node() {
-                remote.consumed(origin, receiver, sender, seq);
-            }
         }
     }
 
@@ -165,6 +155,16 @@ impl Router {
 
     /// Starts the clock on a request; its answer must come through `deliver` (a
     /// reply envelope) or `answer`, or the timeout fires.
+    /// Completes a pending request (its answer is being handled); false when it was
+    /// answered already (timed out).
+    pub fn complete_request(&self, requester: &Address, id: u64) -> bool {
+        let completed = self.requests.complete(&(requester.clone(), id));
+        if !completed {
+            self.metrics.late_replies.fetch_add(1, Ordering::Relaxed);
+        }
+        completed
+    }
+
     pub fn register_request(&self, requester: Address, id: u64, deadline: Instant) {
         self.requests.register((requester, id), deadline);
     }
@@ -210,12 +210,13 @@ impl Router {
             }
         }
         if let Body::Reply { id, .. } = &env.body {
+            // A durable reply goes to its requester's actor whatever happens: the actor
+            // completes the request, and consumes a late one without a callback, so the
+            // pair's numbering has no hole.
             let requester = Address::Component(env.to.clone());
-            if !self.requests.complete(&(requester, *id)) {
-                // Timed out already (the requester got `timeout`): a late reply is
-                // dropped, and its outbox entry with it.
+            if env.delivery == Delivery::Fast && !self.requests.complete(&(requester, *id)) {
+                // Timed out already (the requester got `timeout`): dropped.
                 self.metrics.late_replies.fetch_add(1, Ordering::Relaxed);
-                self.forget_durable(&env);
                 return;
             }
         }
@@ -341,12 +342,10 @@ impl Router {
         if env.delivery != Delivery::Durable {
             return;
         }
-        if let Some(remote) = self.remote.get() {
-            if env.origin != 0 && env.origin != remote.local_node() {
-                // Its outbox entry lives on the origin node.
-                self.consumed(env.origin, &env.to, env.from.key_segment(), env.seq);
-                return;
-            }
+        if self.remote.get().is_some() {
+            // Replicated state changes only through the log: a removed receiver's outbox
+            // goes with its removal.
+            return;
         }
         let key = keys::outbox(&env.to, env.from.key_segment(), env.seq);
         let storage = self.storage.clone();

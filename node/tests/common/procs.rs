@@ -61,6 +61,13 @@ pub struct Node {
     pub endpoint: String,
     pub peer: String,
     pub log: PathBuf,
+    /// How it was started, to start it again on the same addresses and data.
+    data: PathBuf,
+    tls: PathBuf,
+    join: Option<String>,
+    env: Vec<(String, String)>,
+    admin: u16,
+    starts: u32,
 }
 
 impl Node {
@@ -77,31 +84,87 @@ impl Node {
     ) -> Node {
         let admin = free_tcp();
         let peer = format!("127.0.0.1:{}", free_udp());
-        let data = dir.join(format!("data{id}"));
-        let log = dir.join(format!("node{id}.log"));
-        let mut cmd = Command::new(bin());
-        cmd.args(["node", "start", "--data-dir"])
-            .arg(&data)
-            .args(["--node-id", &id.to_string()])
-            .args(["--admin", &format!("127.0.0.1:{admin}")])
-            .args(["--peer", &peer, "--token", TOKEN, "--tls-dir"])
-            .arg(tls)
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(seed) = join {
-            cmd.args(["--join", seed]);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Node {
+        let mut node = Node {
             id,
-            child: Some(cmd.spawn().unwrap()),
+            child: None,
             endpoint: format!("http://127.0.0.1:{admin}"),
             peer,
-            log,
+            log: dir.join(format!("node{id}.log")),
+            data: dir.join(format!("data{id}")),
+            tls: tls.to_path_buf(),
+            join: join.map(str::to_string),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            admin,
+            starts: 0,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        // Each start logs to its own file (node<id>.log, node<id>.2.log, ...).
+        self.starts += 1;
+        if self.starts > 1 {
+            let name = format!("node{}.{}.log", self.id, self.starts);
+            self.log = self.log.with_file_name(name);
         }
+        let mut cmd = Command::new(bin());
+        cmd.args(["node", "start", "--data-dir"])
+            .arg(&self.data)
+            .args(["--node-id", &self.id.to_string()])
+            .args(["--admin", &format!("127.0.0.1:{}", self.admin)])
+            .args(["--peer", &self.peer, "--token", TOKEN, "--tls-dir"])
+            .arg(&self.tls)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&self.log).unwrap());
+        if let Some(seed) = &self.join {
+            cmd.args(["--join", seed]);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// Starts the node again (after `kill`) on the same addresses and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Kills the node, deletes its data directory, and starts it again: a replacement
+    /// with the same identity and addresses but nothing stored.
+    pub fn wipe_and_restart(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.data).unwrap();
+        self.spawn();
+    }
+
+    /// Freezes the process (SIGSTOP): it keeps its sockets but answers nothing.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig} {pid}");
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -143,6 +206,22 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() || std::env::var("AIRSSYS_TEST_COPY_LOGS").is_ok() {
+            let _ = std::fs::copy(
+                &self.log,
+                format!("/tmp/airssys-node{}-{}.log", self.id, self.starts),
+            );
+            // A failing test shows what each node said last.
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let head = lines[..lines.len().min(30)].join("\n");
+            let tail = lines[lines.len().saturating_sub(30).max(30.min(lines.len()))..].join("\n");
+            eprintln!(
+                "---- node {} log ({}):\n{head}\n[...]\n{tail}",
+                self.id,
+                self.log.display()
+            );
+        }
     }
 }
 
@@ -244,4 +323,39 @@ pub fn owner_of(node: &Node, name: &str) -> u64 {
     let info: serde_json::Value =
         serde_json::from_str(&node.ok(&["component", "describe", name, "--json"])).unwrap();
     info["node_id"].as_u64().unwrap()
+}
+
+/// A request through the admin API that never panics: `Ok(reply)` on 200, `Err(why)`
+/// otherwise (refused connection, error status, dead node). `delivery` is `durable` or
+/// `fast`.
+pub fn admin_request(
+    endpoint: &str,
+    name: &str,
+    text: &str,
+    delivery: &str,
+    timeout_ms: u64,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://").to_string();
+    let path =
+        format!("/v1/components/{name}/requests?delivery={delivery}&timeout_ms={timeout_ms}");
+    let mut s = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(timeout_ms + 20_000)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    if head.get(9..12) == Some("200") {
+        Ok(body.to_string())
+    } else {
+        Err(format!("{}: {body}", head.lines().next().unwrap_or("")))
+    }
 }

@@ -1,0 +1,122 @@
+//! Failover time with real node processes on loopback: a counter is placed on node k, node k
+//! is killed with SIGKILL, and a client asks a surviving node for the counter until the
+//! moved actor answers. Time from the kill to that first reply, over many kills (each node in
+//! turn, so about a third of them kill the Raft leader). The killed node is restarted and
+//! the cluster settles before the next kill.
+//!
+//! `cargo bench -p airssys-node --bench failover` (env AIRSSYS_BENCH_KILLS, default 21).
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/procs.rs"]
+mod procs;
+
+use procs::{alive_voters, make_certs, owner_of, wait_for, Node};
+use std::time::{Duration, Instant};
+
+fn request_at(endpoint: &str, name: &str, text: &str) -> Result<String, String> {
+    procs::admin_request(endpoint, name, text, "fast", 300)
+}
+
+fn leader_of(node: &Node) -> Option<u64> {
+    node.status()?["leader"].as_u64()
+}
+
+fn main() {
+    let kills: usize = std::env::var("AIRSSYS_BENCH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21);
+    let dir = tempfile::tempdir().unwrap();
+    let tls = make_certs(dir.path(), "ca", &[1, 2, 3]);
+    let n1 = Node::start(dir.path(), 1, &tls[0], None);
+    let seed = n1.peer.clone();
+    let n2 = Node::start(dir.path(), 2, &tls[1], Some(&seed));
+    let n3 = Node::start(dir.path(), 3, &tls[2], Some(&seed));
+    let mut nodes = [n1, n2, n3];
+    wait_for("three live voters", || {
+        (alive_voters(&nodes[0]) == Some(vec![1, 2, 3])).then_some(())
+    });
+    let examples = std::env::var("AIRSSYS_EXAMPLES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            let exe = std::path::PathBuf::from(procs::bin());
+            exe.parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("wasm32-wasip2/release")
+        });
+    nodes[0].ok(&[
+        "component",
+        "install",
+        "c",
+        examples.join("counter.wasm").to_str().unwrap(),
+    ]);
+    let mut all = Vec::new();
+    let mut leader_kills = Vec::new();
+    let mut other_kills = Vec::new();
+    for k in 0..kills {
+        let victim = (k % 3) as u64 + 1;
+        let via = if victim == 1 { 1 } else { 0 }; // a survivor's index
+        if owner_of(&nodes[via], "c") != victim {
+            nodes[via].ok(&["component", "move", "c", "--to", &victim.to_string()]);
+        }
+        wait_for("the counter on the victim", || {
+            (owner_of(&nodes[via], "c") == victim
+                && request_at(&nodes[via].endpoint, "c", "get").is_ok())
+            .then_some(())
+        });
+        let was_leader = leader_of(&nodes[via]) == Some(victim);
+        let t = Instant::now();
+        nodes[victim as usize - 1].kill();
+        let endpoint = nodes[via].endpoint.clone();
+        loop {
+            if request_at(&endpoint, "c", "get").is_ok() {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "no failover");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let took = t.elapsed();
+        println!(
+            "kill {:>2}: node {victim}{}  first reply after {:>6.0} ms",
+            k + 1,
+            if was_leader { " (leader)" } else { "" },
+            took.as_secs_f64() * 1e3
+        );
+        all.push(took);
+        if was_leader {
+            leader_kills.push(took);
+        } else {
+            other_kills.push(took);
+        }
+        nodes[victim as usize - 1].restart();
+        wait_for("the cluster to settle", || {
+            (alive_voters(&nodes[via]) == Some(vec![1, 2, 3])
+                && nodes[victim as usize - 1]
+                    .cli(&["node", "ready"])
+                    .status
+                    .success())
+            .then_some(())
+        });
+    }
+    let show = |label: &str, mut v: Vec<Duration>| {
+        if v.is_empty() {
+            return;
+        }
+        v.sort();
+        let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
+        println!(
+            "{label:<22} n={:<3} p50 {:>6.0} ms  p99 {:>6.0} ms  max {:>6.0} ms",
+            v.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    };
+    println!("failover: kill -9 of the owner -> first reply from the moved actor");
+    show("all kills", all);
+    show("leader killed", leader_kills);
+    show("follower killed", other_kills);
+}

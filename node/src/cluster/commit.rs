@@ -1,0 +1,118 @@
+//! Commits through the cluster's Raft log. A handler's commit carries the component's next
+//! commit number: the state machine applies number n only after n − 1 and answers a repeat
+//! of an applied number without applying it again, so when the way to the leader fails and
+//! the outcome is unknown, the very same batch is simply sent again until the answer is
+//! definite. The actor waits meanwhile (its next message must see this one's writes).
+
+use crate::commit::{CommitError, CommitFuture, Committer};
+use airssys_cluster::{ClusterNode, Outcome, Refusal};
+use airssys_storage::CommitBatch;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// First pause before sending a commit again; doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+pub struct RaftCommitter {
+    cluster: ClusterNode,
+    /// Per component: the generation it runs at here and its last applied commit number.
+    numbers: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl RaftCommitter {
+    pub fn new(cluster: ClusterNode) -> Arc<RaftCommitter> {
+        Arc::new(RaftCommitter {
+            cluster,
+            numbers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The next commit number of `component` at `generation`: one past the last applied.
+    /// A new activation starts from the registry (which counts every applied commit, the
+    /// previous owner's included).
+    fn next_number(&self, component: &str, generation: u64) -> u64 {
+        let known = self
+            .numbers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(component).copied())
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, last)| last);
+        let last = known.unwrap_or_else(|| self.cluster.view().commits_of(component).unwrap_or(0));
+        last + 1
+    }
+
+    fn applied(&self, component: &str, generation: u64, number: u64) {
+        if let Ok(mut m) = self.numbers.lock() {
+            m.insert(component.to_string(), (generation, number));
+        }
+    }
+
+    /// True when this node's registry says the fence can no longer succeed.
+    fn moved_on(&self, component: &str, node: u64, generation: u64) -> bool {
+        match self.cluster.view().owner_of(component) {
+            Some((owner, g)) => owner != node || g != generation,
+            None => true,
+        }
+    }
+}
+
+fn refused(outcome: Outcome) -> CommitError {
+    match outcome {
+        Outcome::Refused(r @ Refusal::Fenced { .. }) => CommitError::Fenced(r.to_string()),
+        Outcome::Refused(r) => CommitError::Failed(r.to_string()),
+        other => CommitError::Failed(format!("unexpected commit outcome {other:?}")),
+    }
+}
+
+impl Committer for Arc<RaftCommitter> {
+    fn commit_handler(&self, mut batch: CommitBatch) -> CommitFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            let Some(fence) = batch.fence.as_mut() else {
+                return Err(CommitError::Failed("a handler commit needs a fence".into()));
+            };
+            let (name, node, generation) =
+                (fence.component.clone(), fence.node_id, fence.generation);
+            let number = this.next_number(&name, generation);
+            fence.commit = number;
+            let mut pause = RETRY_FIRST;
+            loop {
+                match this.cluster.commit(batch.clone()).await {
+                    Ok(Outcome::Committed { .. }) => {
+                        this.applied(&name, generation, number);
+                        return Ok(());
+                    }
+                    Ok(other) => return Err(refused(other)),
+                    Err(e) => {
+                        if this.moved_on(&name, node, generation) {
+                            return Err(CommitError::Fenced(format!(
+                                "{name} moved while its commit was in doubt ({e})"
+                            )));
+                        }
+                        tracing::warn!(component = %name, number, "commit outcome unknown, sending it again: {e}");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+        })
+    }
+
+    fn commit(&self, batch: CommitBatch) -> CommitFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.cluster.commit(batch).await {
+                Ok(Outcome::Committed { .. }) => Ok(()),
+                Ok(other) => Err(refused(other)),
+                Err(e) => Err(CommitError::Failed(format!("outcome unknown: {e}"))),
+            }
+        })
+    }
+
+    fn replicated(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Replicated commits against their baselines, in one run on this machine:
+#   1. etcd 3.4 (Debian etcd-server), three members on loopback, 1/16/64 concurrent put
+#      clients (the team's baseline program in ../shared/baselines/etcd-put-bench, or
+#      $AIRSSYS_ETCD_BENCH);
+#   2. airssys: three nodes, 1/16/64 busy counters, and raw RocksDB synced puts with as many
+#      writer threads (cargo bench --bench replicated);
+#   3. failover time: kill -9 of a counter's owner -> first reply (cargo bench --bench failover).
+# Usage: scripts/bench-replicated.sh        (AIRSSYS_BENCH_SKIP_ETCD=1 to leave etcd out)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/airssys/target}"
+scripts/build-examples.sh >/dev/null
+
+etcd_bench="${AIRSSYS_ETCD_BENCH:-../shared/baselines/etcd-put-bench}"
+if [ -z "${AIRSSYS_BENCH_SKIP_ETCD:-}" ]; then
+  if [ ! -x "$etcd_bench/run.sh" ]; then
+    echo "etcd baseline not found at $etcd_bench (set AIRSSYS_ETCD_BENCH, or AIRSSYS_BENCH_SKIP_ETCD=1)" >&2
+    exit 2
+  fi
+  if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
+    echo "== installing etcd-server and protobuf-compiler (Debian)"
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd apt-get install -y -qq etcd-server etcd-client protobuf-compiler >/dev/null
+  fi
+  echo "== etcd: 3 members on loopback, concurrent put clients, 10 s each"
+  # etcd's own build goes elsewhere than ours.
+  (cd "$etcd_bench" && CARGO_TARGET_DIR="$etcd_bench/target" CLIENTS="1 16 64" ./run.sh)
+fi
+
+echo "== airssys: replicated handler commits (and raw RocksDB synced puts)"
+cargo bench -q -p airssys-node --bench replicated
+
+echo "== airssys: failover time"
+cargo bench -q -p airssys-node --bench failover
