@@ -26,6 +26,7 @@ if [ -z "${AIRSSYS_BENCH_SKIP_ETCD:-}" ]; then
   fi
   echo "== etcd: 3 members on loopback, concurrent put clients, 10 s each"
   # etcd's own build goes elsewhere than ours.
+  etcd_bench="$(cd "$etcd_bench" && pwd)"
   (cd "$etcd_bench" && CARGO_TARGET_DIR="$etcd_bench/target" CLIENTS="1 16 64" ./run.sh)
 fi
 

@@ -949,6 +949,7 @@ impl ClusterNode {
                 _ => {
                     let now = Instant::now();
                     led_since = Some((figures.term, now));
+                    tracing::info!(node = self.inner.id, term = figures.term, "leading");
                     now
                 }
             };

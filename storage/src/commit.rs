@@ -202,7 +202,11 @@ fn stage<'db, 'b>(
 /// Applies `batches` with one RocksDB write. Each batch gets its own result: a batch refused by
 /// its fence (or naming an unknown component, or a reserved sys key) is left out and does not
 /// affect the others; if the write itself fails, every batch that was in it fails.
-pub(crate) fn apply_group(core: &Core, batches: &[CommitBatch]) -> Vec<Result<(), StorageError>> {
+pub(crate) fn apply_group(
+    core: &Core,
+    batches: &[CommitBatch],
+    sync: bool,
+) -> Vec<Result<(), StorageError>> {
     // Held across the write: a placement change cannot slip between a fence check and the write.
     let placements = lock(&core.commit);
     let guard = read(&core.db);
@@ -228,7 +232,7 @@ pub(crate) fn apply_group(core: &Core, batches: &[CommitBatch]) -> Vec<Result<()
         wb.put_cf(&sys, usage_key(component), encode_usage(*u));
     }
     let mut wo = WriteOptions::default();
-    wo.set_sync(core.opts.sync_writes);
+    wo.set_sync(core.opts.sync_writes && sync);
     match db.write_opt(wb, &wo) {
         Ok(()) => {
             let mut usage = write(&core.usage);
@@ -258,6 +262,9 @@ pub(crate) fn apply_group(core: &Core, batches: &[CommitBatch]) -> Vec<Result<()
 pub(crate) struct Job {
     pub(crate) batch: CommitBatch,
     pub(crate) reply: oneshot::Sender<Result<(), StorageError>>,
+    /// Whether the write must reach the disk before the answer (a group syncs if any of its
+    /// jobs asks).
+    pub(crate) sync: bool,
 }
 
 /// Starts the committer thread. It holds only the [`Core`], never a `Storage`, so dropping the
@@ -286,10 +293,11 @@ fn run_committer(core: &Core, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let sync = jobs.iter().any(|j| j.sync);
         let (batches, replies): (Vec<_>, Vec<_>) =
             jobs.into_iter().map(|j| (j.batch, j.reply)).unzip();
         tracing::trace!(batches = batches.len(), bytes, "group commit");
-        let results = apply_group(core, &batches);
+        let results = apply_group(core, &batches, sync);
         for (reply, r) in replies.into_iter().zip(results) {
             // The caller may have given up waiting; the commit stands either way.
             let _ = reply.send(r);

@@ -605,7 +605,7 @@ impl Storage {
     /// Commits one batch on the calling thread with one RocksDB write (synced per
     /// [`StorageOptions::sync_writes`]). Blocks: from async code use [`Storage::commit_async`].
     pub fn commit(&self, batch: CommitBatch) -> Result<(), StorageError> {
-        apply_group(self.core(), std::slice::from_ref(&batch))
+        apply_group(self.core(), std::slice::from_ref(&batch), true)
             .into_iter()
             .next()
             .unwrap_or(Ok(()))
@@ -618,10 +618,38 @@ impl Storage {
         &self,
         batch: CommitBatch,
     ) -> impl Future<Output = Result<(), StorageError>> + Send + 'static {
+        self.queue(batch, true)
+    }
+
+    /// Like [`Storage::commit_async`], but the write is not synced to disk: it survives the
+    /// process being killed, not the machine losing power, until the next synced write or
+    /// [`Storage::sync_wal`]. For state that can be rebuilt (a Raft state machine whose log
+    /// is synced and kept until a snapshot).
+    pub fn commit_async_unsynced(
+        &self,
+        batch: CommitBatch,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send + 'static {
+        self.queue(batch, false)
+    }
+
+    /// Makes every write so far durable (syncs RocksDB's write-ahead log).
+    pub fn sync_wal(&self) -> Result<(), StorageError> {
+        self.core().with_db(|db| Ok(db.flush_wal(true)?))
+    }
+
+    fn queue(
+        &self,
+        batch: CommitBatch,
+        sync: bool,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let queued = match &self.h.committer {
             Some(s) => s
-                .send(Job { batch, reply: tx })
+                .send(Job {
+                    batch,
+                    reply: tx,
+                    sync,
+                })
                 .map_err(|_| StorageError::Closed("committer thread stopped".into())),
             None => Err(StorageError::Closed("committer thread stopped".into())),
         };

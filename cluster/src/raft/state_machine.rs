@@ -355,7 +355,12 @@ impl StateMachine {
             SM_META_KEY.to_vec(),
             Some(codec::encode(meta).map_err(sm_err)?),
         ));
-        self.storage.commit_async(batch).await.map_err(sm_err)
+        // Not synced: the log holds these entries (synced) until a snapshot covers them,
+        // and a snapshot is only built after the write-ahead log is synced.
+        self.storage
+            .commit_async_unsynced(batch)
+            .await
+            .map_err(sm_err)
     }
 
     async fn save_snapshot(
@@ -383,10 +388,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // One RocksDB snapshot: the data and `raft/sm/meta` were written together, so the
         // applied position read from the image is exactly the point the data stands at.
         let storage = self.storage.clone();
-        let image = tokio::task::spawn_blocking(move || storage.export_image(|k| !is_log_key(k)))
-            .await
-            .map_err(read_err)?
-            .map_err(read_err)?;
+        let image = tokio::task::spawn_blocking(move || {
+            // Everything applied so far reaches the disk before the log behind it may go.
+            storage.sync_wal()?;
+            storage.export_image(|k| !is_log_key(k))
+        })
+        .await
+        .map_err(read_err)?
+        .map_err(read_err)?;
         let meta: Meta = match image.sys.iter().find(|(k, _)| k == SM_META_KEY) {
             Some((_, v)) => codec::decode(v).map_err(read_err)?,
             None => Meta::default(),

@@ -48,6 +48,19 @@ fn not_found(name: &str) -> ApiError {
 }
 
 impl ClusterHost {
+    /// Resolves once `name` is no longer owned by `from` (moved, failed over, or removed).
+    async fn owner_moved(&self, name: &str, from: u64) {
+        let mut changes = self.cluster.view().subscribe();
+        loop {
+            if self.cluster.view().owner_of(name).map(|(n, _)| n) != Some(from) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     fn owner(&self, name: &str) -> Result<u64, ApiError> {
         names::validate(name).map_err(|m| ApiError::new(ErrorKind::InvalidName, m))?;
         self.cluster
@@ -318,26 +331,36 @@ impl AdminBackend for ClusterHost {
         delivery: Delivery,
     ) -> Result<Vec<u8>, ApiError> {
         self.host.check_message(name, &payload)?;
-        let owner = self.owner(name)?;
-        if owner == self.cluster.id() {
-            return self.host.request(name, payload, timeout, delivery).await;
-        }
-        let call = AppCall::Request {
-            name: name.into(),
-            payload,
-            timeout_ms: timeout.as_millis() as u64,
-            delivery,
-            trace: crate::telemetry::current_traceparent(),
-        };
-        match self
-            .call_owner(owner, &call, timeout + FORWARD_SLACK)
-            .await?
-        {
-            AppAnswer::Reply(r) => r,
-            _ => Err(ApiError::new(
-                ErrorKind::Internal,
-                "unexpected answer to a request",
-            )),
+        let deadline = tokio::time::Instant::now() + timeout + FORWARD_SLACK;
+        loop {
+            let owner = self.owner(name)?;
+            if owner == self.cluster.id() {
+                return self.host.request(name, payload, timeout, delivery).await;
+            }
+            let call = AppCall::Request {
+                name: name.into(),
+                payload: payload.clone(),
+                timeout_ms: timeout.as_millis() as u64,
+                delivery,
+                trace: crate::telemetry::current_traceparent(),
+            };
+            let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::select! {
+                answer = self.call_owner(owner, &call, limit) => {
+                    return match answer? {
+                        AppAnswer::Reply(r) => r,
+                        _ => Err(ApiError::new(
+                            ErrorKind::Internal,
+                            "unexpected answer to a request",
+                        )),
+                    };
+                }
+                // The owner failed (or the component was moved) while the call was out: the
+                // request goes to the new owner instead of waiting on a dead node.
+                () = self.owner_moved(name, owner) => {
+                    tracing::debug!(component = name, from = owner, "owner changed; request re-routed");
+                }
+            }
         }
     }
 
