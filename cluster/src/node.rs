@@ -303,6 +303,24 @@ impl ClusterNode {
         node.inner
             .transport
             .serve(Arc::new(Service { node: node.clone() }));
+        // A node that starts (or restarts) does not campaign before it has heard whether a
+        // leader exists: a member coming back would otherwise time out before the leader's
+        // first heartbeat reaches it, start an election with a higher term and depose a
+        // healthy leader (openraft 0.9 has no pre-vote).
+        let me = config.node_id;
+        let others = node
+            .inner
+            .view
+            .membership()
+            .membership()
+            .voter_ids()
+            .any(|v| v != me);
+        if others {
+            node.inner.raft.runtime_config().elect(false);
+            tokio::spawn(node.clone().allow_elections(Duration::from_millis(
+                config.election_timeout_ms.max(100) * 6,
+            )));
+        }
         tokio::spawn(node.clone().watch_members());
         Ok((node, AppInbox { calls, frames }))
     }
@@ -334,6 +352,8 @@ impl ClusterNode {
         if self.is_initialized().await {
             return Ok(false);
         }
+        // A new cluster of one elects itself at once.
+        self.inner.raft.runtime_config().elect(true);
         let members = BTreeMap::from([(self.inner.id, self.inner.info.clone())]);
         self.inner
             .raft
@@ -894,6 +914,14 @@ impl ClusterNode {
             .map_err(raft_err)?;
         tracing::info!(node, "removed from the cluster");
         Ok(Outcome::Removed)
+    }
+
+    /// Lets this node campaign once a leader has answered it and it has caught up, or after
+    /// `quiet` without that (the whole cluster is starting). The leader remembered in the
+    /// persisted vote proves nothing: it may be the node that died.
+    async fn allow_elections(self, quiet: Duration) {
+        let _ = tokio::time::timeout(quiet, self.catch_up()).await;
+        self.inner.raft.runtime_config().elect(true);
     }
 
     fn take_snapshot_chunk(&self, id: String, offset: u64, bytes: Vec<u8>) -> Result<(), String> {

@@ -31,7 +31,12 @@ pub(super) fn load_or_compile(
     let component = Component::new(engine, binary)
         .map_err(|e| InvalidComponent::new(format!("does not compile: {e:#}")))?;
     match component.serialize() {
-        Ok(bytes) => write_atomically(&path, &bytes)?,
+        // Caching is an optimisation: a failed write costs a compile next time, nothing more.
+        Ok(bytes) => {
+            if let Err(e) = write_atomically(&path, &bytes) {
+                tracing::warn!("compiled code not cached: {e}");
+            }
+        }
         Err(e) => tracing::warn!("cannot serialize compiled code, not caching: {e}"),
     }
     Ok(component)
@@ -44,9 +49,10 @@ fn engine_hash(engine: &wasmtime::Engine) -> u64 {
 }
 
 /// Write to a temporary name and rename, so a crash never leaves a torn file under
-/// the final name.
+/// the final name. The temporary name is unique: two compiles of one binary at once (a
+/// background warm-up and an activation) each write their own file, and either rename wins.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let tmp = path.with_extension("cwasm.tmp");
+    let tmp = path.with_extension(format!("cwasm.{:016x}.tmp", rand::random::<u64>()));
     let err = |e: std::io::Error| EngineError::Cache {
         path: path.to_path_buf(),
         message: e.to_string(),
