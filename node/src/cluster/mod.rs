@@ -134,7 +134,19 @@ impl ClusterHost {
             cluster,
             warmed: Arc::default(),
         };
-        node.spawn_loops(inbox);
+        // The only voter has nobody to learn moves from: it runs what it owns before it
+        // serves (a restarted single node answers at once). Others catch up first.
+        let alone = node
+            .cluster
+            .view()
+            .membership()
+            .membership()
+            .voter_ids()
+            .all(|v| v == config.node_id);
+        if alone {
+            node.run_what_is_owned().await;
+        }
+        node.spawn_loops(inbox, alone);
         // The first seed starts the cluster (when it has no state and no other seed
         // belongs to a cluster already: a first pod whose volume was lost joins back
         // instead). Everyone else joins through the others.
@@ -168,7 +180,21 @@ impl ClusterHost {
         &self.cluster
     }
 
-    fn spawn_loops(&self, inbox: AppInbox) {
+    /// The first reconcile after start, then the replay of stored messages (which lets
+    /// actors run).
+    async fn run_what_is_owned(&self) {
+        self.reconcile().await;
+        if let Err(e) = self.host.replay_stored().await {
+            tracing::error!("cannot replay stored messages: {e}");
+        }
+        tracing::info!(
+            node = self.cluster.id(),
+            "caught up; running what this node owns"
+        );
+    }
+
+    /// `started`: the first reconcile already ran (a node that is the only voter).
+    fn spawn_loops(&self, inbox: AppInbox, started: bool) {
         let AppInbox {
             mut calls,
             mut frames,
@@ -177,17 +203,12 @@ impl ClusterHost {
         // Subscribed before the first look at the registry, so no change is missed.
         let mut changes = self.cluster.view().subscribe();
         tokio::spawn(async move {
-            // Nothing runs before this node has applied what the leader had committed: a
-            // node coming back must first learn which of its components moved away.
-            node.cluster.catch_up().await;
-            node.reconcile().await;
-            if let Err(e) = node.host.replay_stored().await {
-                tracing::error!("cannot replay stored messages: {e}");
+            if !started {
+                // Nothing runs before this node has applied what the leader had committed:
+                // a node coming back must first learn which of its components moved away.
+                node.cluster.catch_up().await;
+                node.run_what_is_owned().await;
             }
-            tracing::info!(
-                node = node.cluster.id(),
-                "caught up; running what this node owns"
-            );
             while changes.changed().await.is_ok() {
                 node.reconcile().await;
             }
@@ -217,9 +238,12 @@ impl ClusterHost {
 
     /// Brings local actors and stores in line with the applied registry.
     async fn reconcile(&self) {
+        // Stores before the registry: applying an install creates its store, so a store
+        // listed here whose install the registry read below does not show yet could not
+        // exist; read the other way round, a fresh store would look orphaned and be dropped.
+        let stores: BTreeSet<String> = self.host.store_names().into_iter().collect();
         let registry = self.cluster.view().registry();
         let local = self.host.local_generations().await;
-        let stores: BTreeSet<String> = self.host.store_names().into_iter().collect();
         for step in reconcile::plan(self.cluster.id(), &registry, &local, &stores) {
             let result = match &step {
                 reconcile::Step::Deactivate(name) => {
