@@ -267,12 +267,16 @@ def counter_problems(name, final, acked, unsure):
 def activation_problems(name, logs_by_node):
     """A component may run on several nodes in turn (failover, moves), each time at a new
     placement generation; two nodes activating it at the same generation is a split brain."""
+    # One log line each, fields in any order after the message. The message must be the
+    # word `activated` itself (not `deactivated`), and nothing may match across lines: an
+    # earlier pattern let "deactivated component=c3" borrow the next line's generation.
     pattern = re.compile(
-        rf"activated.*component={re.escape(name)}(\s.*)?generation=(\d+)", re.M)
+        rf"(?:^|[\s:])activated[ \t][^\n]*?\bcomponent={re.escape(name)}(?=[ \t]|$)"
+        rf"[^\n]*?\bgeneration=(\d+)", re.M)
     nodes_by_generation = {}
     for node, text in logs_by_node.items():
         for m in pattern.finditer(text):
-            nodes_by_generation.setdefault(int(m.group(2)), set()).add(node)
+            nodes_by_generation.setdefault(int(m.group(1)), set()).add(node)
     return [f"{name} was activated at generation {g} on nodes {sorted(where)}"
             for g, where in sorted(nodes_by_generation.items()) if len(where) > 1]
 
@@ -290,6 +294,17 @@ def self_test():
     assert activation_problems("c1", {1: line, 2: line.replace("=2", "=3")}) == [], \
         "a failover activates at the next generation"
     assert activation_problems("c1", {1: line.replace("c1", "c10"), 2: line}) == []
+    # A deactivation is not an activation, and no match spans two lines (the CI run of
+    # 2026-11-24 reported split brains that were a node stopping c3, then starting c1).
+    other = line.replace("c1", "c2")
+    stopped = ("2026-01-01T00:00:01Z  INFO airssys_node::host::cluster_ops: "
+               "deactivated component=c1")
+    assert activation_problems("c1", {1: line, 2: stopped + "\n" + other}) == [], \
+        "a deactivation followed by another component's activation is no activation"
+    assert activation_problems("c1", {1: line, 2: f"{stopped}\n{line}"}), \
+        "a real second activation after a deactivation line is still caught"
+    assert activation_problems("c1", {1: line, 2: line.replace(" generation=2", " extra=x generation=2")}), \
+        "fields between component and generation do not hide an activation"
 
 
 def check(c, w, total_money):

@@ -3,6 +3,7 @@
 //! (QUIC with mutual TLS, framed bincode with a version byte and a size cap).
 //!
 //! - `failure`: the leader's failure detector (which members are down), pure.
+//! - `group_commit`: how a node gathers its actors' transactions into one Raft entry.
 //! - `placement`: who runs a component (choose, failover, rebalance), pure.
 //! - `raft`: the type config, the registry commands and their deterministic apply, the log
 //!   store and state machine over `airssys-storage`, the Raft network over QUIC.
@@ -14,6 +15,7 @@
 //! It knows nothing of wasmtime: component configs and actor messages are opaque bytes here.
 
 pub mod failure;
+pub mod group_commit;
 pub mod node;
 pub mod placement;
 pub mod raft;

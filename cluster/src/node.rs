@@ -4,6 +4,7 @@
 //! follower forwards them over QUIC.
 
 use crate::failure::{down_members, Heard};
+use crate::group_commit::{self, Queued};
 use crate::placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
@@ -18,12 +19,13 @@ use openraft::raft::{
 };
 use openraft::{ChangeMembers, Raft, ServerState, Snapshot, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// A node not heard from for this long counts as down for placement and status.
 pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
@@ -96,8 +98,8 @@ pub enum PeerRequest {
         offset: u64,
         bytes: Vec<u8>,
     },
-    /// A handler's transaction, for the leader to append.
-    Commit(CommitBatch),
+    /// Handler transactions gathered on one node, for the leader to append as one entry.
+    Commits(Vec<CommitBatch>),
     Join {
         node_id: NodeId,
         info: NodeInfo,
@@ -218,6 +220,8 @@ struct Inner {
     /// The snapshot being received in chunks: its id and the bytes so far.
     incoming_snapshot: Mutex<Option<(String, Vec<u8>)>>,
     failure_timeout: Duration,
+    /// Transactions waiting to go to the leader in the next group.
+    commits: mpsc::UnboundedSender<Queued>,
 }
 
 struct Service {
@@ -285,6 +289,7 @@ impl ClusterNode {
         .map_err(raft_err)?;
         let (app_calls, calls) = mpsc::channel(1024);
         let (app_frames, frames) = mpsc::unbounded_channel();
+        let (commits, queued) = mpsc::unbounded_channel();
         let node = ClusterNode {
             inner: Arc::new(Inner {
                 id: config.node_id,
@@ -298,8 +303,10 @@ impl ClusterNode {
                 app_frames,
                 incoming_snapshot: Mutex::new(None),
                 failure_timeout: Duration::from_millis(config.failure_timeout_ms.max(1)),
+                commits,
             }),
         };
+        tokio::spawn(run_commit_groups(Arc::downgrade(&node.inner), queued));
         node.inner
             .transport
             .serve(Arc::new(Service { node: node.clone() }));
@@ -552,28 +559,69 @@ impl ClusterNode {
         }
     }
 
-    /// Commits a handler's transaction through the log. Returns the outcome once this node
-    /// has applied it too (so the next handler here reads its writes). An error means the
-    /// outcome is unknown: a numbered commit may be retried as it is.
+    /// Commits a handler's transaction through the log, in a group with whatever else this
+    /// node has waiting ([`group_commit`]). Returns the outcome once this node has applied it
+    /// too (so the next handler here reads its writes). An error means the outcome is
+    /// unknown: a numbered commit may be retried as it is.
     pub async fn commit(&self, batch: CommitBatch) -> Result<Outcome, ClusterError> {
-        match self.on_leader(PeerRequest::Commit(batch)).await? {
-            PeerResponse::Committed { index, outcome } => {
-                if matches!(outcome, Outcome::Committed { .. }) {
-                    self.inner
-                        .raft
-                        .wait(Some(APPLY_WAIT))
-                        .applied_index_at_least(Some(index), "own commit applied")
-                        .await
-                        .map_err(|e| ClusterError::Raft(format!("commit not applied here: {e}")))?;
+        let (answer, outcome) = oneshot::channel();
+        self.inner
+            .commits
+            .send(Queued { batch, answer })
+            .map_err(|_| ClusterError::Remote("the node is stopping".into()))?;
+        outcome
+            .await
+            .map_err(|_| ClusterError::Remote("the node is stopping".into()))?
+            .map_err(ClusterError::Remote)
+    }
+
+    /// Sends one group to the leader as one entry and answers each transaction in it.
+    async fn commit_group(&self, group: Vec<Queued>) {
+        let (batches, answers): (Vec<CommitBatch>, Vec<_>) =
+            group.into_iter().map(|q| (q.batch, q.answer)).unzip();
+        match self.append_group(batches).await {
+            Ok(outcomes) => {
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(Ok(outcome));
                 }
-                Ok(outcome)
             }
-            PeerResponse::Error(e) => Err(ClusterError::Remote(e)),
-            other => Err(ClusterError::Remote(format!(
-                "unexpected answer {}",
-                other.kind()
-            ))),
+            Err(e) => {
+                let e = e.to_string();
+                for answer in answers {
+                    let _ = answer.send(Err(e.clone()));
+                }
+            }
         }
+    }
+
+    /// The outcome of each transaction, once this node has applied the entry.
+    async fn append_group(&self, batches: Vec<CommitBatch>) -> Result<Vec<Outcome>, ClusterError> {
+        let n = batches.len();
+        let (index, outcomes) = match self.on_leader(PeerRequest::Commits(batches)).await? {
+            PeerResponse::Committed {
+                index,
+                outcome: Outcome::Many(outcomes),
+            } if outcomes.len() == n => (index, outcomes),
+            PeerResponse::Error(e) => return Err(ClusterError::Remote(e)),
+            other => {
+                return Err(ClusterError::Remote(format!(
+                    "unexpected answer {} to a group of {n} commits",
+                    other.kind()
+                )))
+            }
+        };
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Committed { .. }))
+        {
+            self.inner
+                .raft
+                .wait(Some(APPLY_WAIT))
+                .applied_index_at_least(Some(index), "own commit applied")
+                .await
+                .map_err(|e| ClusterError::Raft(format!("commit not applied here: {e}")))?;
+        }
+        Ok(outcomes)
     }
 
     /// Moves the node's components away, then takes it out of the membership.
@@ -762,17 +810,8 @@ impl ClusterNode {
             PeerRequest::Join { node_id, info } => self.admit(node_id, info).await,
             PeerRequest::Install { spec, binary } => self.place_and_install(spec, binary).await,
             PeerRequest::Propose(command) => self.write(command).await,
-            PeerRequest::Commit(batch) => {
-                return match self.inner.raft.client_write(Command::Commit(batch)).await {
-                    Ok(resp) => PeerResponse::Committed {
-                        index: resp.log_id.index,
-                        outcome: resp.data,
-                    },
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                        PeerResponse::Error("not the leader any more; retry".into())
-                    }
-                    Err(e) => PeerResponse::Error(raft_err(e).to_string()),
-                }
+            PeerRequest::Commits(batches) => {
+                return self.append_commits(Command::Commits(batches)).await
             }
             PeerRequest::RemoveNode(node) => self.evict(node).await,
             PeerRequest::Status => return PeerResponse::Status(self.local_status(true)),
@@ -790,6 +829,20 @@ impl ClusterNode {
         match result {
             Ok(o) => PeerResponse::Done(o),
             Err(e) => PeerResponse::Error(e.to_string()),
+        }
+    }
+
+    /// Leader: appends handler transactions and answers with the entry's index.
+    async fn append_commits(&self, command: Command) -> PeerResponse {
+        match self.inner.raft.client_write(command).await {
+            Ok(resp) => PeerResponse::Committed {
+                index: resp.log_id.index,
+                outcome: resp.data,
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                PeerResponse::Error("not the leader any more; retry".into())
+            }
+            Err(e) => PeerResponse::Error(raft_err(e).to_string()),
         }
     }
 
@@ -1047,5 +1100,39 @@ impl ClusterNode {
                 }
             }
         }
+    }
+}
+
+/// Runs a node's commit queue: gathers what waits into groups and keeps up to
+/// [`group_commit::GROUPS_IN_FLIGHT`] of them on their way to the leader. Holds the node
+/// weakly, so it ends with the node.
+async fn run_commit_groups(node: Weak<Inner>, mut queued: mpsc::UnboundedReceiver<Queued>) {
+    let slots = Arc::new(Semaphore::new(group_commit::GROUPS_IN_FLIGHT));
+    let mut waiting: VecDeque<Queued> = VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match queued.recv().await {
+                Some(q) => waiting.push_back(q),
+                None => return,
+            }
+        }
+        // Whatever arrives while every slot is busy joins the next group.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        while let Ok(q) = queued.try_recv() {
+            waiting.push_back(q);
+        }
+        let sizes: Vec<usize> = waiting.iter().map(|q| q.batch.approx_bytes()).collect();
+        let n = group_commit::group_len(&sizes, group_commit::LIMITS);
+        let group: Vec<Queued> = waiting.drain(..n).collect();
+        let Some(inner) = node.upgrade() else {
+            return;
+        };
+        let node = ClusterNode { inner };
+        tokio::spawn(async move {
+            node.commit_group(group).await;
+            drop(slot);
+        });
     }
 }

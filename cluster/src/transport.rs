@@ -72,9 +72,15 @@ pub struct Transport {
     inner: Arc<Inner>,
 }
 
+/// The cached connection to one peer address. Each address has its own lock, held while
+/// connecting: a handshake with a dead peer can last until the idle timeout, and with one
+/// lock for every peer it held up the heartbeats and votes to the live ones (elections
+/// after a kill took seconds and repeated).
+type ConnSlot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
 struct Inner {
     endpoint: Endpoint,
-    conns: tokio::sync::Mutex<HashMap<String, Connection>>,
+    conns: Mutex<HashMap<String, ConnSlot>>,
     /// Last time a call to each node succeeded (the leader's liveness view).
     contacts: Mutex<HashMap<NodeId, Instant>>,
 }
@@ -98,7 +104,7 @@ impl Transport {
         Ok(Transport {
             inner: Arc::new(Inner {
                 endpoint,
-                conns: tokio::sync::Mutex::new(HashMap::new()),
+                conns: Mutex::new(HashMap::new()),
                 contacts: Mutex::new(HashMap::new()),
             }),
         })
@@ -124,13 +130,22 @@ impl Transport {
             .and_then(|c| c.get(&node).map(|t| t.elapsed()))
     }
 
+    fn slot(&self, addr: &str) -> ConnSlot {
+        match self.inner.conns.lock() {
+            Ok(mut conns) => conns.entry(addr.to_string()).or_default().clone(),
+            // A poisoned map only loses the cache: connect without it.
+            Err(_) => ConnSlot::default(),
+        }
+    }
+
     async fn connection(&self, addr: &str) -> Result<Connection, TransportError> {
-        let mut conns = self.inner.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
+        let slot = self.slot(addr);
+        let mut cached = slot.lock().await;
+        if let Some(c) = cached.as_ref() {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
             }
-            conns.remove(addr);
+            *cached = None;
         }
         let (host, _) = addr
             .rsplit_once(':')
@@ -152,12 +167,16 @@ impl Transport {
             .map_err(|e| connect_err(e.to_string()))?
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        conns.insert(addr.to_string(), conn.clone());
+        *cached = Some(conn.clone());
         Ok(conn)
     }
 
-    async fn forget(&self, addr: &str) {
-        self.inner.conns.lock().await.remove(addr);
+    /// Drops the cached connection to `addr` after a failure on it. When another task holds
+    /// the slot it is connecting anew, and there is nothing to drop.
+    fn forget(&self, addr: &str) {
+        if let Ok(mut cached) = self.slot(addr).try_lock() {
+            *cached = None;
+        }
     }
 
     /// One request, one response, within `limit`.
@@ -171,7 +190,7 @@ impl Transport {
         match tokio::time::timeout(limit, self.call_frame(addr, &frame)).await {
             Ok(Ok(bytes)) => Ok(wire::decode_frame(&bytes)?),
             Ok(Err(e)) => {
-                self.forget(addr).await;
+                self.forget(addr);
                 Err(e)
             }
             Err(_) => Err(TransportError::Timeout(addr.to_string())),
@@ -203,7 +222,7 @@ impl Transport {
         match conn.open_uni().await {
             Ok(s) => Ok(s),
             Err(e) => {
-                self.forget(addr).await;
+                self.forget(addr);
                 Err(TransportError::Stream {
                     addr: addr.to_string(),
                     message: e.to_string(),

@@ -105,3 +105,38 @@ async fn calls_lanes_and_malformed_frames() {
         .unwrap();
     assert_eq!(answer, "echo:again");
 }
+
+/// A peer that never answers (a UDP socket nobody reads: the QUIC handshake hangs until the
+/// idle timeout) must not hold up calls to a live peer. With one lock over every cached
+/// connection, the live call waited for the dead handshake to give up, so heartbeats and
+/// votes stalled after a node was killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_does_not_hold_up_calls_to_a_live_one() {
+    let ca = ClusterCa::generate("t").unwrap();
+    let server = transport(&ca, 1);
+    server.serve(Arc::new(Echo::default()));
+    let live = server.local_addr().unwrap().to_string();
+    let silent_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = silent_socket.local_addr().unwrap().to_string();
+    let client = transport(&ca, 2);
+
+    let dead_call = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .call::<_, String>(&silent, &"anyone?".to_string(), LIMIT)
+                .await
+        })
+    };
+    // Let the dead call start its handshake first.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer: String = client.call(&live, &"hi".to_string(), LIMIT).await.unwrap();
+    assert_eq!(answer, "echo:hi");
+    assert!(
+        !dead_call.is_finished(),
+        "the live call had to wait for the silent peer's handshake to give up"
+    );
+    let dead = timeout(LIMIT * 2, dead_call).await.unwrap().unwrap();
+    assert!(dead.is_err(), "a silent peer cannot answer");
+    drop(silent_socket);
+}

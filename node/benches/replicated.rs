@@ -193,7 +193,7 @@ async fn main() {
         let after = hosts[leader].host().commit_stats();
         lat.sort();
         let commits = lat.len() as f64;
-        let leader_writes = (after.groups - before.groups).max(1) as f64;
+        let leader_syncs = (after.syncs - before.syncs).max(1) as f64;
         let raw = raw_rocksdb(dir.path(), n, secs.min(4.0));
         println!(
             "  {:>6}  {:>12.0}  {:>10.2}  {:>10.2}  {:>16.1}  {:>14.0}   ratio to raw rocksdb {:.2}x",
@@ -201,7 +201,7 @@ async fn main() {
             commits / elapsed,
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
-            commits / leader_writes,
+            commits / leader_syncs,
             raw,
             commits / elapsed / raw
         );

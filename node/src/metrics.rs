@@ -52,9 +52,14 @@ pub async fn render(host: &Host) -> String {
             commits.batches,
         ),
         (
-            "airssys_commit_syncs_total",
-            "Synced storage writes that carried them (group commit).",
+            "airssys_commit_writes_total",
+            "Storage writes that carried them (group commit; Raft log and applies included).",
             commits.groups,
+        ),
+        (
+            "airssys_commit_syncs_total",
+            "Those writes that were synced to disk.",
+            commits.syncs,
         ),
     ];
     for (name, help, value) in counters {

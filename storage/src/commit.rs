@@ -232,7 +232,8 @@ pub(crate) fn apply_group(
         wb.put_cf(&sys, usage_key(component), encode_usage(*u));
     }
     let mut wo = WriteOptions::default();
-    wo.set_sync(core.opts.sync_writes && sync);
+    let synced = core.opts.sync_writes && sync;
+    wo.set_sync(synced);
     match db.write_opt(wb, &wo) {
         Ok(()) => {
             let mut usage = write(&core.usage);
@@ -242,6 +243,9 @@ pub(crate) fn apply_group(
                 }
             }
             core.stats_groups.fetch_add(1, Ordering::Relaxed);
+            if synced {
+                core.stats_syncs.fetch_add(1, Ordering::Relaxed);
+            }
             let accepted = results.iter().filter(|r| r.is_ok()).count();
             core.stats_batches
                 .fetch_add(accepted as u64, Ordering::Relaxed);

@@ -100,6 +100,7 @@ pub(crate) struct Core {
     /// Each component's usage in bytes; its key set is the set of components.
     pub(crate) usage: RwLock<HashMap<String, u64>>,
     pub(crate) stats_groups: AtomicU64,
+    pub(crate) stats_syncs: AtomicU64,
     pub(crate) stats_batches: AtomicU64,
 }
 
@@ -254,6 +255,8 @@ impl std::fmt::Debug for Storage {
 pub struct CommitStats {
     /// RocksDB writes done for commits.
     pub groups: u64,
+    /// Those of them that were synced to disk (an fsync of the write-ahead log).
+    pub syncs: u64,
     /// Batches committed by those writes.
     pub batches: u64,
 }
@@ -281,6 +284,7 @@ impl Storage {
             commit: Mutex::new(placements),
             usage: RwLock::new(usage),
             stats_groups: AtomicU64::new(0),
+            stats_syncs: AtomicU64::new(0),
             stats_batches: AtomicU64::new(0),
         });
         let (tx, thread) = spawn_committer(core.clone())?;
@@ -664,6 +668,7 @@ impl Storage {
     pub fn commit_stats(&self) -> CommitStats {
         CommitStats {
             groups: self.core().stats_groups.load(Ordering::Relaxed),
+            syncs: self.core().stats_syncs.load(Ordering::Relaxed),
             batches: self.core().stats_batches.load(Ordering::Relaxed),
         }
     }

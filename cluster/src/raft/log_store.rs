@@ -1,5 +1,6 @@
 //! The Raft log on the node's RocksDB: entries under `raft/log/<index>`, the vote,
-//! the committed and purged log ids. Every write is a synced commit.
+//! the committed and purged log ids. Every write is a synced commit but the committed index,
+//! a hint.
 
 use super::codec::{self, COMMITTED_KEY, LOG_PREFIX, PURGED_KEY, VOTE_KEY};
 use super::types::TypeConfig;
@@ -178,7 +179,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(id) => Some(codec::encode(&id).map_err(io_write)?),
             None => None,
         };
-        self.write(vec![(COMMITTED_KEY.to_vec(), value)]).await
+        // Not synced: the committed index is a hint that lets a restarted node apply what it
+        // holds before a leader speaks. An older value after a power loss is still a
+        // committed index, so it is safe, and a sync here cost every commit a second fsync
+        // on every node.
+        self.storage
+            .commit_async_unsynced(CommitBatch::sys_only(vec![(COMMITTED_KEY.to_vec(), value)]))
+            .await
+            .map_err(io_write)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {

@@ -52,8 +52,8 @@ pub struct Effects {
     pub create_store: Option<String>,
     /// A component removed: its store and its messaging state go.
     pub drop_store: Option<String>,
-    /// An accepted commit's writes.
-    pub commit: Option<CommitBatch>,
+    /// The accepted commits' writes, in order.
+    pub commits: Vec<CommitBatch>,
 }
 
 /// Whether an accepted commit is new or a retry of one already applied.
@@ -183,23 +183,35 @@ pub fn apply_command(
                 }
             }
         }
-        Command::Commit(mut batch) => match check_commit(registry, &batch) {
-            Err(refusal) => Outcome::Refused(refusal),
-            Ok(CommitCheck::AlreadyApplied) => Outcome::Committed { duplicate: true },
-            Ok(CommitCheck::Apply) => {
-                if let Some(f) = batch.fence.take() {
-                    if f.commit > 0 {
-                        if let Some(entry) = registry.components.get_mut(&f.component) {
-                            entry.commits = f.commit;
-                        }
-                    }
-                }
-                effects.commit = Some(batch);
-                Outcome::Committed { duplicate: false }
-            }
-        },
+        Command::Commit(batch) => apply_commit(registry, batch, &mut effects),
+        Command::Commits(batches) => Outcome::Many(
+            batches
+                .into_iter()
+                .map(|batch| apply_commit(registry, batch, &mut effects))
+                .collect(),
+        ),
     };
     (outcome, effects)
+}
+
+/// One handler transaction: checked against the registry as it stands after everything
+/// before it (in this entry too), its writes added to `effects` when accepted.
+fn apply_commit(registry: &mut Registry, mut batch: CommitBatch, effects: &mut Effects) -> Outcome {
+    match check_commit(registry, &batch) {
+        Err(refusal) => Outcome::Refused(refusal),
+        Ok(CommitCheck::AlreadyApplied) => Outcome::Committed { duplicate: true },
+        Ok(CommitCheck::Apply) => {
+            if let Some(f) = batch.fence.take() {
+                if f.commit > 0 {
+                    if let Some(entry) = registry.components.get_mut(&f.component) {
+                        entry.commits = f.commit;
+                    }
+                }
+            }
+            effects.commits.push(batch);
+            Outcome::Committed { duplicate: false }
+        }
+    }
 }
 
 /// What the node reads: the registry as last applied, and a counter bumped on every
@@ -462,25 +474,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Command::Install { spec, .. } => registry.uses_binary(&spec.sha256),
                         _ => true,
                     };
-                    let touched = match &command {
-                        Command::Install { spec, .. } => Some(spec.name.clone()),
-                        Command::Remove { name } | Command::Move { name, .. } => Some(name.clone()),
-                        Command::Commit(b) => b
-                            .fence
+                    let numbered = |b: &CommitBatch| {
+                        b.fence
                             .as_ref()
                             .filter(|f| f.commit > 0)
-                            .map(|f| f.component.clone()),
+                            .map(|f| f.component.clone())
                     };
-                    if !matches!(command, Command::Commit(_)) {
+                    let touched: Vec<String> = match &command {
+                        Command::Install { spec, .. } => vec![spec.name.clone()],
+                        Command::Remove { name } | Command::Move { name, .. } => vec![name.clone()],
+                        Command::Commit(b) => numbered(b).into_iter().collect(),
+                        Command::Commits(bs) => bs.iter().filter_map(numbered).collect(),
+                    };
+                    if !matches!(command, Command::Commit(_) | Command::Commits(_)) {
                         placement_changed = true;
                     }
                     let (outcome, effects) = apply_command(&mut registry, &members, known, command);
                     if let Outcome::Refused(r) = &outcome {
                         tracing::debug!(index = entry.log_id.index, "refused: {r}");
                     }
-                    if let Some(name) = touched {
-                        pending.touched.insert(name);
-                    }
+                    pending.touched.extend(touched);
                     self.stage(&mut pending, &meta, &registry, effects).await?;
                     outcomes.push(outcome);
                 }
@@ -585,7 +598,7 @@ impl StateMachine {
         if let Some(sha) = effects.delete {
             pending.batch.sys.push((codec::binary_key(&sha), None));
         }
-        if let Some(commit) = effects.commit {
+        for commit in effects.commits {
             pending.batch.components.extend(commit.components);
             pending.batch.sys.extend(commit.sys);
         }
@@ -743,7 +756,7 @@ mod tests {
         apply_command(&mut reg, &members, false, install("a", "s", 1));
         let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 1));
         assert_eq!(out, Outcome::Committed { duplicate: false });
-        let applied = fx.commit.expect("accepted writes");
+        let applied = fx.commits.into_iter().next().expect("accepted writes");
         assert!(
             applied.fence.is_none(),
             "the fence is consumed by the check"
@@ -769,7 +782,7 @@ mod tests {
                 matches!(out, Outcome::Refused(Refusal::Fenced { .. })),
                 "node {node} generation {generation}: {out:?}"
             );
-            assert!(fx.commit.is_none());
+            assert!(fx.commits.is_empty());
         }
         // The new owner continues the numbering.
         let (out, _) = apply_command(&mut reg, &members, true, commit("a", 2, 2, 2));
@@ -792,18 +805,56 @@ mod tests {
         apply_command(&mut reg, &members, false, install("a", "s", 1));
         let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 1));
         assert_eq!(out, Outcome::Committed { duplicate: false });
-        assert!(fx.commit.is_some());
+        assert_eq!(fx.commits.len(), 1);
         let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 1));
         assert_eq!(out, Outcome::Committed { duplicate: true });
-        assert!(fx.commit.is_none(), "a repeat writes nothing");
+        assert!(fx.commits.is_empty(), "a repeat writes nothing");
         let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 3));
         assert!(matches!(out, Outcome::Refused(Refusal::MalformedCommit(_))));
-        assert!(fx.commit.is_none());
+        assert!(fx.commits.is_empty());
         assert_eq!(reg.components["a"].commits, 1);
         // Unnumbered commits (external sends) neither check nor move the count.
         let (out, _) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 0));
         assert_eq!(out, Outcome::Committed { duplicate: false });
         assert_eq!(reg.components["a"].commits, 1);
+    }
+
+    #[test]
+    fn a_group_applies_each_commit_as_its_own_entry_would() {
+        let members = BTreeSet::from([1, 2]);
+        let mut reg = Registry::default();
+        apply_command(&mut reg, &members, false, install("a", "s", 1));
+        apply_command(&mut reg, &members, true, install("b", "s", 2));
+        let batch = |c: Command| match c {
+            Command::Commit(b) => b,
+            _ => unreachable!(),
+        };
+        let group = Command::Commits(vec![
+            batch(commit("a", 1, 1, 1)),
+            // Sees the first one's number within the same entry.
+            batch(commit("a", 1, 1, 2)),
+            // A retry of the first: answered, not applied again.
+            batch(commit("a", 1, 1, 1)),
+            // Wrong owner: refused alone, the rest of the group still applies.
+            batch(commit("b", 1, 1, 1)),
+            batch(commit("b", 2, 1, 1)),
+        ]);
+        let (out, fx) = apply_command(&mut reg, &members, true, group);
+        let Outcome::Many(outcomes) = out else {
+            panic!("a group answers per commit: {out:?}");
+        };
+        assert_eq!(outcomes.len(), 5);
+        assert_eq!(outcomes[0], Outcome::Committed { duplicate: false });
+        assert_eq!(outcomes[1], Outcome::Committed { duplicate: false });
+        assert_eq!(outcomes[2], Outcome::Committed { duplicate: true });
+        assert!(matches!(
+            outcomes[3],
+            Outcome::Refused(Refusal::Fenced { .. })
+        ));
+        assert_eq!(outcomes[4], Outcome::Committed { duplicate: false });
+        assert_eq!(fx.commits.len(), 3, "only accepted, new commits write");
+        assert_eq!(reg.components["a"].commits, 2);
+        assert_eq!(reg.components["b"].commits, 1);
     }
 
     #[test]

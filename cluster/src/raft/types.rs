@@ -79,6 +79,10 @@ pub enum Command {
     /// A handler's transaction (its component's writes, outbox, marks, reply), fenced with
     /// the placement it ran under; applied on every node, or refused everywhere.
     Commit(CommitBatch),
+    /// Many components' handler transactions gathered by one node into one entry (group
+    /// commit across actors): each is checked and applied on its own, in order, exactly as
+    /// if it were an entry of its own; each gets its own outcome.
+    Commits(Vec<CommitBatch>),
 }
 
 /// What applying a command did.
@@ -102,6 +106,8 @@ pub enum Outcome {
     /// A membership or blank entry.
     #[default]
     Nothing,
+    /// The outcomes of a [`Command::Commits`], one per transaction, in order.
+    Many(Vec<Outcome>),
 }
 
 /// Why the state machine refused a command.
