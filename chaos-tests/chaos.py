@@ -277,6 +277,10 @@ def activation_problems(name, logs_by_node):
     for node, text in logs_by_node.items():
         for m in pattern.finditer(text):
             nodes_by_generation.setdefault(int(m.group(1)), set()).add(node)
+    if not nodes_by_generation:
+        # Every component is activated at least once (on install): seeing none means the log
+        # format changed under the judge, which would otherwise pass everything.
+        return [f"no activation of {name} found in any node's log"]
     return [f"{name} was activated at generation {g} on nodes {sorted(where)}"
             for g, where in sorted(nodes_by_generation.items()) if len(where) > 1]
 
@@ -290,6 +294,7 @@ def self_test():
     line = ("2026-01-01T00:00:00Z  INFO airssys_node::host::cluster_ops: "
             "activated component=c1 generation=2")
     assert activation_problems("c1", {1: line, 2: ""}) == []
+    assert activation_problems("c1", {1: "", 2: ""}), "a judge that sees no activation says so"
     assert activation_problems("c1", {1: line, 2: line}), "two activations at one generation"
     assert activation_problems("c1", {1: line, 2: line.replace("=2", "=3")}) == [], \
         "a failover activates at the next generation"

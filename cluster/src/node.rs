@@ -55,6 +55,8 @@ pub struct ClusterConfig {
     pub ca_pem: String,
     pub cert: NodeCert,
     pub heartbeat_ms: u64,
+    /// The shortest election timeout; a follower campaigns 2.5 to 3 times this long after
+    /// its leader's last heartbeat (openraft's leader lease included).
     pub election_timeout_ms: u64,
     /// A member the leader has not heard from for this long loses its components.
     pub failure_timeout_ms: u64,
@@ -222,6 +224,8 @@ struct Inner {
     failure_timeout: Duration,
     /// Transactions waiting to go to the leader in the next group.
     commits: mpsc::UnboundedSender<Queued>,
+    /// The leader whose Raft calls (appends, heartbeats) this node received last, and when.
+    last_leader_heard: Mutex<Option<(NodeId, Instant)>>,
 }
 
 struct Service {
@@ -266,8 +270,11 @@ impl ClusterNode {
         let raft_config = openraft::Config {
             cluster_name: "airssys".into(),
             heartbeat_interval: config.heartbeat_ms,
+            // openraft 0.9 lets a follower that had a leader campaign only after a lease of
+            // `election_timeout_max` plus its own random timeout in [min, max): a narrow
+            // range keeps a leader's death to one election of about 2.5 × min.
             election_timeout_min: config.election_timeout_ms,
-            election_timeout_max: config.election_timeout_ms * 2,
+            election_timeout_max: config.election_timeout_ms * 3 / 2,
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(10)),
             max_in_snapshot_log_to_keep: config.snapshot_every.max(10) / 5,
@@ -304,6 +311,7 @@ impl ClusterNode {
                 incoming_snapshot: Mutex::new(None),
                 failure_timeout: Duration::from_millis(config.failure_timeout_ms.max(1)),
                 commits,
+                last_leader_heard: Mutex::new(None),
             }),
         };
         tokio::spawn(run_commit_groups(Arc::downgrade(&node.inner), queued));
@@ -741,10 +749,17 @@ impl ClusterNode {
     async fn serve(&self, request: PeerRequest) -> PeerResponse {
         let raft = &self.inner.raft;
         match request {
-            PeerRequest::Append(rpc) => match raft.append_entries(rpc).await {
-                Ok(r) => PeerResponse::Append(r),
-                Err(e) => PeerResponse::Error(e.to_string()),
-            },
+            PeerRequest::Append(rpc) => {
+                if let Some(leader) = rpc.vote.leader_id().voted_for() {
+                    if let Ok(mut heard) = self.inner.last_leader_heard.lock() {
+                        *heard = Some((leader, Instant::now()));
+                    }
+                }
+                match raft.append_entries(rpc).await {
+                    Ok(r) => PeerResponse::Append(r),
+                    Err(e) => PeerResponse::Error(e.to_string()),
+                }
+            }
             PeerRequest::Vote(rpc) => match raft.vote(rpc).await {
                 Ok(r) => PeerResponse::Vote(r),
                 Err(e) => PeerResponse::Error(e.to_string()),
@@ -1043,11 +1058,22 @@ impl ClusterNode {
                     ago: self.inner.transport.since_contact(*id),
                 })
                 .collect();
+            let previous_leader = self
+                .inner
+                .last_leader_heard
+                .lock()
+                .ok()
+                .and_then(|h| *h)
+                .map(|(node, at)| Heard {
+                    node,
+                    ago: Some(at.elapsed()),
+                });
             let down = down_members(
                 self.inner.id,
                 &heard,
                 since.elapsed(),
                 self.inner.failure_timeout,
+                previous_leader,
             );
             let registry = self.inner.view.registry();
             let current: BTreeMap<String, Placement> = registry

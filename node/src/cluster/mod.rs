@@ -63,7 +63,9 @@ impl ClusterSettings {
             join: Vec::new(),
             tls_dir: None,
             heartbeat_ms: 100,
-            election_timeout_ms: 500,
+            // A leader's death: an election 500–600 ms after its last heartbeat, then its
+            // components move at once (see `airssys_cluster::failure`).
+            election_timeout_ms: 200,
             failure_timeout_ms: DEFAULT_FAILURE_TIMEOUT_MS,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
         }
