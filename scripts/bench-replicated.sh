@@ -25,9 +25,12 @@ if [ -z "${AIRSSYS_BENCH_SKIP_ETCD:-}" ]; then
     $sudo_cmd apt-get install -y -qq etcd-server etcd-client protobuf-compiler >/dev/null
   fi
   echo "== etcd: 3 members on loopback, concurrent put clients, 10 s each"
-  # etcd's own build goes elsewhere than ours.
-  etcd_bench="$(cd "$etcd_bench" && pwd)"
-  (cd "$etcd_bench" && CARGO_TARGET_DIR="$etcd_bench/target" CLIENTS="1 16 64" ./run.sh)
+  # shared/ may be read-only and run.sh builds into its own ./target: run a writable copy
+  # in the user's cache, outside any cargo workspace (its build is reused next time).
+  copy="${XDG_CACHE_HOME:-$HOME/.cache}/airssys/etcd-put-bench"
+  mkdir -p "$copy"
+  cp -r "$etcd_bench"/. "$copy"/ && chmod -R u+w "$copy"
+  (cd "$copy" && unset CARGO_TARGET_DIR && CLIENTS="1 16 64" ./run.sh)
 fi
 
 echo "== airssys: replicated handler commits (and raw RocksDB synced puts)"

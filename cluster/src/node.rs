@@ -118,6 +118,9 @@ pub enum PeerRequest {
     Probe,
     /// For the node layer (admin calls forwarded to a component's owner).
     App(Vec<u8>),
+    /// The leader's commit index, after it confirmed with a quorum that it still leads (a
+    /// restarted former leader believes it leads until a quorum says otherwise).
+    ReadIndex,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -137,6 +140,8 @@ pub enum PeerResponse {
     },
     App(Vec<u8>),
     Error(String),
+    /// Everything up to this log index was committed when the leader was confirmed.
+    ReadIndex(u64),
 }
 
 impl PeerResponse {
@@ -151,6 +156,7 @@ impl PeerResponse {
             PeerResponse::Probe { .. } => "probe",
             PeerResponse::App(_) => "app",
             PeerResponse::Error(_) => "error",
+            PeerResponse::ReadIndex(_) => "read-index",
         }
     }
 }
@@ -262,10 +268,11 @@ impl ClusterNode {
         let sm = StateMachine::open(storage.clone(), removal_keys)
             .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let view = sm.view();
-        let transport = Transport::bind(
+        let transport = Transport::bind_with_reset_secret(
             config.listen,
             tls::server_config(&config.ca_pem, &config.cert)?,
             tls::client_config(&config.ca_pem, &config.cert)?,
+            config.cert.key_pem().as_bytes(),
         )?;
         let raft_config = openraft::Config {
             cluster_name: "airssys".into(),
@@ -545,16 +552,20 @@ impl ClusterNode {
         Self::done(self.on_leader(PeerRequest::Propose(command)).await?)
     }
 
-    /// Waits until this node has applied everything the leader had applied when asked (and,
-    /// before that, until there is a leader that answers). Retries until it succeeds.
+    /// Waits until this node has applied everything committed when a leader confirmed by a
+    /// quorum was asked (and, before that, until there is such a leader). Retries until it
+    /// succeeds. A leader's word alone is not enough: a former leader that restarts takes
+    /// itself for the leader of its old term, and a node that believed it would run what
+    /// that old term gave it (a second, stale activation).
     pub async fn catch_up(&self) {
         loop {
-            if let Ok(PeerResponse::Status(s)) = self.on_leader(PeerRequest::Status).await {
+            if let Ok(PeerResponse::ReadIndex(index)) = self.on_leader(PeerRequest::ReadIndex).await
+            {
                 let reached = self
                     .inner
                     .raft
                     .wait(Some(LEADER_WAIT))
-                    .applied_index_at_least(Some(s.commit_index), "caught up with the leader")
+                    .applied_index_at_least(Some(index), "caught up with the leader")
                     .await;
                 if reached.is_ok() {
                     return;
@@ -830,6 +841,7 @@ impl ClusterNode {
             }
             PeerRequest::RemoveNode(node) => self.evict(node).await,
             PeerRequest::Status => return PeerResponse::Status(self.local_status(true)),
+            PeerRequest::ReadIndex => return self.confirmed_read_index().await,
             other => Err(ClusterError::Remote(format!(
                 "{} is not a leader request",
                 match other {
@@ -844,6 +856,15 @@ impl ClusterNode {
         match result {
             Ok(o) => PeerResponse::Done(o),
             Err(e) => PeerResponse::Error(e.to_string()),
+        }
+    }
+
+    /// Leader: confirms with a quorum that it still leads, then answers its commit index.
+    async fn confirmed_read_index(&self) -> PeerResponse {
+        match tokio::time::timeout(LEADER_WAIT, self.inner.raft.get_read_log_id()).await {
+            Ok(Ok((read, _))) => PeerResponse::ReadIndex(read.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(e)) => PeerResponse::Error(format!("not the leader any more; retry ({e})")),
+            Err(_) => PeerResponse::Error("not the leader any more; retry (no quorum)".into()),
         }
     }
 

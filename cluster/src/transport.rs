@@ -85,21 +85,84 @@ struct Inner {
     contacts: Mutex<HashMap<NodeId, Instant>>,
 }
 
+/// The key that signs stateless resets, derived from a node's long-lived secret (its private
+/// key): the same across restarts, unknown to anyone else.
+fn reset_key(secret: &[u8]) -> ring::hmac::Key {
+    let seed = ring::digest::digest(
+        &ring::digest::SHA256,
+        &[b"airssys quic stateless reset v1\0".as_slice(), secret].concat(),
+    );
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.as_ref())
+}
+
+/// Random 8-byte connection ids, every one of which the endpoint takes as possibly its own.
+/// quinn's default generator recognises only the ids its own process issued, so a restarted
+/// node silently dropped packets of its previous life's connections instead of resetting
+/// them.
+struct AnyLifeConnectionIds;
+
+impl quinn::ConnectionIdGenerator for AnyLifeConnectionIds {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        quinn::ConnectionId::new(&rand::random::<[u8; 8]>())
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
 impl Transport {
-    /// Binds the node's QUIC endpoint.
+    /// Binds the node's QUIC endpoint (stateless resets signed with a random key: a
+    /// restart leaves peers waiting for the idle timeout; nodes use
+    /// [`Transport::bind_with_reset_secret`]).
     pub fn bind(
+        listen: SocketAddr,
+        server: quinn::ServerConfig,
+        client: quinn::ClientConfig,
+    ) -> Result<Transport, TransportError> {
+        Self::bind_endpoint(listen, server, client, quinn::EndpointConfig::default())
+    }
+
+    /// Binds the node's QUIC endpoint with its stateless-reset key derived from `secret`
+    /// (the node's private key). A restarted node then answers packets of its previous
+    /// life's connections with a reset its peers accept, and they drop those connections at
+    /// once instead of after the idle timeout: without it, a leader kept sending heartbeats
+    /// into a dead connection to a node that had come back, for up to 4 s, and lost its
+    /// quorum if another node died meanwhile.
+    pub fn bind_with_reset_secret(
+        listen: SocketAddr,
+        server: quinn::ServerConfig,
+        client: quinn::ClientConfig,
+        secret: &[u8],
+    ) -> Result<Transport, TransportError> {
+        let mut config = quinn::EndpointConfig::default();
+        config.reset_key(Arc::new(reset_key(secret)));
+        config.cid_generator(|| Box::new(AnyLifeConnectionIds));
+        Self::bind_endpoint(listen, server, client, config)
+    }
+
+    fn bind_endpoint(
         listen: SocketAddr,
         mut server: quinn::ServerConfig,
         mut client: quinn::ClientConfig,
+        config: quinn::EndpointConfig,
     ) -> Result<Transport, TransportError> {
         let transport = Arc::new(liveness_config());
         server.transport_config(transport.clone());
         client.transport_config(transport);
+        let bind_err = |source| TransportError::Bind {
+            addr: listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_err(std::io::Error::other("no async runtime is running")))?;
         let mut endpoint =
-            Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
-                addr: listen,
-                source,
-            })?;
+            Endpoint::new(config, Some(server), socket, runtime).map_err(bind_err)?;
         endpoint.set_default_client_config(client);
         Ok(Transport {
             inner: Arc::new(Inner {

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use airssys_cluster::tls::{client_config, server_config, ClusterCa};
-use airssys_cluster::transport::{Lanes, PeerService, Transport, MALFORMED_FRAME};
+use airssys_cluster::transport::{Lanes, PeerService, Transport, TransportError, MALFORMED_FRAME};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -139,4 +139,73 @@ async fn a_silent_peer_does_not_hold_up_calls_to_a_live_one() {
     let dead = timeout(LIMIT * 2, dead_call).await.unwrap().unwrap();
     assert!(dead.is_err(), "a silent peer cannot answer");
     drop(silent_socket);
+}
+
+fn transport_with_secret(ca: &ClusterCa, id: u64, at: SocketAddr, secret: &[u8]) -> Transport {
+    let cert = ca.issue_node_cert(id, &["127.0.0.1".into()]).unwrap();
+    Transport::bind_with_reset_secret(
+        at,
+        server_config(ca.cert_pem(), &cert).unwrap(),
+        client_config(ca.cert_pem(), &cert).unwrap(),
+        secret,
+    )
+    .unwrap()
+}
+
+/// A node killed and started again on the same port: the caller's cached connection belongs
+/// to the dead process. The new process signs a stateless reset with the key the old one
+/// used (both derive it from the node's secret), so the caller's next call on that
+/// connection fails at once with a stream error (not by timing out), and the call after it
+/// reaches the new process.
+#[test]
+fn a_restarted_peer_resets_its_previous_lifes_connections() {
+    let ca = ClusterCa::generate("t").unwrap();
+    let secret = b"node 1 private key";
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The first life runs on its own runtime, so that it can die without a word: shutting
+    // that runtime down drops its endpoint with no CONNECTION_CLOSE sent (nothing polls its
+    // driver any more), like kill -9.
+    let first_life = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = first_life.block_on(async {
+        let server = transport_with_secret(&ca, 1, SocketAddr::from(([127, 0, 0, 1], 0)), secret);
+        server.serve(Arc::new(Echo::default()));
+        server.local_addr().unwrap()
+    });
+    let client = main.block_on(async { transport(&ca, 2) });
+    let target = addr.to_string();
+    main.block_on(async {
+        let answer: String = client
+            .call(&target, &"one".to_string(), LIMIT)
+            .await
+            .unwrap();
+        assert_eq!(answer, "echo:one");
+    });
+    // Drops every task of the first life (its endpoint and socket) without running them.
+    first_life.shutdown_timeout(LIMIT);
+
+    main.block_on(async {
+        let second = transport_with_secret(&ca, 1, addr, secret);
+        second.serve(Arc::new(Echo::default()));
+        // Well under the 4 s idle timeout: only a reset can end this call before it.
+        let stale = client
+            .call::<_, String>(&target, &"two".to_string(), Duration::from_secs(2))
+            .await;
+        assert!(
+            matches!(stale, Err(TransportError::Stream { .. })),
+            "the stale connection must be reset, not time out: {stale:?}"
+        );
+        let answer: String = client
+            .call(&target, &"three".to_string(), LIMIT)
+            .await
+            .unwrap();
+        assert_eq!(answer, "echo:three");
+    });
 }

@@ -4,7 +4,8 @@
 //! turn, so about a third of them kill the Raft leader). The killed node is restarted and
 //! the cluster settles before the next kill.
 //!
-//! `cargo bench -p airssys-node --bench failover` (env AIRSSYS_BENCH_KILLS, default 21).
+//! `cargo bench -p airssys-node --bench failover` (env AIRSSYS_BENCH_KILLS, default 21;
+//! AIRSSYS_BENCH_KEEP_LOGS=1 keeps the nodes' logs and prints each kill's wall-clock time).
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +29,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(21);
     let dir = tempfile::tempdir().unwrap();
+    let keep_logs = std::env::var_os("AIRSSYS_BENCH_KEEP_LOGS").is_some();
     let tls = make_certs(dir.path(), "ca", &[1, 2, 3]);
     let n1 = Node::start(dir.path(), 1, &tls[0], None);
     let seed = n1.peer.clone();
@@ -69,6 +71,16 @@ fn main() {
         });
         let was_leader = leader_of(&nodes[via]) == Some(victim);
         let t = Instant::now();
+        if keep_logs {
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            println!(
+                "kill {:>2} at {:.3} s since the epoch",
+                k + 1,
+                since_epoch.as_secs_f64()
+            );
+        }
         nodes[victim as usize - 1].kill();
         let endpoint = nodes[via].endpoint.clone();
         loop {
@@ -119,4 +131,7 @@ fn main() {
     show("all kills", all);
     show("leader killed", leader_kills);
     show("follower killed", other_kills);
+    if keep_logs {
+        println!("node logs kept in {}", dir.keep().display());
+    }
 }
