@@ -1,7 +1,8 @@
 //! Replicated state and failover with real node processes on loopback: the owner of a
 //! counter is killed (-9) while a client increments it, accounts transfer money while
-//! nodes are killed and restarted, a paused (partitioned) old owner cannot commit, and a
-//! wiped node catches up from a snapshot. Invariants, never timings: every acknowledged
+//! nodes are killed and restarted, a restarted former leader does not run what it lost, a
+//! paused (partitioned) old owner cannot commit, and a wiped node catches up from a
+//! snapshot. Invariants, never timings: every acknowledged
 //! increment is in the final count and none is counted twice; the money stays constant.
 #![allow(clippy::unwrap_used)]
 
@@ -184,6 +185,51 @@ fn killing_the_owner_while_incrementing_loses_and_doubles_nothing() {
     for n in &nodes {
         assert_eq!(count(n), final_count);
     }
+}
+
+/// The leader owns the counter and is killed. It restarts believing it still leads its old
+/// term (its vote says so) until a quorum tells it otherwise; it must not take its own word
+/// for what is committed and start the counter at the generation it lost.
+#[test]
+fn a_restarted_former_leader_does_not_run_what_it_lost() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path(), &[]);
+    install(&nodes[0], "counter", "counter");
+    let leader = wait_for("a leader", || nodes[0].status()?["leader"].as_u64());
+    let survivor = if leader == 1 { 1 } else { 0 };
+    place(&nodes[survivor], "counter", leader, "get");
+    let old_generation = wait_for("the counter's generation", || {
+        nodes[survivor].status()?["components"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "counter")?["generation"]
+            .as_u64()
+    });
+    let victim = leader as usize - 1;
+    nodes[victim].kill();
+    wait_for("the counter to fail over", || {
+        (owner_now(&nodes[survivor], "counter").is_some_and(|o| o != leader)
+            && request(&nodes[survivor], "counter", "get").is_ok())
+        .then_some(())
+    });
+    nodes[victim].restart();
+    wait_for("the restarted node to be ready", || {
+        nodes[victim]
+            .cli(&["node", "ready"])
+            .status
+            .success()
+            .then_some(())
+    });
+    // A request through it reaches the counter where it runs now.
+    wait_for("the counter through the restarted node", || {
+        request(&nodes[victim], "counter", "get").ok()
+    });
+    let stale = format!("activated component=counter generation={old_generation}");
+    assert!(
+        !nodes[victim].log_text().contains(&stale),
+        "the restarted former leader ran the counter at the generation it lost"
+    );
 }
 
 #[test]
