@@ -63,14 +63,23 @@ fn place(via: &Node, name: &str, to: u64, probe: &str) {
     });
 }
 
-/// Owner according to the leader's view through `via`, if it answers.
-fn owner_now(via: &Node, name: &str) -> Option<u64> {
+/// (owner, generation) according to the leader's view through `via`, if it answers.
+fn placement_now(via: &Node, name: &str) -> Option<(u64, u64)> {
     let s = via.status()?;
-    s["components"]
+    let c = s["components"]
         .as_array()?
         .iter()
-        .find(|c| c["name"] == name)?["owner"]
-        .as_u64()
+        .find(|c| c["name"] == name)?
+        .clone();
+    Some((c["owner"].as_u64()?, c["generation"].as_u64()?))
+}
+
+fn owner_now(via: &Node, name: &str) -> Option<u64> {
+    placement_now(via, name).map(|(owner, _)| owner)
+}
+
+fn generation_now(via: &Node, name: &str) -> Option<u64> {
+    placement_now(via, name).map(|(_, generation)| generation)
 }
 
 /// Outcomes of a run of increments.
@@ -133,12 +142,7 @@ fn killing_the_owner_while_incrementing_loses_and_doubles_nothing() {
             tally.inc(&nodes[0]);
         }
         let old_generation = wait_for("the counter's generation", || {
-            let s = nodes[0].status()?;
-            s["components"]
-                .as_array()?
-                .iter()
-                .find(|c| c["name"] == "counter")?["generation"]
-                .as_u64()
+            generation_now(&nodes[0], "counter")
         });
         let started = Instant::now();
         nodes[victim - 1].kill();
@@ -200,11 +204,7 @@ fn a_restarted_former_leader_does_not_run_what_it_lost() {
     let survivor = if leader == 1 { 1 } else { 0 };
     place(&nodes[survivor], "counter", leader, "get");
     let old_generation = wait_for("the counter's generation", || {
-        nodes[survivor].status()?["components"]
-            .as_array()?
-            .iter()
-            .find(|c| c["name"] == "counter")?["generation"]
-            .as_u64()
+        generation_now(&nodes[survivor], "counter")
     });
     let victim = leader as usize - 1;
     nodes[victim].kill();
