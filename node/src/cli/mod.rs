@@ -179,6 +179,13 @@ pub struct StartArgs {
           default_value_t = crate::cluster::DEFAULT_FAILURE_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(200..=600_000))]
     pub failure_timeout_ms: u64,
+    /// Shortest Raft election timeout in milliseconds (heartbeats go every 100 ms). A
+    /// follower campaigns 2.5 to 3 times this long after the leader's last heartbeat, so it
+    /// sets how soon a dead leader is replaced. Raise it on slow or distant networks
+    #[arg(long, value_name = "MS", env = "AIRSSYS_ELECTION_TIMEOUT_MS",
+          default_value_t = crate::cluster::DEFAULT_ELECTION_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(150..=60_000))]
+    pub election_timeout_ms: u64,
     /// Raft entries applied between snapshots; the log behind a snapshot is purged, and a
     /// node that is far behind (or new, or wiped) catches up from the snapshot
     #[arg(long, value_name = "N", env = "AIRSSYS_SNAPSHOT_EVERY",
@@ -718,6 +725,7 @@ pub fn node_config(
     settings.join = args.join.clone();
     settings.tls_dir = args.tls_dir.clone();
     settings.failure_timeout_ms = args.failure_timeout_ms;
+    settings.election_timeout_ms = args.election_timeout_ms;
     settings.snapshot_every = args.snapshot_every;
     Ok((cfg, settings))
 }
@@ -916,6 +924,27 @@ mod tests {
         let err = node_config(&a).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("not supported yet"), "{err}");
+    }
+
+    #[test]
+    fn failover_timings_reach_the_cluster_settings_and_bad_ones_are_refused() {
+        let cli = parse(&[
+            "node",
+            "start",
+            "--election-timeout-ms",
+            "400",
+            "--failure-timeout-ms",
+            "1500",
+        ]);
+        let Command::Node(NodeCommand::Start(a)) = cli.command else {
+            panic!()
+        };
+        let (_, settings) = node_config(&a).unwrap();
+        assert_eq!(settings.election_timeout_ms, 400);
+        assert_eq!(settings.failure_timeout_ms, 1500);
+        // An election timeout at or below the 100 ms heartbeat would depose healthy leaders.
+        let low = ["airssys", "node", "start", "--election-timeout-ms", "100"];
+        assert!(Cli::try_parse_from(low).is_err());
     }
 
     #[test]

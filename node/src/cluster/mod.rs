@@ -48,6 +48,11 @@ pub struct ClusterSettings {
 /// Entries between snapshots by default.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1000;
 
+/// The default shortest election timeout. With openraft's leader lease a follower campaigns
+/// 2.5 to 3 times this long after its leader's last heartbeat: 500–600 ms, within the
+/// failure timeout, so a dead leader's components move about as fast as a follower's.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 200;
+
 /// The default failure timeout: with 100 ms heartbeats, six missed in a row. Detection plus
 /// the move and the new owner's activation keep failover near the 1 s target.
 pub const DEFAULT_FAILURE_TIMEOUT_MS: u64 = 600;
@@ -63,9 +68,7 @@ impl ClusterSettings {
             join: Vec::new(),
             tls_dir: None,
             heartbeat_ms: 100,
-            // A leader's death: an election 500–600 ms after its last heartbeat, then its
-            // components move at once (see `airssys_cluster::failure`).
-            election_timeout_ms: 200,
+            election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             failure_timeout_ms: DEFAULT_FAILURE_TIMEOUT_MS,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
         }
