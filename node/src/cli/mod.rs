@@ -109,6 +109,8 @@ pub enum Command {
 }
 
 /// `airssys node …`
+// Parsed once per process; `Start` carries every node option by value.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Start a node and serve the admin API until Ctrl-C / SIGTERM
