@@ -77,7 +77,9 @@ pub enum Command {
         to: NodeId,
     },
     /// A handler's transaction (its component's writes, outbox, marks, reply), fenced with
-    /// the placement it ran under; applied on every node, or refused everywhere.
+    /// the placement it ran under; applied on every node, or refused everywhere. Nodes now
+    /// propose [`Command::Commits`]; this stays so that logs and snapshots written by earlier
+    /// builds still apply.
     Commit(CommitBatch),
     /// Many components' handler transactions gathered by one node into one entry (group
     /// commit across actors): each is checked and applied on its own, in order, exactly as
