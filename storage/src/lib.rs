@@ -9,6 +9,8 @@
 //!   components, and serves reads.
 //! * [`Txn`] is a handler's transaction overlay: reads see its own writes, writes are checked
 //!   against [`TxnLimits`] (key/value caps, quota), and [`Txn::into_writes`] hands the result over.
+//!   [`InFlightWrites`] holds the writes of a component's transactions still committing, so a
+//!   pipelined actor's next transaction ([`Storage::begin_over`]) reads through them.
 //! * [`CommitBatch`] is one atomic commit (component writes, sys writes, an optional placement
 //!   [`Fence`]). [`Storage::commit`] writes one synchronously; [`Storage::commit_async`] hands it
 //!   to a committer thread that merges every waiting batch into one synced RocksDB write.
@@ -21,6 +23,7 @@
 mod commit;
 mod error;
 mod image;
+mod in_flight;
 mod meta;
 mod names;
 mod options;
@@ -32,6 +35,7 @@ pub use commit::{
 };
 pub use error::{StorageError, WriteError};
 pub use image::{Pairs, StateImage};
+pub use in_flight::InFlightWrites;
 pub use names::validate_name;
 pub use options::StorageOptions;
 pub use store::{CommitStats, Storage, BULK_CREATE_MIN};

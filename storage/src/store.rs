@@ -27,7 +27,7 @@ use crate::meta::{
     RESERVED_PREFIX,
 };
 use crate::names::{cf_name, component_of_cf, validate_name, SYS_CF};
-use crate::{CommitBatch, Placement, StorageError, StorageOptions, Txn, TxnLimits};
+use crate::{CommitBatch, InFlightWrites, Placement, StorageError, StorageOptions, Txn, TxnLimits};
 
 pub(crate) type Db = DBWithThreadMode<MultiThreaded>;
 
@@ -603,7 +603,41 @@ impl Storage {
     /// Starts a handler's transaction on `component`.
     pub fn begin(&self, component: &str, limits: TxnLimits) -> Result<Txn, StorageError> {
         let base = self.usage_bytes(component)?;
-        Ok(Txn::new(self.clone(), component.to_string(), limits, base))
+        Ok(Txn::new(
+            self.clone(),
+            component.to_string(),
+            limits,
+            base,
+            None,
+        ))
+    }
+
+    /// Begins a transaction on top of the component's transactions still committing: it reads
+    /// their writes before the store and starts from the usage they leave.
+    pub fn begin_over(
+        &self,
+        component: &str,
+        limits: TxnLimits,
+        in_flight: Arc<InFlightWrites>,
+    ) -> Result<Txn, StorageError> {
+        // The layer forgets a transaction only after the store has applied it, so when it has
+        // no usage the store's is current.
+        let base = match in_flight.usage() {
+            Some(u) => {
+                if !self.has_component(component) {
+                    return Err(StorageError::UnknownComponent(component.to_string()));
+                }
+                u
+            }
+            None => self.usage_bytes(component)?,
+        };
+        Ok(Txn::new(
+            self.clone(),
+            component.to_string(),
+            limits,
+            base,
+            Some(in_flight),
+        ))
     }
 
     /// Commits one batch on the calling thread with one RocksDB write (synced per

@@ -5,11 +5,14 @@
 //! replaces (looked up through the overlay), so a refused write changes nothing and the commit
 //! carries an exact `usage_delta`.
 //!
-//! One transaction per component at a time: begin the next only after the previous one's commit
-//! has resolved, otherwise its reads and its usage base are stale.
+//! One transaction per component at a time. A transaction begun while earlier ones are still
+//! committing must be begun over their [`InFlightWrites`] ([`Storage::begin_over`]): it reads
+//! through them and takes its usage base from them, otherwise its reads and usage are stale.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use crate::in_flight::{InFlightWrites, Seen};
 use crate::{ComponentWrites, Storage, StorageError, WriteError};
 
 /// Per-component write limits applied by a [`Txn`].
@@ -43,6 +46,8 @@ pub struct Txn {
     base_usage: u64,
     usage_delta: i64,
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Earlier transactions of the component still committing, read before the store.
+    beneath: Option<Arc<InFlightWrites>>,
 }
 
 impl std::fmt::Debug for Txn {
@@ -60,7 +65,13 @@ fn entry_size(key: &[u8], value_len: usize) -> i64 {
 }
 
 impl Txn {
-    pub(crate) fn new(storage: Storage, component: String, limits: TxnLimits, base: u64) -> Self {
+    pub(crate) fn new(
+        storage: Storage,
+        component: String,
+        limits: TxnLimits,
+        base: u64,
+        beneath: Option<Arc<InFlightWrites>>,
+    ) -> Self {
         Self {
             storage,
             component,
@@ -68,6 +79,7 @@ impl Txn {
             base_usage: base,
             usage_delta: 0,
             overlay: BTreeMap::new(),
+            beneath,
         }
     }
 
@@ -92,12 +104,16 @@ impl Txn {
         self.usage_delta
     }
 
-    /// The value of `key`: this transaction's own write if there is one, else the committed value.
+    /// The value of `key`: this transaction's own write if there is one, else the latest write
+    /// still in flight, else the committed value.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.overlay.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.storage.get(&self.component, key),
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
         }
+        if let Some(Seen::Written(v)) = self.beneath.as_ref().map(|b| b.get(key)) {
+            return Ok(v);
+        }
+        self.storage.get(&self.component, key)
     }
 
     /// Size (key + value) of the entry `key` currently has through the overlay, `None` if absent.
@@ -105,10 +121,13 @@ impl Txn {
         Ok(match self.overlay.get(key) {
             Some(Some(v)) => Some(entry_size(key, v.len())),
             Some(None) => None,
-            None => self
-                .storage
-                .value_len(&self.component, key)?
-                .map(|l| entry_size(key, l)),
+            None => match self.beneath.as_ref().and_then(|b| b.value_len(key)) {
+                Some(len) => len.map(|l| entry_size(key, l)),
+                None => self
+                    .storage
+                    .value_len(&self.component, key)?
+                    .map(|l| entry_size(key, l)),
+            },
         })
     }
 
@@ -160,6 +179,13 @@ impl Txn {
             .keys_with_prefix(&self.component, prefix)?
             .into_iter()
             .collect();
+        for (k, present) in self.beneath.iter().flat_map(|b| b.with_prefix(prefix)) {
+            if present {
+                keys.insert(k);
+            } else {
+                keys.remove(&k);
+            }
+        }
         for (k, v) in self
             .overlay
             .range(prefix.to_vec()..)

@@ -4,9 +4,11 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use airssys_storage::{
-    CommitBatch, ComponentWrites, Fence, Placement, Storage, StorageError, StorageOptions,
-    TxnLimits, WriteError,
+    CommitBatch, ComponentWrites, Fence, InFlightWrites, Placement, Storage, StorageError,
+    StorageOptions, TxnLimits, WriteError,
 };
 
 fn open(dir: &Path) -> Storage {
@@ -63,6 +65,68 @@ fn txn_reads_its_own_writes_before_commit() {
     .unwrap();
     assert_eq!(st.get("a", b"k").unwrap(), Some(b("new")));
     assert_eq!(st.get("a", b"gone").unwrap(), None);
+}
+
+#[test]
+fn a_txn_begun_over_one_still_committing_sees_its_writes_and_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = open(dir.path());
+    st.create_component("a").unwrap();
+    put(&st, "a", &[("k", "old"), ("gone", "x"), ("kept", "y")]);
+    let in_flight = Arc::new(InFlightWrites::new());
+    let limits = TxnLimits {
+        quota_bytes: 40,
+        ..TxnLimits::default()
+    };
+
+    // The first transaction is handed to the committer but not applied yet.
+    let mut first = st.begin_over("a", limits, in_flight.clone()).unwrap();
+    first.set(b("k"), b("newer")).unwrap();
+    first.delete(b"gone").unwrap();
+    first.set(b("added"), b("z")).unwrap();
+    let usage_after_first = first.usage_bytes();
+    let first = first.into_writes();
+    in_flight.record(1, &first, usage_after_first);
+
+    let mut second = st.begin_over("a", limits, in_flight.clone()).unwrap();
+    assert_eq!(second.usage_bytes(), usage_after_first);
+    assert_eq!(second.get(b"k").unwrap(), Some(b("newer")));
+    assert_eq!(second.get(b"gone").unwrap(), None);
+    assert_eq!(second.get(b"kept").unwrap(), Some(b("y")));
+    assert_eq!(
+        second.list_keys(b"").unwrap(),
+        vec![b("added"), b("k"), b("kept")]
+    );
+    // Usage counts the in-flight value being replaced: "newer" (k) is 6 bytes, not 4.
+    second.set(b("k"), b("n")).unwrap();
+    assert_eq!(second.usage_bytes(), usage_after_first - 4);
+    // The quota counts what is in flight: 13 bytes in use, so 28 more are one too many
+    // (counted from the store alone, 12 in use, they would fit).
+    assert_eq!(second.usage_bytes(), 13);
+    assert!(matches!(
+        second.set(b("big"), vec![b'x'; 25]),
+        Err(WriteError::QuotaExceeded { .. })
+    ));
+
+    // The first applies; the layer forgets it; the store now answers the same.
+    st.commit(CommitBatch {
+        components: vec![first],
+        ..Default::default()
+    })
+    .unwrap();
+    in_flight.applied_through(1);
+    assert!(in_flight.is_empty());
+    assert_eq!(second.get(b"gone").unwrap(), None);
+    assert_eq!(second.get(b"added").unwrap(), Some(b("z")));
+    let usage_after_second = second.usage_bytes();
+    st.commit(CommitBatch {
+        components: vec![second.into_writes()],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(st.usage_bytes("a").unwrap(), usage_after_second);
+    assert_eq!(scanned_usage(&st, "a"), usage_after_second);
+    assert_eq!(st.get("a", b"k").unwrap(), Some(b("n")));
 }
 
 #[test]
