@@ -1,6 +1,6 @@
 //! `/metrics` in the Prometheus text format.
 
-use crate::host::Host;
+use crate::host::{ComponentFigures, Host};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -69,7 +69,7 @@ pub async fn render(host: &Host) -> String {
     m.handler_latency.render(
         &mut out,
         "airssys_handler_seconds",
-        "Time per handler call (instance call and commit).",
+        "Time per handler call (instance call; its commit completes behind it).",
     );
 
     family(
@@ -88,10 +88,10 @@ pub async fn render(host: &Host) -> String {
         "Installed components on this node.",
         &single(figures.len() as u64),
     );
-    let per_component = |pick: fn(&(String, u64, u32, u64)) -> u64| -> Vec<(String, u64)> {
+    let per_component = |pick: fn(&ComponentFigures) -> u64| -> Vec<(String, u64)> {
         figures
             .iter()
-            .map(|f| (format!("{{component=\"{}\"}}", f.0), pick(f)))
+            .map(|f| (format!("{{component=\"{}\"}}", f.name), pick(f)))
             .collect()
     };
     family(
@@ -99,21 +99,28 @@ pub async fn render(host: &Host) -> String {
         "airssys_mailbox_depth",
         "gauge",
         "Messages waiting per component.",
-        &per_component(|f| f.1),
+        &per_component(|f| f.mailbox_depth),
+    );
+    family(
+        &mut out,
+        "airssys_commits_waiting",
+        "gauge",
+        "Handler transactions per component waiting for their commit (their effects leave once it is durable).",
+        &per_component(|f| f.commits_waiting),
     );
     family(
         &mut out,
         "airssys_component_restarts",
         "gauge",
         "Crashes since the component started on this node.",
-        &per_component(|f| u64::from(f.2)),
+        &per_component(|f| u64::from(f.restarts)),
     );
     family(
         &mut out,
         "airssys_storage_bytes",
         "gauge",
         "Storage in use per component.",
-        &per_component(|f| f.3),
+        &per_component(|f| f.storage_bytes),
     );
     out
 }

@@ -2,7 +2,8 @@
 //! commit number: the state machine applies number n only after n − 1 and answers a repeat
 //! of an applied number without applying it again, so when the way to the leader fails and
 //! the outcome is unknown, the very same batch is simply sent again until the answer is
-//! definite. The actor waits meanwhile (its next message must see this one's writes).
+//! definite. The component's commit pipeline waits meanwhile (it has one commit in flight;
+//! the handlers behind it read its writes in flight and commit after it).
 
 use crate::commit::{CommitError, CommitFuture, Committer};
 use airssys_cluster::{ClusterNode, Outcome, Refusal};

@@ -2,14 +2,17 @@
 //! transaction.
 //!
 //! A handler's storage writes, its durable messages, the consumption of the durable
-//! message it handled and its durable reply go into one `CommitBatch`. Nothing leaves
-//! the actor before that batch is durable; a handler that neither writes nor touches
-//! anything durable skips the commit and releases its fast messages at once. A failed
-//! handler (error, trap, deadline, out of memory, out of fuel) applies nothing: only
-//! the consumption of its input and the error answer to its requester are committed,
-//! so every request gets exactly one answer and no durable message is handled twice.
+//! message it handled and its durable reply go into one `CommitBatch`, handed to the
+//! component's commit pipeline; the actor goes on with its next message meanwhile.
+//! Nothing leaves before that batch is durable; a handler that neither writes nor touches
+//! anything durable needs no commit and, when nothing is waiting in the pipeline, releases
+//! its fast messages at once. A failed handler (error, trap, deadline, out of memory, out
+//! of fuel) applies nothing: only the consumption of its input and the error answer to its
+//! requester are committed, so every request gets exactly one answer and no durable
+//! message is handled twice.
 
 use super::host_state::{CallContext, HostState};
+use super::pipeline::{PendingReply, Release, Tentative};
 use super::shared::{is_durable_request, Arrival, ComponentShared, PairNumbering};
 use crate::api::Delivery;
 use crate::clock::now_ms;
@@ -17,7 +20,7 @@ use crate::commit::CommitError;
 use crate::engine::bindings::{types, Component_};
 use crate::messaging::{keys, Address, Body, Envelope, RequestErr};
 use airssys_actor::{Actor, ActorFactory, Crash, Rejection};
-use airssys_storage::{CommitBatch, Fence};
+use airssys_storage::CommitBatch;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +48,7 @@ enum Outcome {
 }
 
 /// The parts of an incoming envelope the commit needs after the handler ran.
+#[derive(Clone)]
 struct Incoming {
     from: Address,
     delivery: Delivery,
@@ -111,9 +115,19 @@ impl ComponentActor {
         match outcome {
             Outcome::Ok(_) => {
                 let call = self.end_call();
-                self.succeed(incoming, call, None).await.map_err(|c| {
-                    RequestErr::Unavailable(format!("init commit failed: {}", c.reason()))
-                })
+                let (done, durable) = tokio::sync::oneshot::channel();
+                self.succeed(incoming, call, None, Some(done))
+                    .await
+                    .map_err(|c| {
+                        RequestErr::Unavailable(format!("init commit failed: {}", c.reason()))
+                    })?;
+                match durable.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(RequestErr::Unavailable(format!("init commit failed: {e}"))),
+                    Err(_) => Err(RequestErr::Unavailable(
+                        "init commit failed: the commit task stopped".into(),
+                    )),
+                }
             }
             Outcome::Rejected(text) => {
                 self.end_call();
@@ -192,12 +206,14 @@ impl ComponentActor {
         }
     }
 
-    /// Commits a successful handler and releases what it produced.
+    /// Hands a successful handler's transaction to the pipeline, with what it produced
+    /// (released once it is committed). `done` hears when it is durable.
     async fn succeed(
         &mut self,
         incoming: Incoming,
         call: Option<CallContext>,
         reply: Option<Vec<u8>>,
+        done: Option<tokio::sync::oneshot::Sender<Result<(), CommitError>>>,
     ) -> Result<(), Crash> {
         let Some(call) = call else {
             return Err(Crash::new("handler finished without a call context"));
@@ -206,7 +222,9 @@ impl ComponentActor {
         let me = shared.name.as_str();
         let seq_before = call.seq_at_start;
         let mut batch = self.batch_consuming(&incoming);
+        let mut usage_after = None;
         if let Some(txn) = call.txn.filter(|t| !t.is_empty()) {
+            usage_after = Some(txn.usage_bytes());
             batch.components.push(txn.into_writes());
         }
 
@@ -215,7 +233,7 @@ impl ComponentActor {
         let mut numbering = shared.pair_numbering();
         for out in call.outgoing {
             let seq = match out.delivery {
-                Delivery::Durable => numbering.take(&out.target, |r| shared.committed_pair_seq(r)),
+                Delivery::Durable => numbering.take(&out.target, |r| shared.last_pair_seq(r)),
                 Delivery::Fast => 0,
             };
             let body = match out.request {
@@ -273,19 +291,13 @@ impl ComponentActor {
                 .push((keys::seq(me), Some(keys::encode_u64(shared.last_seq()))));
         }
         batch.sys.extend(numbering.writes(me));
-        self.commit(batch, &incoming).await?;
         shared.adopt_pair_numbering(numbering);
-
-        let router = &shared.router;
-        for (id, deadline) in requests {
-            router.register_request(Address::Component(me.to_string()), id, deadline);
-        }
-        for env in release {
-            router.deliver(env);
-        }
-        if let Some(reply) = reply {
-            reply.send(router);
-        }
+        let release = Release {
+            requests,
+            envelopes: release,
+            reply,
+        };
+        Self::submit(shared.clone(), batch, usage_after, &incoming, release, done).await;
         Ok(())
     }
 
@@ -306,11 +318,12 @@ impl ComponentActor {
             ));
         }
         batch.sys.extend(numbering.writes(&shared.name));
-        self.commit(batch, &incoming).await?;
         shared.adopt_pair_numbering(numbering);
-        if let Some(reply) = reply {
-            reply.send(&shared.router);
-        }
+        let release = Release {
+            reply,
+            ..Release::default()
+        };
+        Self::submit(shared.clone(), batch, None, &incoming, release, None).await;
         Ok(())
     }
 
@@ -353,7 +366,7 @@ impl ComponentActor {
             Address::Component(requester) => {
                 let seq = match incoming.delivery {
                     Delivery::Durable => {
-                        numbering.take(requester, |r| self.shared.committed_pair_seq(r))
+                        numbering.take(requester, |r| self.shared.last_pair_seq(r))
                     }
                     Delivery::Fast => 0,
                 };
@@ -378,47 +391,78 @@ impl ComponentActor {
         }
     }
 
-    async fn commit(&mut self, mut batch: CommitBatch, incoming: &Incoming) -> Result<(), Crash> {
-        if batch.components.is_empty() && batch.sys.is_empty() {
-            return Ok(());
-        }
-        // Every commit carries the placement it was made under: storage refuses it
-        // if the component has moved on since.
-        batch.fence = Some(Fence {
-            component: self.shared.name.clone(),
-            node_id: self.shared.node_id,
-            generation: self.shared.generation(),
-            commit: 0,
-        });
-        if let Err(e) = self.shared.committer.commit_handler(batch).await {
-            let why = match &e {
-                CommitError::Fenced(_) => {
-                    // Moved on: this activation is over; its new owner takes the messages.
-                    self.shared.fenced.store(true, Ordering::Relaxed);
-                    tracing::warn!(component = %self.shared.name, "{e}; stopping here");
-                    format!("{e}")
-                }
-                CommitError::Failed(_) => format!("commit failed: {e}"),
-            };
-            // Nothing was applied. Tell a waiting requester now; a durable input stays
-            // in the outbox and is handled again after recovery.
-            if let Some(id) = incoming.request_id {
-                if incoming.delivery == Delivery::Fast || incoming.from == Address::External {
-                    self.shared.router.answer(
-                        &incoming.from,
-                        id,
-                        Err(RequestErr::Unavailable(why.clone())),
-                    );
-                }
+    /// Hands a transaction and its effects to the component's pipeline. A transaction
+    /// with nothing to commit, when nothing waits before it, releases its effects at once.
+    async fn submit(
+        shared: Arc<ComponentShared>,
+        batch: CommitBatch,
+        usage_after: Option<u64>,
+        incoming: &Incoming,
+        release: Release,
+        done: Option<tokio::sync::oneshot::Sender<Result<(), CommitError>>>,
+    ) {
+        if batch.is_empty() && shared.pipeline.waiting() == 0 {
+            release.send(&shared.name, &shared.router);
+            if let Some(done) = done {
+                let _ = done.send(Ok(()));
             }
-            return Err(Crash::new(why));
+            return;
         }
         if incoming.delivery == Delivery::Durable {
-            self.shared
-                .mark_consumed(incoming.from.key_segment(), incoming.seq);
+            // Tentative: the next message from this sender is judged against it. A failed
+            // commit reloads the marks.
+            shared.mark_consumed(incoming.from.key_segment(), incoming.seq);
         }
+        let item = Tentative {
+            batch,
+            usage_after,
+            release,
+            requester: waiting_requester(incoming),
+            done,
+        };
+        shared.pipeline.submit(&shared, item).await;
+    }
 
-        Ok(())
+    /// A transaction of messaging bookkeeping only (a consumption), with nothing to release.
+    async fn submit_bookkeeping(
+        shared: Arc<ComponentShared>,
+        batch: CommitBatch,
+        incoming: &Incoming,
+    ) {
+        Self::submit(shared, batch, None, incoming, Release::default(), None).await;
+    }
+
+    /// Before a handler: when a commit failed, the transactions behind it were dropped;
+    /// start again from what is committed (a fresh instance: this one's memory may hold
+    /// their effects), or stop if the component moved on.
+    async fn recover_from_failed_commit(
+        &mut self,
+        incoming: &Incoming,
+        id: Option<u64>,
+    ) -> Result<(), Crash> {
+        let Some(failure) = self.shared.pipeline.failure_now() else {
+            return Ok(());
+        };
+        if failure.fenced {
+            // A waiting requester learns now; a durable input stays in its outbox for the
+            // new owner.
+            if let Some((from, id)) = waiting_requester(&Incoming {
+                request_id: id,
+                ..incoming.clone()
+            }) {
+                self.shared.router.answer(
+                    &from,
+                    id,
+                    Err(RequestErr::Unavailable(failure.why.clone())),
+                );
+            }
+            return Err(Crash::new(failure.why));
+        }
+        self.shared
+            .pipeline
+            .reset(&self.shared)
+            .map_err(Crash::new)?;
+        self.reinstantiate().await
     }
 
     async fn reinstantiate(&mut self) -> Result<(), Crash> {
@@ -430,24 +474,12 @@ impl ComponentActor {
     }
 }
 
-/// A reply produced by a handler, sent after its commit.
-enum PendingReply {
-    External {
-        id: u64,
-        outcome: Result<Vec<u8>, RequestErr>,
-    },
-    Component(Envelope),
-}
-
-impl PendingReply {
-    fn send(self, router: &crate::messaging::Router) {
-        match self {
-            PendingReply::External { id, outcome } => {
-                router.answer(&Address::External, id, outcome)
-            }
-            PendingReply::Component(env) => router.deliver(env),
-        }
-    }
+/// The requester that must hear `unavailable` if the commit fails: one whose request is
+/// not kept in an outbox (a fast request, or an external client's).
+fn waiting_requester(incoming: &Incoming) -> Option<(Address, u64)> {
+    let id = incoming.request_id?;
+    (incoming.delivery == Delivery::Fast || incoming.from == Address::External)
+        .then(|| (incoming.from.clone(), id))
 }
 
 fn first_line(text: &str) -> &str {
@@ -513,6 +545,8 @@ impl ComponentActor {
             request_id: None,
             callback_id: None,
         };
+        self.recover_from_failed_commit(&incoming, request_id_of(&body))
+            .await?;
         if delivery == Delivery::Durable {
             match self.shared.arrival(incoming.from.key_segment(), seq) {
                 Arrival::Next => {}
@@ -524,7 +558,8 @@ impl ComponentActor {
                         keys::outbox(&self.shared.name, incoming.from.key_segment(), incoming.seq),
                         None,
                     )]);
-                    return self.commit(batch, &incoming).await;
+                    Self::submit_bookkeeping(self.shared.clone(), batch, &incoming).await;
+                    return Ok(());
                 }
                 Arrival::Early => {
                     // An earlier message on this pair is still on its way (lost with a
@@ -579,7 +614,8 @@ impl ComponentActor {
                 self.end_call();
                 incoming.callback_id = Some(id);
                 let batch = self.batch_consuming(&incoming);
-                return self.commit(batch, &incoming).await;
+                Self::submit_bookkeeping(self.shared.clone(), batch, &incoming).await;
+                return Ok(());
             }
             Body::Reply { id, outcome } => {
                 incoming.callback_id = Some(id);
@@ -593,7 +629,7 @@ impl ComponentActor {
         let outcome = self.classify(result);
         let call = self.end_call();
         match outcome {
-            Outcome::Ok(reply) => self.succeed(incoming, call, reply).await,
+            Outcome::Ok(reply) => self.succeed(incoming, call, reply, None).await,
             Outcome::Rejected(text) => {
                 drop(call);
                 self.fail(incoming, RequestErr::Rejected(text)).await?;
@@ -633,6 +669,15 @@ impl ActorFactory for ComponentFactory {
                 "{} moved to another node; not restarted here",
                 self.shared.name
             )));
+        }
+        if let Some(failure) = self.shared.pipeline.failure_now() {
+            // A commit failed and dropped what waited behind it: the new instance starts
+            // from what is committed.
+            tracing::info!(component = %self.shared.name, "restarting after a failed commit: {}", failure.why);
+            self.shared
+                .pipeline
+                .reset(&self.shared)
+                .map_err(Crash::new)?;
         }
         ComponentActor::instantiate(self.shared.clone())
             .await

@@ -92,9 +92,14 @@ impl HostState {
         let shared = self.shared.clone();
         let call = self.call()?;
         if call.txn.is_none() {
+            // Over the writes of earlier handlers still committing: this one must see them.
             let txn = shared
                 .storage
-                .begin(&shared.name, shared.txn_limits())
+                .begin_over(
+                    &shared.name,
+                    shared.txn_limits(),
+                    shared.pipeline.in_flight(),
+                )
                 .map_err(storage_failure)?;
             call.txn = Some(txn);
         }

@@ -1,7 +1,13 @@
 //! What one component keeps across instance restarts on this node: identity, limits,
 //! placement (node id + generation, the fencing token every commit carries), its
-//! compiled code, durable sequence numbers and de-duplication marks.
+//! compiled code, durable sequence numbers, de-duplication marks and its commit pipeline.
+//!
+//! Marks and pair numbers are tentative: they include the transactions still in the
+//! pipeline, so a handler that starts while earlier commits are in flight numbers and judges
+//! after them. A failed commit drops everything behind it; the marks are then reloaded from
+//! storage ([`ComponentShared::reload_marks`]).
 
+use super::pipeline::CommitPipeline;
 use crate::api::{Delivery, Limits};
 use crate::commit::Committer;
 use crate::engine::Prepared;
@@ -35,17 +41,41 @@ pub struct ComponentShared {
     fast_requests: AtomicU64,
     /// Random per-activation salt for fast request ids.
     fast_salt: u64,
-    /// Highest durable seq consumed per sender.
+    /// Highest durable seq consumed per sender (commits in flight included).
     dedup: Mutex<HashMap<String, u64>>,
-    /// Last durable seq committed per receiver: durable messages on a pair are numbered
-    /// 1, 2, 3… with no gaps, so a receiver can refuse one that overtook another.
+    /// Last durable seq numbered per receiver (commits in flight included): durable
+    /// messages on a pair are numbered 1, 2, 3… with no gaps, so a receiver can refuse one
+    /// that overtook another.
     pair_seqs: Mutex<HashMap<String, u64>>,
     /// Crashes since this activation started.
     pub restarts: AtomicU32,
+    /// Where its handlers' transactions wait for their commit.
+    pub pipeline: CommitPipeline,
+}
+
+/// The de-dup marks (per sender) and pair counters (per receiver) stored for `name`.
+type Marks = (HashMap<String, u64>, HashMap<String, u64>);
+
+fn load_marks(storage: &Storage, name: &str) -> Result<Marks, StorageError> {
+    let by_suffix = |prefix: Vec<u8>| -> Result<HashMap<String, u64>, StorageError> {
+        let mut out = HashMap::new();
+        for (key, value) in storage.sys_scan_prefix(&prefix)? {
+            let other = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            if let Some(seq) = keys::decode_u64(&value) {
+                out.insert(other, seq);
+            }
+        }
+        Ok(out)
+    };
+    Ok((
+        by_suffix(keys::dedup_for_receiver(name))?,
+        by_suffix(keys::pair_seqs_of(name))?,
+    ))
 }
 
 impl ComponentShared {
-    /// Loads the component's sequence counter and de-dup marks from storage.
+    /// Loads the component's sequence counter and de-dup marks from storage and starts its
+    /// commit pipeline (on the current tokio runtime).
     #[allow(clippy::too_many_arguments)] // one constructor, each argument a distinct part
     pub fn load(
         name: String,
@@ -61,22 +91,7 @@ impl ComponentShared {
             .sys_get(&keys::seq(&name))?
             .and_then(|v| keys::decode_u64(&v))
             .unwrap_or(0);
-        let prefix = keys::dedup_for_receiver(&name);
-        let mut dedup = HashMap::new();
-        for (key, value) in storage.sys_scan_prefix(&prefix)? {
-            let sender = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            if let Some(seq) = keys::decode_u64(&value) {
-                dedup.insert(sender, seq);
-            }
-        }
-        let prefix = keys::pair_seqs_of(&name);
-        let mut pair_seqs = HashMap::new();
-        for (key, value) in storage.sys_scan_prefix(&prefix)? {
-            let receiver = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            if let Some(seq) = keys::decode_u64(&value) {
-                pair_seqs.insert(receiver, seq);
-            }
-        }
+        let (dedup, pair_seqs) = load_marks(&storage, &name)?;
         Ok(ComponentShared {
             name,
             limits,
@@ -93,7 +108,21 @@ impl ComponentShared {
             dedup: Mutex::new(dedup),
             pair_seqs: Mutex::new(pair_seqs),
             restarts: AtomicU32::new(0),
+            pipeline: CommitPipeline::start(),
         })
+    }
+
+    /// Replaces the tentative marks and counters with the committed ones (after a failed
+    /// commit dropped the transactions that had moved them on).
+    pub fn reload_marks(&self) -> Result<(), StorageError> {
+        let (dedup, pair_seqs) = load_marks(&self.storage, &self.name)?;
+        if let Ok(mut d) = self.dedup.lock() {
+            *d = dedup;
+        }
+        if let Ok(mut p) = self.pair_seqs.lock() {
+            *p = pair_seqs;
+        }
+        Ok(())
     }
 
     /// A fresh durable sequence number (used for durable messages and ids of durable
@@ -122,16 +151,17 @@ impl ComponentShared {
         classify_arrival(last, seq)
     }
 
-    /// A handler's tentative pair numbering: taken from the committed counters, adopted
-    /// only once its commit is durable (a rolled-back handler leaves no gap).
+    /// A handler's tentative pair numbering: taken from the counters, adopted when its
+    /// transaction goes to the pipeline (a rolled-back handler leaves no gap).
     pub fn pair_numbering(&self) -> PairNumbering {
         PairNumbering {
             taken: HashMap::new(),
         }
     }
 
-    /// The last number committed on the pair (this component → `receiver`).
-    pub fn committed_pair_seq(&self, receiver: &str) -> u64 {
+    /// The last number given on the pair (this component → `receiver`), commits in flight
+    /// included.
+    pub fn last_pair_seq(&self, receiver: &str) -> u64 {
         self.pair_seqs
             .lock()
             .ok()
@@ -160,7 +190,7 @@ impl ComponentShared {
         ]
     }
 
-    /// Records a consumption once its commit is durable.
+    /// Records a consumption when its transaction goes to the pipeline.
     pub fn mark_consumed(&self, sender: &str, seq: u64) {
         if let Ok(mut d) = self.dedup.lock() {
             let last = d.entry(sender.to_string()).or_insert(0);

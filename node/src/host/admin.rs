@@ -154,6 +154,7 @@ impl AdminBackend for Host {
             .ok_or_else(|| api_err(ErrorKind::NotFound, format!("no component named {name}")))?;
         self.inner.router.unregister(name);
         running.handle.stop().await;
+        running.shared.pipeline.drained().await;
         let sha = running.record.sha256.clone();
         let others = components.values().any(|r| r.record.sha256 == sha);
         let batch = self

@@ -154,6 +154,8 @@ impl Host {
         if let Some(r) = running {
             self.inner.router.unregister(name);
             r.handle.stop().await;
+            // Commits in flight end (committed, or fenced once it moved) before it is gone.
+            r.shared.pipeline.drained().await;
             tracing::info!(component = %name, "deactivated");
         }
     }

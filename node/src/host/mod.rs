@@ -64,6 +64,18 @@ pub(crate) struct ComponentRecord {
     pub installed_at_ms: u64,
 }
 
+/// How long shutdown waits for a component's commits in flight.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// What `/metrics` shows of one running component.
+pub struct ComponentFigures {
+    pub name: String,
+    pub mailbox_depth: u64,
+    pub restarts: u32,
+    pub storage_bytes: u64,
+    pub commits_waiting: u64,
+}
+
 struct Running {
     record: ComponentRecord,
     shared: Arc<ComponentShared>,
@@ -144,15 +156,17 @@ impl Host {
         })
     }
 
-    /// Sends every transaction from now on to `committer` (the cluster's log); set before
-    /// any component starts.
-    pub(crate) fn set_committer(&self, committer: Arc<dyn Committer>) {
+    /// Sends every transaction from now on to `committer` (the cluster's log; tests wrap the
+    /// node's own); set before any component starts: a running component keeps the one it
+    /// started with.
+    pub fn set_committer(&self, committer: Arc<dyn Committer>) {
         if let Ok(mut c) = self.inner.committer.write() {
             *c = committer;
         }
     }
 
-    pub(crate) fn committer(&self) -> Arc<dyn Committer> {
+    /// Where transactions go now.
+    pub fn committer(&self) -> Arc<dyn Committer> {
         match self.inner.committer.read() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -317,6 +331,17 @@ impl Host {
         let running: Vec<(String, Running)> = components.drain().collect();
         for (_, r) in running {
             r.handle.stop().await;
+            // Handlers already run: their commits finish and their effects leave. A node
+            // cut off from its cluster cannot finish them; it stops anyway (nothing of them
+            // was released, and durable inputs stay in their outboxes).
+            let drained = r.shared.pipeline.drained();
+            if tokio::time::timeout(SHUTDOWN_DRAIN, drained).await.is_err() {
+                tracing::warn!(
+                    component = %r.record.name,
+                    waiting = r.shared.pipeline.waiting(),
+                    "stopping with commits still in flight"
+                );
+            }
         }
     }
 
@@ -462,22 +487,30 @@ impl Host {
 
 impl Host {
     /// Per-component figures for `/metrics`: (name, mailbox depth, restarts, storage bytes).
-    pub(crate) async fn component_figures(&self) -> Vec<(String, u64, u32, u64)> {
+    pub(crate) async fn component_figures(&self) -> Vec<ComponentFigures> {
         let components = self.inner.components.lock().await;
         let mut v: Vec<_> = components
             .values()
             .map(|r| {
                 let name = r.record.name.clone();
-                (
-                    name.clone(),
-                    self.inner.router.mailbox_depth(&name),
-                    r.shared.restarts.load(Ordering::Relaxed),
-                    self.inner.storage.usage_bytes(&name).unwrap_or(0),
-                )
+                ComponentFigures {
+                    mailbox_depth: self.inner.router.mailbox_depth(&name),
+                    restarts: r.shared.restarts.load(Ordering::Relaxed),
+                    storage_bytes: self.inner.storage.usage_bytes(&name).unwrap_or(0),
+                    commits_waiting: r.shared.pipeline.waiting() as u64,
+                    name,
+                }
             })
             .collect();
-        v.sort();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// Handler transactions of `name` waiting for their commit on this node (`None` when it
+    /// does not run here). Their messages and replies leave once it is durable.
+    pub async fn commits_waiting(&self, name: &str) -> Option<usize> {
+        let components = self.inner.components.lock().await;
+        components.get(name).map(|r| r.shared.pipeline.waiting())
     }
 
     pub(crate) fn router(&self) -> &Router {

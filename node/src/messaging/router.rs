@@ -23,7 +23,7 @@ pub struct RouterMetrics {
     pub timeouts: AtomicU64,
     /// Envelopes handed to another node.
     pub forwarded: AtomicU64,
-    /// Time each handler call took (instance call and commit).
+    /// Time each handler call took (instance call; its commit completes behind it).
     pub handler_latency: super::histogram::Histogram,
 }
 

@@ -1,0 +1,399 @@
+//! The commit pipeline of one component activation: an actor hands each handler's
+//! transaction here and goes on with its next message while the commit is on its way, so
+//! one slow fsync or Raft round does not hold the actor up.
+//!
+//! * Transactions wait in the order the actor ran them. One task per activation takes
+//!   everything waiting (up to [`MAX_MERGED_TRANSACTIONS`] / [`MAX_MERGED_BYTES`]), commits
+//!   it as ONE fenced batch (so the component has one commit in flight, and the committer's
+//!   per-component numbering stays simple), then releases each transaction's effects
+//!   (messages, requests, reply) in order. Nothing leaves before its commit is durable.
+//! * A handler begun meanwhile reads the writes in flight ([`InFlightWrites`]), and numbers
+//!   its durable messages and judges arrivals against marks that include them.
+//! * When a commit fails, every transaction that waited behind it was computed on top of it:
+//!   they are all dropped (each requester answered `unavailable`, durable inputs left in their
+//!   outbox for a resend). The actor notices ([`CommitPipeline::failure_now`]), starts again
+//!   from what is committed ([`CommitPipeline::reset`]) and, when it was fenced, stops.
+//!
+//! The queue holds at most [`MAX_WAITING`] transactions: a full queue makes the actor wait.
+
+use super::shared::ComponentShared;
+use crate::commit::CommitError;
+use crate::messaging::{Address, Envelope, RequestErr, Router};
+use airssys_storage::{CommitBatch, Fence, InFlightWrites};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Transactions that may wait for their commit before the actor itself waits.
+pub const MAX_WAITING: usize = 128;
+/// Most transactions merged into one commit.
+pub const MAX_MERGED_TRANSACTIONS: usize = 256;
+/// Merging stops once a commit carries this many bytes of keys and values.
+pub const MAX_MERGED_BYTES: usize = 1 << 20;
+
+/// What a handler produced that may leave only once its transaction is committed.
+#[derive(Default)]
+pub struct Release {
+    /// Requests it sent: (id, deadline), registered before the envelopes go out.
+    pub requests: Vec<(u64, Instant)>,
+    pub envelopes: Vec<Envelope>,
+    pub reply: Option<PendingReply>,
+}
+
+/// A reply produced by a handler, sent after its commit.
+pub enum PendingReply {
+    External {
+        id: u64,
+        outcome: Result<Vec<u8>, RequestErr>,
+    },
+    Component(Envelope),
+}
+
+impl PendingReply {
+    fn send(self, router: &Router) {
+        match self {
+            PendingReply::External { id, outcome } => {
+                router.answer(&Address::External, id, outcome)
+            }
+            PendingReply::Component(env) => router.deliver(env),
+        }
+    }
+}
+
+impl Release {
+    /// Sends everything, in the order the handler produced it.
+    pub fn send(self, me: &str, router: &Router) {
+        for (id, deadline) in self.requests {
+            router.register_request(Address::Component(me.to_string()), id, deadline);
+        }
+        for env in self.envelopes {
+            router.deliver(env);
+        }
+        if let Some(reply) = self.reply {
+            reply.send(router);
+        }
+    }
+}
+
+/// One handler's transaction, as handed to the pipeline.
+pub struct Tentative {
+    /// Its writes (the fence is added to the merged commit).
+    pub batch: CommitBatch,
+    /// The component's storage usage once it applies, when it writes the component's store.
+    pub usage_after: Option<u64>,
+    pub release: Release,
+    /// Who must hear `unavailable` if the commit fails (a waiting requester whose request
+    /// is not kept in an outbox).
+    pub requester: Option<(Address, u64)>,
+    /// Told the outcome (install waits for `init` to be durable).
+    pub done: Option<oneshot::Sender<Result<(), CommitError>>>,
+}
+
+/// A commit failure, and the epoch of the transactions it dropped.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    epoch: u64,
+    pub why: String,
+    pub fenced: bool,
+}
+
+struct Queued {
+    shared: Arc<ComponentShared>,
+    epoch: u64,
+    tag: u64,
+    item: Tentative,
+}
+
+pub struct CommitPipeline {
+    queue: mpsc::Sender<Queued>,
+    /// Transactions submitted and not yet released or dropped.
+    waiting: AtomicUsize,
+    emptied: Notify,
+    /// Bumped by each reset: transactions from before it are dropped, never committed.
+    epoch: AtomicU64,
+    failure: Mutex<Option<Failure>>,
+    in_flight: Arc<InFlightWrites>,
+    tags: AtomicU64,
+}
+
+impl CommitPipeline {
+    /// A pipeline and its commit task (on the current tokio runtime). The task ends when the
+    /// pipeline is dropped and its queue is empty.
+    pub fn start() -> CommitPipeline {
+        let (queue, rx) = mpsc::channel(MAX_WAITING);
+        tokio::spawn(run(rx));
+        CommitPipeline {
+            queue,
+            waiting: AtomicUsize::new(0),
+            emptied: Notify::new(),
+            epoch: AtomicU64::new(0),
+            failure: Mutex::new(None),
+            in_flight: Arc::new(InFlightWrites::new()),
+            tags: AtomicU64::new(0),
+        }
+    }
+
+    /// The writes of transactions not yet applied here, for the next handler to read through.
+    pub fn in_flight(&self) -> Arc<InFlightWrites> {
+        self.in_flight.clone()
+    }
+
+    /// Transactions waiting for their commit.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// The failure that dropped this epoch's transactions, if one did: the actor must start
+    /// again from what is committed (or stop, when fenced) before its next handler.
+    pub fn failure_now(&self) -> Option<Failure> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        self.failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .filter(|f| f.epoch == epoch)
+    }
+
+    /// Starts a new epoch after a failure: forgets the dropped transactions' writes and
+    /// tentative marks (reloaded from storage). Call with no handler running.
+    pub fn reset(&self, shared: &ComponentShared) -> Result<(), String> {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.clear();
+        shared
+            .reload_marks()
+            .map_err(|e| format!("cannot reload the component's marks: {e}"))
+    }
+
+    /// Hands a transaction over; waits only when [`MAX_WAITING`] are already waiting.
+    pub async fn submit(&self, shared: &Arc<ComponentShared>, item: Tentative) {
+        let tag = self.tags.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(usage) = item.usage_after {
+            for writes in &item.batch.components {
+                self.in_flight.record(tag, writes, usage);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let queued = Queued {
+            shared: shared.clone(),
+            epoch: self.epoch.load(Ordering::Acquire),
+            tag,
+            item,
+        };
+        if let Err(mpsc::error::SendError(q)) = self.queue.send(queued).await {
+            // The commit task is gone (only a panic ends it early): nothing can commit.
+            let err = CommitError::Failed("the component's commit task stopped".into());
+            self.fail(q, &err);
+        }
+    }
+
+    /// Waits until every submitted transaction is released or dropped.
+    pub async fn drained(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            if self.waiting() == 0 {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
+    fn finished(&self) {
+        if self.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    fn release(&self, q: Queued) {
+        q.item.release.send(&q.shared.name, &q.shared.router);
+        if let Some(done) = q.item.done {
+            let _ = done.send(Ok(()));
+        }
+        self.finished();
+    }
+
+    fn fail(&self, q: Queued, err: &CommitError) {
+        if let Some((from, id)) = &q.item.requester {
+            q.shared
+                .router
+                .answer(from, *id, Err(RequestErr::Unavailable(err.to_string())));
+        }
+        if let Some(done) = q.item.done {
+            let _ = done.send(Err(err.clone()));
+        }
+        self.finished();
+    }
+
+    fn record_failure(&self, shared: &ComponentShared, epoch: u64, err: &CommitError) {
+        let fenced = matches!(err, CommitError::Fenced(_));
+        if fenced {
+            // Moved on: this activation is over; its new owner takes the messages.
+            shared.fenced.store(true, Ordering::Relaxed);
+            tracing::warn!(component = %shared.name, "{err}; stopping here");
+        } else {
+            tracing::warn!(component = %shared.name, "commit failed: {err}; the handlers behind it run again");
+        }
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(Failure {
+                epoch,
+                why: err.to_string(),
+                fenced,
+            });
+        }
+    }
+
+    /// The failure that drops transactions of `epoch`, if any.
+    fn failure_covering(&self, epoch: u64) -> Option<Failure> {
+        self.failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .filter(|f| epoch <= f.epoch)
+    }
+}
+
+/// Whether a merged commit already holding `count` transactions and `bytes` takes another.
+pub fn takes_more(count: usize, bytes: usize) -> bool {
+    count < MAX_MERGED_TRANSACTIONS && bytes < MAX_MERGED_BYTES
+}
+
+/// Keys and values a batch writes, in bytes.
+pub fn batch_bytes(batch: &CommitBatch) -> usize {
+    let pairs = |w: &[(Vec<u8>, Option<Vec<u8>>)]| -> usize {
+        w.iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum()
+    };
+    batch
+        .components
+        .iter()
+        .map(|c| pairs(&c.writes))
+        .sum::<usize>()
+        + pairs(&batch.sys)
+}
+
+/// One batch doing what `batches` do one after another: later writes to a key win, usage
+/// deltas add up (storage applies writes in order, component by component).
+pub fn merge(batches: impl IntoIterator<Item = CommitBatch>) -> CommitBatch {
+    let mut merged = CommitBatch::default();
+    for b in batches {
+        merged.components.extend(b.components);
+        merged.sys.extend(b.sys);
+    }
+    merged
+}
+
+async fn run(mut rx: mpsc::Receiver<Queued>) {
+    while let Some(first) = rx.recv().await {
+        let mut bytes = batch_bytes(&first.item.batch);
+        let mut group = vec![first];
+        while takes_more(group.len(), bytes) {
+            match rx.try_recv() {
+                Ok(q) => {
+                    bytes += batch_bytes(&q.item.batch);
+                    group.push(q);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(group).await;
+    }
+}
+
+async fn commit_group(group: Vec<Queued>) {
+    let Some(shared) = group.first().map(|q| q.shared.clone()) else {
+        return;
+    };
+    let pipeline = &shared.pipeline;
+    let mut live = Vec::with_capacity(group.len());
+    for q in group {
+        match pipeline.failure_covering(q.epoch) {
+            Some(f) => pipeline.fail(q, &CommitError::Failed(f.why)),
+            None => live.push(q),
+        }
+    }
+    let (Some(last_tag), Some(epoch)) = (
+        live.last().map(|q| q.tag),
+        live.iter().map(|q| q.epoch).max(),
+    ) else {
+        return;
+    };
+    let mut merged = merge(live.iter_mut().map(|q| std::mem::take(&mut q.item.batch)));
+    if !merged.is_empty() {
+        // The placement it was made under: refused if the component has moved on since.
+        merged.fence = Some(Fence {
+            component: shared.name.clone(),
+            node_id: shared.node_id,
+            generation: shared.generation(),
+            commit: 0,
+        });
+        if let Err(err) = shared.committer.commit_handler(merged).await {
+            pipeline.record_failure(&shared, epoch, &err);
+            for q in live {
+                pipeline.fail(q, &err);
+            }
+            return;
+        }
+        pipeline.in_flight.applied_through(last_tag);
+    }
+    for q in live {
+        pipeline.release(q);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airssys_storage::ComponentWrites;
+
+    fn batch(component: &[(&str, Option<&str>)], sys: &[(&str, Option<&str>)]) -> CommitBatch {
+        let pairs = |p: &[(&str, Option<&str>)]| {
+            p.iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+                .collect::<Vec<_>>()
+        };
+        CommitBatch {
+            fence: None,
+            components: if component.is_empty() {
+                Vec::new()
+            } else {
+                vec![ComponentWrites {
+                    component: "c".into(),
+                    writes: pairs(component),
+                    usage_delta: 1,
+                }]
+            },
+            sys: pairs(sys),
+        }
+    }
+
+    #[test]
+    fn merging_keeps_every_write_in_handler_order() {
+        let merged = merge([
+            batch(&[("n", Some("1"))], &[("outbox/1", None)]),
+            batch(&[], &[("seq", Some("7"))]),
+            batch(&[("n", Some("2"))], &[("outbox/2", None)]),
+        ]);
+        assert_eq!(merged.components.len(), 2);
+        assert_eq!(merged.components[0].writes[0].1.as_deref(), Some(&b"1"[..]));
+        assert_eq!(merged.components[1].writes[0].1.as_deref(), Some(&b"2"[..]));
+        let sys: Vec<&[u8]> = merged.sys.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(sys, vec![&b"outbox/1"[..], b"seq", b"outbox/2"]);
+        assert!(
+            merged.fence.is_none(),
+            "the pipeline fences the merged batch itself"
+        );
+        assert!(merge(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_merged_commit_is_bounded_by_count_and_bytes() {
+        assert!(takes_more(1, 0));
+        assert!(!takes_more(MAX_MERGED_TRANSACTIONS, 0));
+        assert!(!takes_more(2, MAX_MERGED_BYTES));
+        assert_eq!(
+            batch_bytes(&batch(&[("ab", Some("cde"))], &[("k", None)])),
+            6
+        );
+    }
+}
