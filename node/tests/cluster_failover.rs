@@ -11,7 +11,11 @@ mod common;
 use common::procs::{make_certs, owner_of, wait_for, Node, PATIENCE};
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+/// Clients incrementing the counter at once while its owner is killed.
+const CLIENTS: usize = 4;
 
 /// The tests here run one at a time: each runs three node processes, and twelve on two
 /// cores would make heartbeats late enough to trigger failovers nobody asked for (harmless,
@@ -138,23 +142,45 @@ fn killing_the_owner_while_incrementing_loses_and_doubles_nothing() {
     let mut tally = Tally::default();
     for victim in [2usize, 3] {
         place(&nodes[0], "counter", victim as u64, "get");
-        for _ in 0..20 {
-            tally.inc(&nodes[0]);
-        }
         let old_generation = wait_for("the counter's generation", || {
             generation_now(&nodes[0], "counter")
         });
+        // Several clients at once keep the counter's mailbox busy, so its handlers run while
+        // its earlier commits are in flight (pipelined) when its node dies. Its owner is
+        // killed after 20 acknowledged increments; the clients go on through node 1 until
+        // 20 more are acknowledged by the moved counter.
+        let (first, rest) = nodes.split_at_mut(1);
+        let via = &first[0];
+        let acked = AtomicUsize::new(0);
+        let enough = AtomicUsize::new(usize::MAX);
         let started = Instant::now();
-        nodes[victim - 1].kill();
-        // Keep incrementing through node 1 while the counter fails over.
-        let mut after = 0;
-        while after < 20 {
-            let before = tally.acked.len();
-            tally.inc(&nodes[0]);
-            if tally.acked.len() > before {
-                after += 1;
-            }
-            assert!(started.elapsed() < PATIENCE, "the counter never came back");
+        let tallies: Vec<Tally> = std::thread::scope(|s| {
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut t = Tally::default();
+                        while acked.load(Ordering::SeqCst) < enough.load(Ordering::SeqCst) {
+                            let before = t.acked.len();
+                            t.inc(via);
+                            if t.acked.len() > before {
+                                acked.fetch_add(1, Ordering::SeqCst);
+                            }
+                            assert!(started.elapsed() < PATIENCE, "the counter never came back");
+                        }
+                        t
+                    })
+                })
+                .collect();
+            wait_for("20 increments before the kill", || {
+                (acked.load(Ordering::SeqCst) >= 20).then_some(())
+            });
+            rest[victim - 2].kill();
+            enough.store(acked.load(Ordering::SeqCst) + 20, Ordering::SeqCst);
+            clients.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        for t in tallies {
+            tally.acked.extend(t.acked);
+            tally.unsure += t.unsure;
         }
         let owner = owner_now(&nodes[0], "counter").unwrap();
         assert_ne!(owner, victim as u64, "the dead node still owns the counter");
