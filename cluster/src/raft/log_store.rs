@@ -1,26 +1,55 @@
 //! The Raft log on the node's RocksDB: entries under `raft/log/<index>`, the vote,
 //! the committed and purged log ids. Every write is a synced commit but the committed index,
 //! a hint.
+//!
+//! `append` returns as soon as its write is queued and tells openraft through the callback
+//! when it is synced: the leader then replicates while its own fsync runs instead of after
+//! it (openraft counts the leader's copy, and a follower acknowledges, only once flushed).
+//! Until flushed, appended entries are served to readers from memory ([`Unflushed`]).
 
 use super::codec::{self, COMMITTED_KEY, LOG_PREFIX, PURGED_KEY, VOTE_KEY};
 use super::types::TypeConfig;
 use airssys_storage::{CommitBatch, Storage};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 type NodeId = u64;
 
 /// Entries read per storage call when serving a range.
 const READ_CHUNK: usize = 4096;
 
+/// Entries appended but not yet synced, by index: what a reader must see that RocksDB may
+/// not hold yet.
+#[derive(Default)]
+struct Unflushed(Mutex<BTreeMap<u64, Entry<TypeConfig>>>);
+
+impl Unflushed {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the entries with these ids once they are in RocksDB (an index appended again
+    /// since, after a truncation, keeps its newer entry).
+    fn flushed(&self, ids: &[LogId<NodeId>]) {
+        let mut map = self.lock();
+        for id in ids {
+            if map.get(&id.index).is_some_and(|e| e.log_id == *id) {
+                map.remove(&id.index);
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
     /// Last log id written (or purged), kept in memory so `get_log_state` needs no scan.
     last: Arc<Mutex<Option<LogId<NodeId>>>>,
+    unflushed: Arc<Unflushed>,
 }
 
 fn io_read(e: impl ToString) -> StorageError<NodeId> {
@@ -36,6 +65,7 @@ impl LogStore {
         let store = LogStore {
             storage,
             last: Arc::new(Mutex::new(None)),
+            unflushed: Arc::new(Unflushed::default()),
         };
         let mut last = store.read_id(PURGED_KEY)?;
         let mut start = codec::log_key(0);
@@ -137,9 +167,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .storage
             .sys_range(&codec::log_key(from), &end, usize::MAX)
             .map_err(io_read)?;
-        rows.iter()
-            .map(|(_, v)| codec::decode(v).map_err(io_read))
-            .collect()
+        let mut entries = BTreeMap::new();
+        for (_, v) in &rows {
+            let entry: Entry<TypeConfig> = codec::decode(v).map_err(io_read)?;
+            entries.insert(entry.log_id.index, entry);
+        }
+        // Read after RocksDB: an entry flushed in between is in one or the other. Those
+        // still in memory are the newest for their index.
+        for (index, entry) in self.unflushed.lock().range(from..) {
+            if !range.contains(index) {
+                break;
+            }
+            entries.insert(*index, entry.clone());
+        }
+        Ok(entries.into_values().collect())
     }
 }
 
@@ -203,31 +244,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut sys = Vec::new();
-        let mut last = None;
-        for entry in entries {
-            let bytes = codec::encode(&entry).map_err(io_write)?;
-            sys.push((codec::log_key(entry.log_id.index), Some(bytes)));
-            last = Some(entry.log_id);
+        let mut ids = Vec::new();
+        {
+            let mut unflushed = self.unflushed.lock();
+            for entry in entries {
+                let bytes = codec::encode(&entry).map_err(io_write)?;
+                sys.push((codec::log_key(entry.log_id.index), Some(bytes)));
+                ids.push(entry.log_id);
+                unflushed.insert(entry.log_id.index, entry);
+            }
         }
-        if sys.is_empty() {
+        let Some(last) = ids.last().copied() else {
             callback.log_io_completed(Ok(()));
             return Ok(());
-        }
-        let result = self.write(sys).await;
-        if result.is_ok() {
-            self.set_last(last);
-        }
-        callback.log_io_completed(
-            result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string())),
-        );
-        result
+        };
+        // Queued now (writes land in call order); synced in the background.
+        let synced = self.storage.commit_async(CommitBatch::sys_only(sys));
+        self.set_last(Some(last));
+        let unflushed = self.unflushed.clone();
+        tokio::spawn(async move {
+            let result = synced.await;
+            if result.is_ok() {
+                unflushed.flushed(&ids);
+            }
+            callback.log_io_completed(result.map_err(|e| std::io::Error::other(e.to_string())));
+        });
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let keys = self.keys_between(log_id.index, None)?;
+        // Entries still queued are deleted too: their write lands before this one.
+        let queued: Vec<Vec<u8>> = {
+            let mut unflushed = self.unflushed.lock();
+            let gone = unflushed.split_off(&log_id.index);
+            gone.keys().map(|&i| codec::log_key(i)).collect()
+        };
+        let mut keys = self.keys_between(log_id.index, None)?;
+        keys.extend(queued);
+        keys.sort();
+        keys.dedup();
         let sys = keys.into_iter().map(|k| (k, None)).collect();
         self.write(sys).await?;
         // The new last entry is the one before `log_id` (or the purge point).
@@ -246,6 +301,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.unflushed.lock().retain(|&i, _| i > log_id.index);
         let keys = self.keys_between(0, Some(log_id.index.saturating_add(1)))?;
         let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> =
             keys.into_iter().map(|k| (k, None)).collect();
