@@ -1,16 +1,19 @@
 //! Replicated durable commits: three nodes in one process over loopback QUIC (the same
 //! 2-core machine carries all three, like the etcd baseline's three members), N busy
 //! counters spread over them, each driven by its own client in a loop of `inc` requests
-//! (fast requests: each is exactly one handler commit through the Raft log, fenced, applied
-//! on all three nodes). Against, in the same run: raw RocksDB synced puts with N writer
-//! threads on the same disk. etcd (3 members, N clients) runs beside it from
-//! `scripts/bench-replicated.sh`.
+//! (fast requests: each is exactly one handler transaction through the Raft log, fenced,
+//! applied on all three nodes). Then ONE counter driven by C clients at once: its mailbox is
+//! never empty, so it handles the next requests while its previous commit is in flight and
+//! their transactions commit together (per-actor pipelining). Against, in the same run: raw
+//! RocksDB synced puts with as many writer threads as clients, on the same disk. etcd
+//! (3 members, the same number of clients) runs beside it from `scripts/bench-replicated.sh`.
 //!
 //! Also reports commits per synced write on the leader (log appends and applies share
 //! fsyncs across many commits) and per-commit latency percentiles.
 //!
 //! `cargo bench -p airssys-node --bench replicated` (env AIRSSYS_BENCH_ACTORS, default
-//! "1 16 64"; AIRSSYS_BENCH_SECONDS, default 8).
+//! "1 16 64"; AIRSSYS_BENCH_BUSY_CLIENTS, clients of the one busy counter, default "16 64";
+//! AIRSSYS_BENCH_SECONDS, default 8).
 
 #![allow(clippy::unwrap_used)]
 
@@ -114,6 +117,11 @@ async fn main() {
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
+    let busy_clients: Vec<usize> = std::env::var("AIRSSYS_BENCH_BUSY_CLIENTS")
+        .unwrap_or_else(|_| "16 64".into())
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
     let secs: f64 = std::env::var("AIRSSYS_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -150,38 +158,47 @@ async fn main() {
     }
     let leader = n1.cluster().leader().unwrap().0 as usize - 1;
     println!(
-        "replicated durable commits, 3 nodes in one process (leader: node {}), {secs} s each:",
-        leader + 1
+        "replicated durable commits, 3 nodes in one process (leader: node {}; c0 on node {}), {secs} s each:",
+        leader + 1,
+        owners.first().map_or(0, |o| o + 1)
     );
     println!(
-        "  {:>6}  {:>12}  {:>10}  {:>10}  {:>16}  {:>14}",
-        "actors", "commits/s", "p50 ms", "p99 ms", "commits/fsync(L)", "rocksdb sync/s"
+        "  {:>6}  {:>10}  {:>12}  {:>10}  {:>10}  {:>16}  {:>14}",
+        "actors", "clients", "commits/s", "p50 ms", "p99 ms", "commits/fsync(L)", "rocksdb sync/s"
     );
-    for &n in &actor_counts {
+    // One client per actor (each actor has one request at a time), then one busy actor
+    // whose mailbox many clients keep full: its handlers run while its previous commit is
+    // in flight and their transactions commit together.
+    let mut scenarios: Vec<(usize, usize)> = actor_counts.iter().map(|&n| (n, 1)).collect();
+    scenarios.extend(busy_clients.iter().map(|&c| (1, c)));
+    for (actors, clients_each) in scenarios {
+        let clients = actors * clients_each;
         let stop = Arc::new(AtomicBool::new(false));
         let before = hosts[leader].host().commit_stats();
         let t = Instant::now();
         let mut tasks = Vec::new();
-        for (i, &owner) in owners.iter().enumerate().take(n) {
-            let host = hosts[owner].clone();
-            let stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                let name = format!("c{i}");
-                let mut lat = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    host.request(
-                        &name,
-                        b"inc".to_vec(),
-                        Duration::from_secs(10),
-                        Delivery::Fast,
-                    )
-                    .await
-                    .unwrap();
-                    lat.push(t.elapsed());
-                }
-                lat
-            }));
+        for (i, &owner) in owners.iter().enumerate().take(actors) {
+            for _ in 0..clients_each {
+                let host = hosts[owner].clone();
+                let stop = stop.clone();
+                tasks.push(tokio::spawn(async move {
+                    let name = format!("c{i}");
+                    let mut lat = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        host.request(
+                            &name,
+                            b"inc".to_vec(),
+                            Duration::from_secs(10),
+                            Delivery::Fast,
+                        )
+                        .await
+                        .unwrap();
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                }));
+            }
         }
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
         stop.store(true, Ordering::Relaxed);
@@ -194,10 +211,11 @@ async fn main() {
         lat.sort();
         let commits = lat.len() as f64;
         let leader_syncs = (after.syncs - before.syncs).max(1) as f64;
-        let raw = raw_rocksdb(dir.path(), n, secs.min(4.0));
+        let raw = raw_rocksdb(dir.path(), clients, secs.min(4.0));
         println!(
-            "  {:>6}  {:>12.0}  {:>10.2}  {:>10.2}  {:>16.1}  {:>14.0}   ratio to raw rocksdb {:.2}x",
-            n,
+            "  {:>6}  {:>10}  {:>12.0}  {:>10.2}  {:>10.2}  {:>16.1}  {:>14.0}   ratio to raw rocksdb {:.2}x",
+            actors,
+            clients,
             commits / elapsed,
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
