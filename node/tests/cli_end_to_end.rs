@@ -158,6 +158,11 @@ fn a_user_installs_talks_to_and_removes_components_through_the_cli() {
         "{metrics}"
     );
     assert!(metrics.contains("airssys_commits_total"), "{metrics}");
+    // Nothing is in flight between requests: every commit has been answered.
+    assert!(
+        metrics.contains("airssys_commits_waiting{component=\"counter\"} 0"),
+        "{metrics}"
+    );
 
     // Errors: a named kind on stderr and a non-zero exit.
     let out = node.cli(&["request", "nobody", "hi"]);
