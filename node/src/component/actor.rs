@@ -48,7 +48,6 @@ enum Outcome {
 }
 
 /// The parts of an incoming envelope the commit needs after the handler ran.
-#[derive(Clone)]
 struct Incoming {
     from: Address,
     delivery: Delivery,
@@ -303,7 +302,7 @@ impl ComponentActor {
 
     /// Commits what a failed handler must still leave behind (its input consumed, the
     /// error answer to its requester) and sends that answer.
-    async fn fail(&mut self, incoming: Incoming, err: RequestErr) -> Result<(), Crash> {
+    async fn fail(&mut self, incoming: Incoming, err: RequestErr) {
         let shared = self.shared.clone();
         let seq_before = shared.last_seq();
         let mut batch = self.batch_consuming(&incoming);
@@ -324,7 +323,6 @@ impl ComponentActor {
             ..Release::default()
         };
         Self::submit(shared.clone(), batch, None, &incoming, release, None).await;
-        Ok(())
     }
 
     /// A batch that consumes the incoming durable message (outbox entry deleted,
@@ -417,7 +415,7 @@ impl ComponentActor {
             batch,
             usage_after,
             release,
-            requester: waiting_requester(incoming),
+            requester: waiting_requester(&incoming.from, incoming.delivery, incoming.request_id),
             done,
         };
         shared.pipeline.submit(&shared, item).await;
@@ -446,10 +444,7 @@ impl ComponentActor {
         if failure.fenced {
             // A waiting requester learns now; a durable input stays in its outbox for the
             // new owner.
-            if let Some((from, id)) = waiting_requester(&Incoming {
-                request_id: id,
-                ..incoming.clone()
-            }) {
+            if let Some((from, id)) = waiting_requester(&incoming.from, incoming.delivery, id) {
                 self.shared.router.answer(
                     &from,
                     id,
@@ -476,10 +471,13 @@ impl ComponentActor {
 
 /// The requester that must hear `unavailable` if the commit fails: one whose request is
 /// not kept in an outbox (a fast request, or an external client's).
-fn waiting_requester(incoming: &Incoming) -> Option<(Address, u64)> {
-    let id = incoming.request_id?;
-    (incoming.delivery == Delivery::Fast || incoming.from == Address::External)
-        .then(|| (incoming.from.clone(), id))
+fn waiting_requester(
+    from: &Address,
+    delivery: Delivery,
+    request_id: Option<u64>,
+) -> Option<(Address, u64)> {
+    let id = request_id?;
+    (delivery == Delivery::Fast || *from == Address::External).then(|| (from.clone(), id))
 }
 
 fn first_line(text: &str) -> &str {
@@ -581,7 +579,7 @@ impl ComponentActor {
                 incoming.request_id = Some(id);
             }
             self.fail(incoming, RequestErr::Unavailable(why.clone()))
-                .await?;
+                .await;
             return Err(Crash::new(why));
         }
         let guest = self.instance.airssys_component_guest();
@@ -632,15 +630,14 @@ impl ComponentActor {
             Outcome::Ok(reply) => self.succeed(incoming, call, reply, None).await,
             Outcome::Rejected(text) => {
                 drop(call);
-                self.fail(incoming, RequestErr::Rejected(text)).await?;
+                self.fail(incoming, RequestErr::Rejected(text)).await;
                 self.reinstantiate().await
             }
             Outcome::Trapped(why) => {
                 drop(call);
                 self.shared.restarts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(component = %self.shared.name, "handler failed: {why}");
-                self.fail(incoming, RequestErr::Trapped(why.clone()))
-                    .await?;
+                self.fail(incoming, RequestErr::Trapped(why.clone())).await;
                 Err(Crash::new(why))
             }
         }

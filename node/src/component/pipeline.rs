@@ -112,6 +112,8 @@ pub struct CommitPipeline {
     emptied: Notify,
     /// Bumped by each reset: transactions from before it are dropped, never committed.
     epoch: AtomicU64,
+    /// The epoch of the last failure + 1 (0: none): checked on every message without a lock.
+    failed_epoch: AtomicU64,
     failure: Mutex<Option<Failure>>,
     in_flight: Arc<InFlightWrites>,
     tags: AtomicU64,
@@ -128,6 +130,7 @@ impl CommitPipeline {
             waiting: AtomicUsize::new(0),
             emptied: Notify::new(),
             epoch: AtomicU64::new(0),
+            failed_epoch: AtomicU64::new(0),
             failure: Mutex::new(None),
             in_flight: Arc::new(InFlightWrites::new()),
             tags: AtomicU64::new(0),
@@ -148,6 +151,9 @@ impl CommitPipeline {
     /// again from what is committed (or stop, when fenced) before its next handler.
     pub fn failure_now(&self) -> Option<Failure> {
         let epoch = self.epoch.load(Ordering::Acquire);
+        if self.failed_epoch.load(Ordering::Acquire) != epoch + 1 {
+            return None;
+        }
         self.failure
             .lock()
             .ok()
@@ -240,10 +246,14 @@ impl CommitPipeline {
                 fenced,
             });
         }
+        self.failed_epoch.store(epoch + 1, Ordering::Release);
     }
 
     /// The failure that drops transactions of `epoch`, if any.
     fn failure_covering(&self, epoch: u64) -> Option<Failure> {
+        if epoch >= self.failed_epoch.load(Ordering::Acquire) {
+            return None;
+        }
         self.failure
             .lock()
             .ok()

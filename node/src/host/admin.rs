@@ -153,9 +153,8 @@ impl AdminBackend for Host {
             .remove(name)
             .ok_or_else(|| api_err(ErrorKind::NotFound, format!("no component named {name}")))?;
         self.inner.router.unregister(name);
-        running.handle.stop().await;
-        running.shared.pipeline.drained().await;
         let sha = running.record.sha256.clone();
+        running.stop().await;
         let others = components.values().any(|r| r.record.sha256 == sha);
         let batch = self
             .removal_batch(name, &sha, others)

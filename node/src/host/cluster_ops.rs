@@ -153,9 +153,7 @@ impl Host {
         let running = self.inner.components.lock().await.remove(name);
         if let Some(r) = running {
             self.inner.router.unregister(name);
-            r.handle.stop().await;
-            // Commits in flight end (committed, or fenced once it moved) before it is gone.
-            r.shared.pipeline.drained().await;
+            r.stop().await;
             tracing::info!(component = %name, "deactivated");
         }
     }

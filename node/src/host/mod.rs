@@ -64,8 +64,8 @@ pub(crate) struct ComponentRecord {
     pub installed_at_ms: u64,
 }
 
-/// How long shutdown waits for a component's commits in flight.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+/// How long stopping a component waits for its commits in flight.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
 
 /// What `/metrics` shows of one running component.
 pub struct ComponentFigures {
@@ -80,6 +80,24 @@ struct Running {
     record: ComponentRecord,
     shared: Arc<ComponentShared>,
     handle: ActorHandle<Envelope>,
+}
+
+impl Running {
+    /// Stops the actor after its current message, then waits for the commits of the
+    /// handlers it already ran (committed, or refused once it moved), so their effects
+    /// leave. A node cut off from its cluster cannot finish them: after [`STOP_DRAIN`] it
+    /// stops anyway (nothing of them was released; durable inputs stay in their outboxes).
+    async fn stop(self) {
+        self.handle.stop().await;
+        let drained = self.shared.pipeline.drained();
+        if tokio::time::timeout(STOP_DRAIN, drained).await.is_err() {
+            tracing::warn!(
+                component = %self.record.name,
+                waiting = self.shared.pipeline.waiting(),
+                "stopped with commits still in flight"
+            );
+        }
+    }
 }
 
 /// One node.
@@ -330,18 +348,7 @@ impl Host {
         // dropped.)
         let running: Vec<(String, Running)> = components.drain().collect();
         for (_, r) in running {
-            r.handle.stop().await;
-            // Handlers already run: their commits finish and their effects leave. A node
-            // cut off from its cluster cannot finish them; it stops anyway (nothing of them
-            // was released, and durable inputs stay in their outboxes).
-            let drained = r.shared.pipeline.drained();
-            if tokio::time::timeout(SHUTDOWN_DRAIN, drained).await.is_err() {
-                tracing::warn!(
-                    component = %r.record.name,
-                    waiting = r.shared.pipeline.waiting(),
-                    "stopping with commits still in flight"
-                );
-            }
+            r.stop().await;
         }
     }
 
@@ -486,7 +493,7 @@ impl Host {
 }
 
 impl Host {
-    /// Per-component figures for `/metrics`: (name, mailbox depth, restarts, storage bytes).
+    /// Per-component figures for `/metrics`.
     pub(crate) async fn component_figures(&self) -> Vec<ComponentFigures> {
         let components = self.inner.components.lock().await;
         let mut v: Vec<_> = components
