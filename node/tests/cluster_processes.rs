@@ -92,6 +92,17 @@ fn three_nodes_form_route_and_survive_a_leader_stop() {
     });
 
     // Operator move: the old owner stops the actor, the new one runs it.
+    let generation_of_echo = |via: &Node| {
+        via.status().unwrap()["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "echo")
+            .unwrap()["generation"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = generation_of_echo(&nodes[1]);
     let moved = nodes[0].ok(&["component", "move", "echo", "--to", "3"]);
     assert!(moved.contains("node 3"), "{moved}");
     assert_eq!(owner_of(&nodes[1], "echo"), 3);
@@ -105,7 +116,11 @@ fn three_nodes_form_route_and_survive_a_leader_stop() {
         .unwrap()
         .clone();
     assert_eq!(echo["owner"], 3);
-    assert_eq!(echo["generation"], 2);
+    assert_eq!(
+        echo["generation"],
+        before + 1,
+        "a move is the next generation"
+    );
     assert!(status["term"].as_u64().unwrap() >= 1);
 
     // A receiver that moved keeps its state (replicated) and goes on with the pair's

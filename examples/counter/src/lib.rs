@@ -3,34 +3,81 @@
 //! Commands (UTF-8 text, surrounding whitespace ignored):
 //! - `inc`: adds one to the stored count (storage key `count`, decimal) and replies
 //!   the new value in decimal;
+//! - `inc ID`: the same, and also counts how many times this request was applied under
+//!   `req/ID` (ID is 1 to 64 characters of `[A-Za-z0-9_.-]`), so a test can tell a request
+//!   applied twice from two requests;
 //! - `get`: replies the count (`0` if never set);
+//! - `times ID`: replies how many times `inc ID` was applied (`0` if never);
+//! - `tally`: replies one line `ID N` per recorded request id, sorted by id;
 //! - anything else: `Err("unknown command: …")`.
 
 use airssys_sdk::prelude::*;
 
 /// Storage key holding the count as decimal text.
 const COUNT: &str = "count";
+/// Prefix of the per-request application counts.
+const REQ: &str = "req/";
 
 /// A persistent counter.
 struct Counter;
 
+fn request_id(id: &str) -> Result<&str, String> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(format!("bad request id {id:?}"))
+    }
+}
+
+fn bump(key: &str) -> Result<u64, String> {
+    let n = storage::get_u64(key)?
+        .unwrap_or(0)
+        .checked_add(1)
+        .ok_or("count overflow")?;
+    storage::set_u64(key, n)?;
+    Ok(n)
+}
+
 impl Component for Counter {
     fn handle_message(msg: Message) -> HandlerResult {
         let text = msg.text();
-        match text.trim() {
-            "inc" => {
-                let n = storage::get_u64(COUNT)?
-                    .unwrap_or(0)
-                    .checked_add(1)
-                    .ok_or("count overflow")?;
-                storage::set_u64(COUNT, n)?;
+        let mut words = text.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("inc"), id, None) => {
+                if let Some(id) = id {
+                    bump(&format!("{REQ}{}", request_id(id)?))?;
+                }
+                let n = bump(COUNT)?;
                 Ok(Some(n.to_string().into_bytes()))
             }
-            "get" => {
+            (Some("get"), None, None) => {
                 let n = storage::get_u64(COUNT)?.unwrap_or(0);
                 Ok(Some(n.to_string().into_bytes()))
             }
-            other => Err(format!("unknown command: {other}")),
+            (Some("times"), Some(id), None) => {
+                let key = format!("{REQ}{}", request_id(id)?);
+                Ok(Some(
+                    storage::get_u64(&key)?
+                        .unwrap_or(0)
+                        .to_string()
+                        .into_bytes(),
+                ))
+            }
+            (Some("tally"), None, None) => {
+                let mut keys = storage::list_keys(REQ);
+                keys.sort();
+                let mut out = String::new();
+                for key in keys {
+                    let n = storage::get_u64(&key)?.unwrap_or(0);
+                    out.push_str(&format!("{} {n}\n", &key[REQ.len()..]));
+                }
+                Ok(Some(out.into_bytes()))
+            }
+            _ => Err(format!("unknown command: {}", text.trim())),
         }
     }
 }
