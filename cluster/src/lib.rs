@@ -28,9 +28,10 @@ pub use node::{
     MemberStatus, RaftFigures,
 };
 pub use placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
-pub use raft::state_machine::{check_commit, is_log_key, RemovalKeys};
+pub use raft::state_machine::{check_commit, is_log_key, RemovalKeys, RemovalPlan};
 pub use raft::types::{
-    Command, ComponentEntry, ComponentSpec, NodeInfo, Outcome, Refusal, Registry,
+    commit_fate, Command, CommitFate, ComponentEntry, ComponentSpec, EndedGeneration, NodeInfo,
+    Outcome, Refusal, Registry, ENDED_KEPT,
 };
 pub use wire::{
     check_hello, decode_frame, encode_frame, FrameDecoder, Hello, HelloError, WireError,

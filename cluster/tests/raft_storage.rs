@@ -20,7 +20,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnR
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
         let log = LogStore::open(storage.clone())?;
-        let sm = StateMachine::open(storage, Arc::new(|_: &Storage, _: &str| Vec::new()))?;
+        let sm = StateMachine::open(
+            storage,
+            Arc::new(|_: &Storage, _: &str, _: u64| Default::default()),
+        )?;
         Ok((dir, log, sm))
     }
 }

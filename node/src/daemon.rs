@@ -42,11 +42,11 @@ pub fn admin_token(config: &NodeConfig) -> Result<String, DaemonError> {
         path: path.clone(),
         source,
     };
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim().to_string();
-        if !existing.is_empty() {
-            return Ok(existing);
-        }
+    // Only a token file that is absent (or empty) is written: one that cannot be read
+    // (permissions, an IO error) is an error, never replaced, or every client holding the
+    // old token would be locked out.
+    if let Some(existing) = crate::admin::read_token_file(&config.data_dir).map_err(token_err)? {
+        return Ok(existing);
     }
     std::fs::create_dir_all(&config.data_dir).map_err(token_err)?;
     let token = hex::encode(rand::random::<[u8; 24]>());
@@ -153,5 +153,38 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> NodeConfig {
+        NodeConfig {
+            data_dir: dir.to_path_buf(),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_token_file_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = admin_token(&config(dir.path())).unwrap();
+        assert_eq!(admin_token(&config(dir.path())).unwrap(), first);
+    }
+
+    #[test]
+    fn a_token_file_that_cannot_be_read_is_an_error_and_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: reading it fails.
+        std::fs::create_dir(dir.path().join(TOKEN_FILE)).unwrap();
+        std::fs::write(dir.path().join(TOKEN_FILE).join("keep"), "x").unwrap();
+        assert!(matches!(
+            admin_token(&config(dir.path())),
+            Err(DaemonError::Token { .. })
+        ));
+        assert!(dir.path().join(TOKEN_FILE).join("keep").exists());
     }
 }

@@ -201,6 +201,15 @@ impl<K: Hash + Eq + Clone + Send + 'static> Correlator<K> {
         fresh
     }
 
+    /// Track `key` until `deadline` unless it is pending already (its deadline is then kept).
+    /// True when it was registered.
+    pub fn register_if_absent(&self, key: K, deadline: Instant) -> bool {
+        if self.shared.lock().contains(&key) {
+            return false;
+        }
+        self.register(key, deadline)
+    }
+
     /// The answer for `key` arrived. True exactly when this call wins: the key was pending and
     /// neither completed nor timed out before. On false, drop the late answer.
     pub fn complete(&self, key: &K) -> bool {

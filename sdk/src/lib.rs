@@ -278,9 +278,28 @@ pub mod storage {
         raw::delete(key)
     }
 
-    /// The keys that start with `prefix`, in byte order (`""` lists every key).
+    /// Keys per page asked of the host by [`list_keys`] (the host gives at most 1,000).
+    pub const PAGE: u32 = 1_000;
+
+    /// The keys that start with `prefix`, in byte order (`""` lists every key). Read page by
+    /// page ([`list_keys_page`]); a listing too long for the handler's deadline stops it
+    /// like any other work, between two pages.
     pub fn list_keys(prefix: &str) -> Vec<String> {
-        raw::list_keys(prefix)
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let page = list_keys_page(prefix, keys.last().map(String::as_str), PAGE);
+            let last = page.len() < PAGE as usize;
+            keys.extend(page);
+            if last {
+                return keys;
+            }
+        }
+    }
+
+    /// One page: at most `limit` keys that start with `prefix` and come after `after` (from
+    /// the first when `None`), in byte order. A page shorter than `limit` is the last.
+    pub fn list_keys_page(prefix: &str, after: Option<&str>, limit: u32) -> Vec<String> {
+        raw::list_keys(prefix, after, limit)
     }
 
     /// The value under `key` as text (invalid UTF-8 is replaced with `U+FFFD`), or

@@ -95,6 +95,12 @@ pub struct Fence {
     /// numbered. Local storage ignores it.
     #[serde(default)]
     pub commit: u64,
+    /// For an external client's durable message: its number on the pair (external client →
+    /// component). A replicated log applies it only as the next number after the last one
+    /// applied, so a number is never used twice, even after an earlier send whose outcome
+    /// was unknown applied late; 0: not numbered. Local storage ignores it.
+    #[serde(default)]
+    pub sequence: u64,
 }
 
 /// A component's current placement, as recorded by
@@ -316,6 +322,7 @@ mod tests {
     fn fence(node_id: u64, generation: u64) -> Fence {
         Fence {
             commit: 0,
+            sequence: 0,
             component: "c".into(),
             node_id,
             generation,

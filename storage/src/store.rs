@@ -482,6 +482,45 @@ impl Storage {
         })
     }
 
+    /// At most `limit` of a component's committed keys that start with `prefix` and come
+    /// after `after` (all of them when `None`), in byte order: one page of a listing.
+    pub fn keys_with_prefix_page(
+        &self,
+        component: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.core().with_db(|db| {
+            let cf = component_cf(db, component)?;
+            let mut ro = ReadOptions::default();
+            if let Some(end) = prefix_end(prefix) {
+                ro.set_iterate_upper_bound(end);
+            }
+            let mut it = db.raw_iterator_cf_opt(&cf, ro);
+            match after {
+                Some(a) if a >= prefix => {
+                    it.seek(a);
+                    if it.key() == Some(a) {
+                        it.next();
+                    }
+                }
+                _ => it.seek(prefix),
+            }
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let Some(k) = it.key() else { break };
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                out.push(k.to_vec());
+                it.next();
+            }
+            it.status()?;
+            Ok(out)
+        })
+    }
+
     /// A component's stored bytes (sum of key and value lengths), exact as of the last commit.
     pub fn usage_bytes(&self, component: &str) -> Result<u64, StorageError> {
         read(&self.core().usage)

@@ -46,6 +46,8 @@ pub struct Txn {
     base_usage: u64,
     usage_delta: i64,
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Bytes of keys and values in `overlay`: what the commit will carry.
+    overlay_bytes: usize,
     /// Earlier transactions of the component still committing, read before the store.
     beneath: Option<Arc<InFlightWrites>>,
 }
@@ -79,6 +81,7 @@ impl Txn {
             base_usage: base,
             usage_delta: 0,
             overlay: BTreeMap::new(),
+            overlay_bytes: 0,
             beneath,
         }
     }
@@ -158,15 +161,36 @@ impl Txn {
             });
         }
         self.usage_delta += change;
-        self.overlay.insert(key, Some(value));
+        self.record(key, Some(value));
         Ok(())
+    }
+
+    /// Puts a write in the overlay, keeping [`Txn::written_bytes`] current.
+    fn record(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.overlay_bytes = self.written_bytes_with(&key, value.as_ref().map_or(0, Vec::len));
+        self.overlay.insert(key, value);
+    }
+
+    /// Bytes of keys and values this transaction's commit will carry (an overwritten key is
+    /// counted once, with its last value).
+    pub fn written_bytes(&self) -> usize {
+        self.overlay_bytes
+    }
+
+    /// What [`Txn::written_bytes`] would be after writing `value` under `key`.
+    pub fn written_bytes_with(&self, key: &[u8], value_len: usize) -> usize {
+        let old = self
+            .overlay
+            .get(key)
+            .map_or(0, |v| key.len() + v.as_ref().map_or(0, Vec::len));
+        (self.overlay_bytes - old).saturating_add(key.len() + value_len)
     }
 
     /// Deletes `key`. Deleting an absent key records nothing.
     pub fn delete(&mut self, key: &[u8]) -> Result<(), StorageError> {
         if let Some(old) = self.current_size(key)? {
             self.usage_delta -= old;
-            self.overlay.insert(key.to_vec(), None);
+            self.record(key.to_vec(), None);
         }
         Ok(())
     }
@@ -198,6 +222,53 @@ impl Txn {
             }
         }
         Ok(keys.into_iter().collect())
+    }
+
+    /// One page of [`Txn::list_keys`]: at most `limit` keys starting with `prefix` that come
+    /// after `after` (from the first when `None`), as this transaction sees them. Each page
+    /// reads at most `limit` keys from the store plus one per deletion this transaction and
+    /// the ones still committing made in that range, so a listing of any size costs a
+    /// handler one bounded call per page.
+    pub fn list_keys_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let in_range = |k: &[u8]| k.starts_with(prefix) && after.is_none_or(|a| k > a);
+        // What the layers above the store say, the overlay last (it wins).
+        let mut layered: Vec<(Vec<u8>, bool)> = self
+            .beneath
+            .iter()
+            .flat_map(|b| b.with_prefix(prefix))
+            .filter(|(k, _)| in_range(k))
+            .collect();
+        layered.extend(
+            self.overlay
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .filter(|(k, _)| in_range(k))
+                .map(|(k, v)| (k.clone(), v.is_some())),
+        );
+        let deletes = layered.iter().filter(|(_, present)| !present).count();
+        let mut keys: BTreeSet<Vec<u8>> = self
+            .storage
+            .keys_with_prefix_page(
+                &self.component,
+                prefix,
+                after,
+                limit.saturating_add(deletes),
+            )?
+            .into_iter()
+            .collect();
+        for (k, present) in layered {
+            if present {
+                keys.insert(k);
+            } else {
+                keys.remove(&k);
+            }
+        }
+        Ok(keys.into_iter().take(limit).collect())
     }
 
     /// Whether the transaction has recorded no write (then it needs no commit).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use airssys_storage::{
     CommitBatch, ComponentWrites, Fence, InFlightWrites, Placement, Storage, StorageError,
-    StorageOptions, TxnLimits, WriteError,
+    StorageOptions, Txn, TxnLimits, WriteError,
 };
 
 fn open(dir: &Path) -> Storage {
@@ -162,6 +162,67 @@ fn list_keys_merges_overlay_and_store() {
     );
 }
 
+/// Every key through pages of `limit`.
+fn all_pages(t: &Txn, prefix: &[u8], limit: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let page = t
+            .list_keys_page(prefix, out.last().map(Vec::as_slice), limit)
+            .unwrap();
+        assert!(page.len() <= limit, "a page holds at most its limit");
+        let last_page = page.len() < limit;
+        out.extend(page);
+        if last_page {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn a_listing_in_pages_is_the_whole_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = open(dir.path());
+    st.create_component("a").unwrap();
+    put(
+        &st,
+        "a",
+        &[
+            ("a1", "1"),
+            ("a2", "2"),
+            ("a3", "3"),
+            ("a5", "5"),
+            ("b1", "1"),
+        ],
+    );
+    let mut t = st.begin("a", TxnLimits::default()).unwrap();
+    // Deletions at the start of a page must not make it come up short.
+    t.delete(b"a1").unwrap();
+    t.delete(b"a2").unwrap();
+    t.set(b("a4"), b("4")).unwrap();
+    t.set(b("a0"), b("0")).unwrap();
+    t.set(b("b2"), b("2")).unwrap();
+    for prefix in [b"a".as_slice(), b"", b"b", b"c"] {
+        let whole = t.list_keys(prefix).unwrap();
+        for limit in 1..=7 {
+            assert_eq!(
+                all_pages(&t, prefix, limit),
+                whole,
+                "prefix {prefix:?} limit {limit}"
+            );
+        }
+    }
+    assert_eq!(
+        t.list_keys_page(b"a", Some(b"a0"), 2).unwrap(),
+        vec![b("a3"), b("a4")]
+    );
+    assert!(t.list_keys_page(b"a", Some(b"zz"), 5).unwrap().is_empty());
+    assert_eq!(
+        t.list_keys_page(b"b", Some(b"a9"), 5).unwrap(),
+        vec![b("b1"), b("b2")],
+        "an `after` before the prefix starts at the prefix"
+    );
+}
+
 #[test]
 fn keys_with_prefix_handles_ff_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -222,6 +283,7 @@ fn fenced_batch(generation: u64, node_id: u64) -> CommitBatch {
     CommitBatch {
         fence: Some(Fence {
             commit: 0,
+            sequence: 0,
             component: "a".into(),
             node_id,
             generation,
@@ -616,6 +678,7 @@ fn bulk_creation_keeps_existing_data_and_open_transactions() {
     st.commit(CommitBatch {
         fence: Some(Fence {
             commit: 0,
+            sequence: 0,
             component: "old".into(),
             node_id: 1,
             generation: 2,
@@ -691,6 +754,7 @@ async fn concurrent_async_commits_all_land_and_a_stale_one_fails_alone() {
             let batch = CommitBatch {
                 fence: Some(Fence {
                     commit: 0,
+                    sequence: 0,
                     component: comp.clone(),
                     node_id: 1,
                     generation: if i == STALE { 0 } else { 1 },

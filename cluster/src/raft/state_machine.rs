@@ -10,7 +10,10 @@
 //! from one RocksDB snapshot.
 
 use super::codec::{self, SM_COMPONENT_PREFIX, SM_META_KEY, SNAPSHOT_KEY};
-use super::types::{Command, ComponentEntry, NodeInfo, Outcome, Refusal, Registry, TypeConfig};
+use super::types::{
+    commit_fate, Command, CommitFate, ComponentEntry, NodeInfo, Outcome, Refusal, Registry,
+    TypeConfig,
+};
 use crate::placement::NodeId;
 use airssys_storage::{CommitBatch, StateImage, Storage};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -50,8 +53,8 @@ pub struct Effects {
     pub delete: Option<String>,
     /// A component installed: its store must exist before anything writes to it.
     pub create_store: Option<String>,
-    /// A component removed: its store and its messaging state go.
-    pub drop_store: Option<String>,
+    /// A component removed (its name and incarnation): its store and its messaging state go.
+    pub drop_store: Option<(String, u64)>,
     /// The accepted commits' writes, in order.
     pub commits: Vec<CommitBatch>,
 }
@@ -100,10 +103,24 @@ pub fn check_commit(registry: &Registry, batch: &CommitBatch) -> Result<CommitCh
         return Err(fenced("it is not installed".into()));
     };
     if entry.owner != fence.node_id || entry.generation != fence.generation {
+        // A retry of a commit that applied before its generation ended is answered as
+        // applied: its sender must not take it for refused (it was not lost).
+        if commit_fate(Some(entry), fence.node_id, fence.generation, fence.commit)
+            == CommitFate::Applied
+        {
+            return Ok(CommitCheck::AlreadyApplied);
+        }
         return Err(fenced(format!(
             "it is on node {} at generation {}",
             entry.owner, entry.generation
         )));
+    }
+    if fence.sequence > 0 && fence.sequence != entry.external_seq + 1 {
+        return Err(Refusal::OutOfTurn {
+            component: fence.component.clone(),
+            got: fence.sequence,
+            next: entry.external_seq + 1,
+        });
     }
     match fence.commit {
         0 => Ok(CommitCheck::Apply),
@@ -118,11 +135,13 @@ pub fn check_commit(registry: &Registry, batch: &CommitBatch) -> Result<CommitCh
     }
 }
 
-/// Applies one command to the registry: deterministic, the same on every node.
+/// Applies one command, the entry at Raft `index`, to the registry: deterministic, the
+/// same on every node.
 pub fn apply_command(
     registry: &mut Registry,
     members: &BTreeSet<NodeId>,
     binary_known: bool,
+    index: u64,
     command: Command,
 ) -> (Outcome, Effects) {
     let mut effects = Effects::default();
@@ -143,17 +162,10 @@ pub fn apply_command(
                     effects.store = Some((spec.sha256.clone(), binary));
                 }
                 effects.create_store = Some(spec.name.clone());
-                let entry = ComponentEntry {
-                    spec,
-                    owner,
-                    generation: 1,
-                    commits: 0,
-                };
+                let entry = ComponentEntry::installed(spec, owner, index);
+                let generation = entry.generation;
                 registry.components.insert(entry.spec.name.clone(), entry);
-                Outcome::Installed {
-                    owner,
-                    generation: 1,
-                }
+                Outcome::Installed { owner, generation }
             }
         }
         Command::Remove { name } => match registry.components.remove(&name) {
@@ -162,7 +174,7 @@ pub fn apply_command(
                 if !registry.uses_binary(&entry.spec.sha256) {
                     effects.delete = Some(entry.spec.sha256);
                 }
-                effects.drop_store = Some(name);
+                effects.drop_store = Some((name, entry.incarnation));
                 Outcome::Removed
             }
         },
@@ -173,8 +185,7 @@ pub fn apply_command(
                 match registry.components.get_mut(&name) {
                     None => Outcome::Refused(Refusal::NotFound(name)),
                     Some(entry) => {
-                        entry.owner = to;
-                        entry.generation += 1;
+                        entry.move_to(to);
                         Outcome::Moved {
                             owner: to,
                             generation: entry.generation,
@@ -202,9 +213,12 @@ fn apply_commit(registry: &mut Registry, mut batch: CommitBatch, effects: &mut E
         Ok(CommitCheck::AlreadyApplied) => Outcome::Committed { duplicate: true },
         Ok(CommitCheck::Apply) => {
             if let Some(f) = batch.fence.take() {
-                if f.commit > 0 {
-                    if let Some(entry) = registry.components.get_mut(&f.component) {
+                if let Some(entry) = registry.components.get_mut(&f.component) {
+                    if f.commit > 0 {
                         entry.commits = f.commit;
+                    }
+                    if f.sequence > 0 {
+                        entry.external_seq = f.sequence;
                     }
                 }
             }
@@ -262,9 +276,24 @@ impl RegistryView {
     }
 }
 
-/// The sys keys of a removed component's messaging state (its outbox, marks, counters, and
-/// other components' marks and counters about it): the node layer knows that keyspace.
-pub type RemovalKeys = Arc<dyn Fn(&Storage, &str) -> Vec<Vec<u8>> + Send + Sync>;
+/// The sys writes that remove a component's messaging state (given its name and
+/// incarnation): its outbox, marks, counters, other components' marks and counters about
+/// it, and what becomes of the messages it sent that were not consumed yet. The node layer
+/// knows that keyspace; the writes must depend on the stored state only (every node applies
+/// them).
+pub type RemovalKeys = Arc<dyn Fn(&Storage, &str, u64) -> RemovalPlan + Send + Sync>;
+
+/// What removing a component does to the messaging state besides dropping its store.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RemovalPlan {
+    /// Sys writes (`None` deletes).
+    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Components whose view of the removed one the writes changed (a message from it that
+    /// they had not consumed is stored anew): each gets a new generation on the same node,
+    /// so a commit of theirs computed before the removal is refused rather than applied
+    /// over the changed state, and their actor starts again from what is stored.
+    pub refence: Vec<String>,
+}
 
 /// Keys that belong to this node's Raft log rather than to the replicated state: they never
 /// travel in a snapshot and an installed snapshot leaves them alone.
@@ -474,10 +503,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Command::Install { spec, .. } => registry.uses_binary(&spec.sha256),
                         _ => true,
                     };
+                    // Commits that move a count kept in the registry entry.
                     let numbered = |b: &CommitBatch| {
                         b.fence
                             .as_ref()
-                            .filter(|f| f.commit > 0)
+                            .filter(|f| f.commit > 0 || f.sequence > 0)
                             .map(|f| f.component.clone())
                     };
                     let touched: Vec<String> = match &command {
@@ -489,12 +519,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     if !matches!(command, Command::Commit(_) | Command::Commits(_)) {
                         placement_changed = true;
                     }
-                    let (outcome, effects) = apply_command(&mut registry, &members, known, command);
+                    let (outcome, effects) =
+                        apply_command(&mut registry, &members, known, entry.log_id.index, command);
                     if let Outcome::Refused(r) = &outcome {
                         tracing::debug!(index = entry.log_id.index, "refused: {r}");
                     }
                     pending.touched.extend(touched);
-                    self.stage(&mut pending, &meta, &registry, effects).await?;
+                    self.stage(&mut pending, &meta, &mut registry, effects)
+                        .await?;
                     outcomes.push(outcome);
                 }
             }
@@ -582,7 +614,7 @@ impl StateMachine {
         &self,
         pending: &mut Pending,
         meta: &Meta,
-        registry: &Registry,
+        registry: &mut Registry,
         effects: Effects,
     ) -> Result<(), StorageError<NodeId>> {
         if let Some(name) = &effects.create_store {
@@ -602,15 +634,21 @@ impl StateMachine {
             pending.batch.components.extend(commit.components);
             pending.batch.sys.extend(commit.sys);
         }
-        if let Some(name) = effects.drop_store {
+        if let Some((name, incarnation)) = effects.drop_store {
             self.flush(pending, meta, registry).await?;
-            let keys = (self.removal_keys)(&self.storage, &name);
-            if !keys.is_empty() {
-                let deletes = keys.into_iter().map(|k| (k, None)).collect();
+            let plan = (self.removal_keys)(&self.storage, &name, incarnation);
+            if !plan.writes.is_empty() {
                 self.storage
-                    .commit_async(CommitBatch::sys_only(deletes))
+                    .commit_async(CommitBatch::sys_only(plan.writes))
                     .await
                     .map_err(sm_err)?;
+            }
+            for other in plan.refence {
+                if let Some(entry) = registry.components.get_mut(&other) {
+                    let owner = entry.owner;
+                    entry.move_to(owner);
+                    pending.touched.insert(other);
+                }
             }
             self.storage.drop_component(&name).map_err(sm_err)?;
         }
@@ -622,6 +660,16 @@ impl StateMachine {
 mod tests {
     use super::*;
     use crate::raft::types::ComponentSpec;
+
+    /// Applies a command as the entry at index 1: every install starts at generation 1.
+    fn apply(
+        registry: &mut Registry,
+        members: &BTreeSet<NodeId>,
+        binary_known: bool,
+        command: Command,
+    ) -> (Outcome, Effects) {
+        apply_command(registry, members, binary_known, 1, command)
+    }
 
     fn spec(name: &str, sha: &str) -> ComponentSpec {
         ComponentSpec {
@@ -645,7 +693,7 @@ mod tests {
     fn install_move_remove() {
         let members = BTreeSet::from([1, 2, 3]);
         let mut reg = Registry::default();
-        let (out, fx) = apply_command(&mut reg, &members, false, install("a", "s1", 2));
+        let (out, fx) = apply(&mut reg, &members, false, install("a", "s1", 2));
         assert_eq!(
             out,
             Outcome::Installed {
@@ -654,9 +702,9 @@ mod tests {
             }
         );
         assert_eq!(fx.store, Some(("s1".into(), vec![1])));
-        let (out, _) = apply_command(&mut reg, &members, true, install("a", "s1", 3));
+        let (out, _) = apply(&mut reg, &members, true, install("a", "s1", 3));
         assert_eq!(out, Outcome::Refused(Refusal::AlreadyExists("a".into())));
-        let (out, _) = apply_command(
+        let (out, _) = apply(
             &mut reg,
             &members,
             true,
@@ -672,7 +720,7 @@ mod tests {
                 generation: 2
             }
         );
-        let (out, _) = apply_command(
+        let (out, _) = apply(
             &mut reg,
             &members,
             true,
@@ -683,7 +731,7 @@ mod tests {
         );
         assert_eq!(out, Outcome::Refused(Refusal::UnknownNode(9)));
         assert_eq!(reg.components["a"].generation, 2);
-        let (out, fx) = apply_command(
+        let (out, fx) = apply(
             &mut reg,
             &members,
             true,
@@ -691,7 +739,7 @@ mod tests {
         );
         assert_eq!(out, Outcome::Removed);
         assert_eq!(fx.delete, Some("s1".into()));
-        let (out, _) = apply_command(
+        let (out, _) = apply(
             &mut reg,
             &members,
             true,
@@ -704,10 +752,10 @@ mod tests {
     fn shared_binary_survives_one_removal() {
         let members = BTreeSet::from([1]);
         let mut reg = Registry::default();
-        apply_command(&mut reg, &members, false, install("a", "s", 1));
-        let (_, fx) = apply_command(&mut reg, &members, true, install("b", "s", 1));
+        apply(&mut reg, &members, false, install("a", "s", 1));
+        let (_, fx) = apply(&mut reg, &members, true, install("b", "s", 1));
         assert_eq!(fx.store, None, "known binary is not stored twice");
-        let (_, fx) = apply_command(
+        let (_, fx) = apply(
             &mut reg,
             &members,
             true,
@@ -720,14 +768,14 @@ mod tests {
     fn install_refused_on_non_member_or_without_binary() {
         let members = BTreeSet::from([1]);
         let mut reg = Registry::default();
-        let (out, _) = apply_command(&mut reg, &members, false, install("a", "s", 5));
+        let (out, _) = apply(&mut reg, &members, false, install("a", "s", 5));
         assert_eq!(out, Outcome::Refused(Refusal::UnknownNode(5)));
         let cmd = Command::Install {
             spec: spec("a", "s"),
             owner: 1,
             binary: Vec::new(),
         };
-        let (out, _) = apply_command(&mut reg, &members, false, cmd);
+        let (out, _) = apply(&mut reg, &members, false, cmd);
         assert_eq!(out, Outcome::Refused(Refusal::MissingBinary("s".into())));
         assert!(reg.components.is_empty());
     }
@@ -739,6 +787,7 @@ mod tests {
                 node_id: node,
                 generation,
                 commit: number,
+                sequence: 0,
             }),
             components: vec![airssys_storage::ComponentWrites {
                 component: name.into(),
@@ -753,8 +802,8 @@ mod tests {
     fn a_commit_applies_only_under_the_current_placement() {
         let members = BTreeSet::from([1, 2]);
         let mut reg = Registry::default();
-        apply_command(&mut reg, &members, false, install("a", "s", 1));
-        let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 1));
+        apply(&mut reg, &members, false, install("a", "s", 1));
+        let (out, fx) = apply(&mut reg, &members, true, commit("a", 1, 1, 1));
         assert_eq!(out, Outcome::Committed { duplicate: false });
         let applied = fx.commits.into_iter().next().expect("accepted writes");
         assert!(
@@ -764,7 +813,7 @@ mod tests {
         assert_eq!(applied.components.len(), 1);
         assert_eq!(reg.components["a"].commits, 1);
 
-        apply_command(
+        apply(
             &mut reg,
             &members,
             true,
@@ -776,8 +825,7 @@ mod tests {
         // The old owner's next commit is refused, and so is one at the new generation from
         // the wrong node.
         for (node, generation) in [(1, 1), (1, 2), (2, 1)] {
-            let (out, fx) =
-                apply_command(&mut reg, &members, true, commit("a", node, generation, 2));
+            let (out, fx) = apply(&mut reg, &members, true, commit("a", node, generation, 2));
             assert!(
                 matches!(out, Outcome::Refused(Refusal::Fenced { .. })),
                 "node {node} generation {generation}: {out:?}"
@@ -785,36 +833,140 @@ mod tests {
             assert!(fx.commits.is_empty());
         }
         // The new owner continues the numbering.
-        let (out, _) = apply_command(&mut reg, &members, true, commit("a", 2, 2, 2));
+        let (out, _) = apply(&mut reg, &members, true, commit("a", 2, 2, 2));
         assert_eq!(out, Outcome::Committed { duplicate: false });
         // Removed: fenced too.
-        apply_command(
+        apply(
             &mut reg,
             &members,
             true,
             Command::Remove { name: "a".into() },
         );
-        let (out, _) = apply_command(&mut reg, &members, true, commit("a", 2, 2, 3));
+        let (out, _) = apply(&mut reg, &members, true, commit("a", 2, 2, 3));
         assert!(matches!(out, Outcome::Refused(Refusal::Fenced { .. })));
+    }
+
+    #[test]
+    fn a_reinstalled_name_starts_a_new_incarnation_that_no_earlier_commit_reaches() {
+        let members = BTreeSet::from([1]);
+        let mut reg = Registry::default();
+        let (out, _) = apply_command(&mut reg, &members, false, 5, install("a", "s", 1));
+        assert_eq!(
+            out,
+            Outcome::Installed {
+                owner: 1,
+                generation: 5
+            },
+            "an install's generation is its entry's index"
+        );
+        for n in 1..=2 {
+            let (out, _) = apply_command(&mut reg, &members, true, 6, commit("a", 1, 5, n));
+            assert_eq!(out, Outcome::Committed { duplicate: false });
+        }
+        apply_command(
+            &mut reg,
+            &members,
+            true,
+            8,
+            Command::Remove { name: "a".into() },
+        );
+        let (out, _) = apply_command(&mut reg, &members, false, 9, install("a", "s", 1));
+        assert_eq!(
+            out,
+            Outcome::Installed {
+                owner: 1,
+                generation: 9
+            }
+        );
+        assert_eq!(reg.components["a"].commits, 0, "the numbering starts again");
+        // A commit of the removed incarnation (a retry of its third) is refused, and the
+        // new one's first commit is number 1.
+        let (out, fx) = apply_command(&mut reg, &members, true, 10, commit("a", 1, 5, 3));
+        assert!(
+            matches!(out, Outcome::Refused(Refusal::Fenced { .. })),
+            "{out:?}"
+        );
+        assert!(fx.commits.is_empty());
+        let (out, _) = apply_command(&mut reg, &members, true, 11, commit("a", 1, 9, 1));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
+    }
+
+    #[test]
+    fn a_commit_retried_after_its_generation_ended_is_answered_by_what_happened() {
+        let members = BTreeSet::from([1, 2]);
+        let mut reg = Registry::default();
+        apply(&mut reg, &members, false, install("a", "s", 1));
+        apply(&mut reg, &members, true, commit("a", 1, 1, 1));
+        apply(
+            &mut reg,
+            &members,
+            true,
+            Command::Move {
+                name: "a".into(),
+                to: 2,
+            },
+        );
+        // Applied before the move: a retry hears "applied", not "fenced".
+        let (out, fx) = apply(&mut reg, &members, true, commit("a", 1, 1, 1));
+        assert_eq!(out, Outcome::Committed { duplicate: true });
+        assert!(fx.commits.is_empty(), "a repeat writes nothing");
+        // Not applied before the move: refused, and never applied.
+        let (out, fx) = apply(&mut reg, &members, true, commit("a", 1, 1, 2));
+        assert!(matches!(out, Outcome::Refused(Refusal::Fenced { .. })));
+        assert!(fx.commits.is_empty());
+        // The same number from a node that never ran that generation is refused.
+        let (out, _) = apply(&mut reg, &members, true, commit("a", 2, 1, 1));
+        assert!(matches!(out, Outcome::Refused(Refusal::Fenced { .. })));
+    }
+
+    #[test]
+    fn external_messages_apply_only_in_turn() {
+        let members = BTreeSet::from([1]);
+        let mut reg = Registry::default();
+        apply(&mut reg, &members, false, install("a", "s", 1));
+        let numbered = |sequence: u64| {
+            let Command::Commit(mut b) = commit("a", 1, 1, 0) else {
+                unreachable!()
+            };
+            if let Some(f) = b.fence.as_mut() {
+                f.sequence = sequence;
+            }
+            Command::Commit(b)
+        };
+        let (out, _) = apply(&mut reg, &members, true, numbered(1));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
+        assert_eq!(reg.components["a"].external_seq, 1);
+        // A second send numbered from the same stale count: refused, nothing written.
+        let (out, fx) = apply(&mut reg, &members, true, numbered(1));
+        assert!(
+            matches!(out, Outcome::Refused(Refusal::OutOfTurn { next: 2, .. })),
+            "{out:?}"
+        );
+        assert!(fx.commits.is_empty());
+        let (out, fx) = apply(&mut reg, &members, true, numbered(3));
+        assert!(matches!(out, Outcome::Refused(Refusal::OutOfTurn { .. })));
+        assert!(fx.commits.is_empty());
+        let (out, _) = apply(&mut reg, &members, true, numbered(2));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
     }
 
     #[test]
     fn a_retried_commit_applies_once_and_a_gap_is_refused() {
         let members = BTreeSet::from([1]);
         let mut reg = Registry::default();
-        apply_command(&mut reg, &members, false, install("a", "s", 1));
-        let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 1));
+        apply(&mut reg, &members, false, install("a", "s", 1));
+        let (out, fx) = apply(&mut reg, &members, true, commit("a", 1, 1, 1));
         assert_eq!(out, Outcome::Committed { duplicate: false });
         assert_eq!(fx.commits.len(), 1);
-        let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 1));
+        let (out, fx) = apply(&mut reg, &members, true, commit("a", 1, 1, 1));
         assert_eq!(out, Outcome::Committed { duplicate: true });
         assert!(fx.commits.is_empty(), "a repeat writes nothing");
-        let (out, fx) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 3));
+        let (out, fx) = apply(&mut reg, &members, true, commit("a", 1, 1, 3));
         assert!(matches!(out, Outcome::Refused(Refusal::MalformedCommit(_))));
         assert!(fx.commits.is_empty());
         assert_eq!(reg.components["a"].commits, 1);
         // Unnumbered commits (external sends) neither check nor move the count.
-        let (out, _) = apply_command(&mut reg, &members, true, commit("a", 1, 1, 0));
+        let (out, _) = apply(&mut reg, &members, true, commit("a", 1, 1, 0));
         assert_eq!(out, Outcome::Committed { duplicate: false });
         assert_eq!(reg.components["a"].commits, 1);
     }
@@ -823,8 +975,8 @@ mod tests {
     fn a_group_applies_each_commit_as_its_own_entry_would() {
         let members = BTreeSet::from([1, 2]);
         let mut reg = Registry::default();
-        apply_command(&mut reg, &members, false, install("a", "s", 1));
-        apply_command(&mut reg, &members, true, install("b", "s", 2));
+        apply(&mut reg, &members, false, install("a", "s", 1));
+        apply(&mut reg, &members, true, install("b", "s", 2));
         let batch = |c: Command| match c {
             Command::Commit(b) => b,
             _ => unreachable!(),
@@ -839,7 +991,7 @@ mod tests {
             batch(commit("b", 1, 1, 1)),
             batch(commit("b", 2, 1, 1)),
         ]);
-        let (out, fx) = apply_command(&mut reg, &members, true, group);
+        let (out, fx) = apply(&mut reg, &members, true, group);
         let Outcome::Many(outcomes) = out else {
             panic!("a group answers per commit: {out:?}");
         };
@@ -861,8 +1013,8 @@ mod tests {
     fn malformed_commits_are_refused() {
         let members = BTreeSet::from([1]);
         let mut reg = Registry::default();
-        apply_command(&mut reg, &members, false, install("a", "s", 1));
-        apply_command(&mut reg, &members, true, install("b", "s", 1));
+        apply(&mut reg, &members, false, install("a", "s", 1));
+        apply(&mut reg, &members, true, install("b", "s", 1));
         let mut unfenced = CommitBatch::sys_only(vec![(b"ob/a".to_vec(), None)]);
         assert!(matches!(
             check_commit(&reg, &unfenced),
@@ -873,6 +1025,7 @@ mod tests {
             node_id: 1,
             generation: 1,
             commit: 0,
+            sequence: 0,
         });
         assert_eq!(check_commit(&reg, &unfenced), Ok(CommitCheck::Apply));
         let Command::Commit(mut other_store) = commit("a", 1, 1, 1) else {

@@ -50,11 +50,113 @@ pub struct ComponentEntry {
     pub spec: ComponentSpec,
     /// The node that runs the component's actor.
     pub owner: NodeId,
-    /// Bumped on every move; commits fenced with an older one are refused.
+    /// The placement's fencing token: commits fenced with another one are refused. An
+    /// install starts it at the Raft index of its own entry and every move adds one, so a
+    /// generation is never given twice under one name, also across a removal and a
+    /// reinstall (a generation is at most the index of the entry that set it, and a later
+    /// install's index is larger).
     pub generation: u64,
-    /// Numbered commits applied so far (see `Fence::commit`).
-    #[serde(default)]
+    /// The generation the install gave: it names this incarnation of the component (a
+    /// removal and a new install of the same name make a new one).
+    pub incarnation: u64,
+    /// Numbered commits applied so far in this incarnation (see `Fence::commit`).
     pub commits: u64,
+    /// The last external durable message number applied to it (see `Fence::sequence`).
+    pub external_seq: u64,
+    /// The generations ended by the latest moves, oldest first (at most [`ENDED_KEPT`]): who
+    /// ran each and its last applied commit number, so a commit whose outcome was unknown
+    /// when its generation ended is known to be applied or not ([`commit_fate`]).
+    pub ended: Vec<EndedGeneration>,
+}
+
+/// How many ended generations an entry remembers.
+pub const ENDED_KEPT: usize = 8;
+
+/// A generation that a move ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedGeneration {
+    pub generation: u64,
+    pub owner: NodeId,
+    /// The last commit number applied under it (0: none numbered in this incarnation).
+    pub last_commit: u64,
+}
+
+impl ComponentEntry {
+    /// A freshly installed component: its first generation is `index`, the Raft index of
+    /// its install entry.
+    pub fn installed(spec: ComponentSpec, owner: NodeId, index: u64) -> ComponentEntry {
+        let generation = index.max(1);
+        ComponentEntry {
+            spec,
+            owner,
+            generation,
+            incarnation: generation,
+            commits: 0,
+            external_seq: 0,
+            ended: Vec::new(),
+        }
+    }
+
+    /// Hands the component to `to` at the next generation, remembering how the current one
+    /// ended.
+    pub fn move_to(&mut self, to: NodeId) {
+        self.ended.push(EndedGeneration {
+            generation: self.generation,
+            owner: self.owner,
+            last_commit: self.commits,
+        });
+        if self.ended.len() > ENDED_KEPT {
+            let extra = self.ended.len() - ENDED_KEPT;
+            self.ended.drain(..extra);
+        }
+        self.owner = to;
+        self.generation += 1;
+    }
+}
+
+/// What became of commit `number` of a component, run on `node` at `generation`, as an
+/// applied registry entry tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitFate {
+    /// The placement still stands: the commit may yet apply (or has, if `number` is not
+    /// past the entry's count).
+    Open,
+    /// Its generation ended after the commit had applied.
+    Applied,
+    /// Its generation ended, or the component was removed, before the commit applied: it
+    /// never will.
+    NotApplied,
+    /// Its generation ended too long ago to tell, or its commit was not numbered.
+    Unknown,
+}
+
+/// Decides [`CommitFate`] from the entry now registered under the component's name (`None`:
+/// not installed). A plain function: the state machine answers a retried commit with it and
+/// a committer whose retries failed asks it of its own applied view.
+pub fn commit_fate(
+    entry: Option<&ComponentEntry>,
+    node: NodeId,
+    generation: u64,
+    number: u64,
+) -> CommitFate {
+    let Some(entry) = entry else {
+        return CommitFate::NotApplied;
+    };
+    if entry.generation == generation && entry.owner == node {
+        return CommitFate::Open;
+    }
+    if generation < entry.incarnation || generation > entry.generation {
+        // An earlier incarnation (removed since) or a generation never given: whatever it
+        // was, it cannot apply to this one.
+        return CommitFate::NotApplied;
+    }
+    match entry.ended.iter().find(|e| e.generation == generation) {
+        Some(e) if e.owner != node => CommitFate::NotApplied,
+        Some(_) if number == 0 => CommitFate::Unknown,
+        Some(e) if number <= e.last_commit => CommitFate::Applied,
+        Some(_) => CommitFate::NotApplied,
+        None => CommitFate::Unknown,
+    }
 }
 
 /// A change to the replicated registry. Decisions (which node) are taken by the
@@ -135,6 +237,14 @@ pub enum Refusal {
     /// A commit without a fence, or one that writes another component's store.
     #[error("malformed commit: {0}")]
     MalformedCommit(String),
+    /// An external durable message numbered from a stale count (an earlier send applied
+    /// meanwhile): nothing applied; numbering it again from the applied count succeeds.
+    #[error("message {got} to {component} is out of turn: the next is {next}; send it again")]
+    OutOfTurn {
+        component: String,
+        got: u64,
+        next: u64,
+    },
 }
 
 /// The replicated registry: every component, its owner and generation.
@@ -156,5 +266,69 @@ impl Registry {
     /// True when some component still uses this binary.
     pub fn uses_binary(&self, sha256: &str) -> bool {
         self.components.values().any(|c| c.spec.sha256 == sha256)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> ComponentEntry {
+        let spec = ComponentSpec {
+            name: "a".into(),
+            sha256: "s".into(),
+            size_bytes: 1,
+            config: Vec::new(),
+            installed_at_ms: 0,
+        };
+        ComponentEntry::installed(spec, 1, 10)
+    }
+
+    #[test]
+    fn the_fate_of_a_commit_follows_the_generation_it_ran_under() {
+        let mut e = entry();
+        e.commits = 3;
+        assert_eq!(commit_fate(Some(&e), 1, 10, 4), CommitFate::Open);
+        e.move_to(2);
+        assert_eq!(e.generation, 11);
+        assert_eq!(commit_fate(Some(&e), 1, 10, 3), CommitFate::Applied);
+        assert_eq!(commit_fate(Some(&e), 1, 10, 4), CommitFate::NotApplied);
+        assert_eq!(
+            commit_fate(Some(&e), 2, 10, 3),
+            CommitFate::NotApplied,
+            "not its owner"
+        );
+        assert_eq!(
+            commit_fate(Some(&e), 1, 10, 0),
+            CommitFate::Unknown,
+            "unnumbered"
+        );
+        assert_eq!(commit_fate(Some(&e), 2, 11, 4), CommitFate::Open);
+        assert_eq!(
+            commit_fate(Some(&e), 1, 9, 1),
+            CommitFate::NotApplied,
+            "an earlier incarnation"
+        );
+        assert_eq!(
+            commit_fate(Some(&e), 1, 12, 1),
+            CommitFate::NotApplied,
+            "never given"
+        );
+        assert_eq!(
+            commit_fate(None, 1, 10, 1),
+            CommitFate::NotApplied,
+            "removed"
+        );
+    }
+
+    #[test]
+    fn only_the_latest_ended_generations_are_kept() {
+        let mut e = entry();
+        for _ in 0..ENDED_KEPT + 3 {
+            e.move_to(1);
+        }
+        assert_eq!(e.ended.len(), ENDED_KEPT);
+        assert_eq!(e.ended[0].generation, 13);
+        assert_eq!(commit_fate(Some(&e), 1, 10, 0), CommitFate::Unknown);
     }
 }

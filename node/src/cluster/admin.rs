@@ -39,6 +39,7 @@ fn refusal(r: Refusal) -> ApiError {
         // Commits are not admin writes; these reach an operator only through a bug.
         Refusal::Fenced { .. } => ErrorKind::Unavailable,
         Refusal::MalformedCommit(_) => ErrorKind::Internal,
+        Refusal::OutOfTurn { .. } => ErrorKind::Unavailable,
     };
     ApiError::new(kind, r.to_string())
 }
@@ -335,37 +336,44 @@ impl AdminBackend for ClusterHost {
     ) -> Result<Vec<u8>, ApiError> {
         self.host.check_message(name, &payload)?;
         let deadline = tokio::time::Instant::now() + timeout + FORWARD_SLACK;
-        loop {
-            let owner = self.owner(name)?;
-            if owner == self.cluster.id() {
-                if !self.host.is_running(name) {
-                    return Err(super::not_here(name));
-                }
-                return self.host.request(name, payload, timeout, delivery).await;
+        let owner = self.owner(name)?;
+        if owner == self.cluster.id() {
+            if !self.host.is_running(name) {
+                return Err(super::not_here(name));
             }
-            let call = AppCall::Request {
-                name: name.into(),
-                payload: payload.clone(),
-                timeout_ms: timeout.as_millis() as u64,
-                delivery,
-                trace: crate::telemetry::current_traceparent(),
-            };
-            let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
-            tokio::select! {
-                answer = self.call_owner(owner, &call, limit) => {
-                    return match answer? {
-                        AppAnswer::Reply(r) => r,
-                        _ => Err(ApiError::new(
-                            ErrorKind::Internal,
-                            "unexpected answer to a request",
-                        )),
-                    };
+            return self.host.request(name, payload, timeout, delivery).await;
+        }
+        let call = AppCall::Request {
+            name: name.into(),
+            payload,
+            timeout_ms: timeout.as_millis() as u64,
+            delivery,
+            trace: crate::telemetry::current_traceparent(),
+        };
+        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::select! {
+            answer = self.call_owner(owner, &call, limit) => {
+                match answer? {
+                    AppAnswer::Reply(r) => r,
+                    _ => Err(ApiError::new(
+                        ErrorKind::Internal,
+                        "unexpected answer to a request",
+                    )),
                 }
-                // The owner failed (or the component was moved) while the call was out: the
-                // request goes to the new owner instead of waiting on a dead node.
-                () = self.owner_moved(name, owner) => {
-                    tracing::debug!(component = name, from = owner, "owner changed; request re-routed");
-                }
+            }
+            // The owner failed (or the component was moved) while the call was out. The old
+            // owner may have run and committed the request (and a durable one is replayed
+            // from its outbox by the new owner), so sending it again could apply it twice:
+            // the client hears that the outcome is unknown instead of waiting on a dead node.
+            () = self.owner_moved(name, owner) => {
+                tracing::debug!(component = name, from = owner, "owner changed while a request was out");
+                Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{name} moved away from node {owner} while the request was in flight; \
+                         it may or may not have been applied"
+                    ),
+                ))
             }
         }
     }

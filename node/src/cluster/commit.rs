@@ -6,7 +6,7 @@
 //! the handlers behind it read its writes in flight and commit after it).
 
 use crate::commit::{CommitError, CommitFuture, Committer};
-use airssys_cluster::{ClusterNode, Outcome, Refusal};
+use airssys_cluster::{commit_fate, ClusterNode, CommitFate, Outcome, Refusal};
 use airssys_storage::CommitBatch;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,8 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 pub struct RaftCommitter {
     cluster: ClusterNode,
     /// Per component: the generation it runs at here and its last applied commit number.
+    /// Generations are never given twice under one name (a reinstall starts past every
+    /// earlier one), so an entry of a removed incarnation is simply never matched.
     numbers: Mutex<HashMap<String, (u64, u64)>>,
 }
 
@@ -48,14 +50,6 @@ impl RaftCommitter {
     fn applied(&self, component: &str, generation: u64, number: u64) {
         if let Ok(mut m) = self.numbers.lock() {
             m.insert(component.to_string(), (generation, number));
-        }
-    }
-
-    /// True when this node's registry says the fence can no longer succeed.
-    fn moved_on(&self, component: &str, node: u64, generation: u64) -> bool {
-        match self.cluster.view().owner_of(component) {
-            Some((owner, g)) => owner != node || g != generation,
-            None => true,
         }
     }
 }
@@ -88,10 +82,27 @@ impl Committer for Arc<RaftCommitter> {
                     }
                     Ok(other) => return Err(refused(other)),
                     Err(e) => {
-                        if this.moved_on(&name, node, generation) {
-                            return Err(CommitError::Fenced(format!(
-                                "{name} moved while its commit was in doubt ({e})"
-                            )));
+                        // The registry applied here says whether the placement still
+                        // stands, and if not, whether this commit made it in before it
+                        // ended: an applied commit is reported applied, never refused.
+                        let entry = this.cluster.view().entry(&name);
+                        match commit_fate(entry.as_ref(), node, generation, number) {
+                            CommitFate::Open => {}
+                            CommitFate::Applied => {
+                                this.applied(&name, generation, number);
+                                tracing::info!(component = %name, number, "commit in doubt had applied before the component moved");
+                                return Ok(());
+                            }
+                            CommitFate::NotApplied => {
+                                return Err(CommitError::Fenced(format!(
+                                    "{name} moved before its commit applied ({e})"
+                                )));
+                            }
+                            CommitFate::Unknown => {
+                                return Err(CommitError::Fenced(format!(
+                                    "{name} moved while its commit was in doubt; it may have applied ({e})"
+                                )));
+                            }
                         }
                         tracing::warn!(component = %name, number, "commit outcome unknown, sending it again: {e}");
                         tokio::time::sleep(pause).await;

@@ -16,7 +16,7 @@ use crate::config::NodeConfig;
 use crate::host::{ComponentRecord, Host, HostError};
 use airssys_cluster::{AppInbox, ClusterConfig, ClusterError, ClusterNode, NodeInfo};
 use proto::{AppAnswer, AppCall};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,6 +93,10 @@ pub struct ClusterHost {
     /// Binaries compiled into this node's cache (every installed one, so a failover here
     /// activates without compiling).
     warmed: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// The incarnation of every registered name as of the last reconcile: a name whose
+    /// incarnation changed (removed, maybe installed again) has its counters and marks
+    /// forgotten by the actors here.
+    seen: Arc<tokio::sync::Mutex<BTreeMap<String, u64>>>,
 }
 
 impl ClusterHost {
@@ -121,12 +125,14 @@ impl ClusterHost {
                 snapshot_every: settings.snapshot_every,
             },
             host.storage().clone(),
-            Arc::new(|storage: &airssys_storage::Storage, name: &str| {
-                crate::host::state_keys_of(storage, name).unwrap_or_else(|e| {
-                    tracing::error!(component = name, "cannot list its state to delete: {e}");
-                    Vec::new()
-                })
-            }),
+            Arc::new(
+                |storage: &airssys_storage::Storage, name: &str, incarnation: u64| {
+                    crate::host::removal_writes(storage, name, incarnation).unwrap_or_else(|e| {
+                        tracing::error!(component = name, "cannot list its state to delete: {e}");
+                        Default::default()
+                    })
+                },
+            ),
         )
         .await?;
         // Every transaction goes through the log from here on, before any actor starts.
@@ -138,6 +144,7 @@ impl ClusterHost {
             host,
             cluster,
             warmed: Arc::default(),
+            seen: Arc::default(),
         };
         // The only voter has nobody to learn moves from: it runs what it owns before it
         // serves (a restarted single node answers at once). Others catch up first.
@@ -247,15 +254,20 @@ impl ClusterHost {
         // listed here whose install the registry read below does not show yet could not
         // exist; read the other way round, a fresh store would look orphaned and be dropped.
         let stores: BTreeSet<String> = self.host.store_names().into_iter().collect();
+        // One reconcile at a time: `seen` is what the previous one left.
+        let mut seen = self.seen.lock().await;
         let registry = self.cluster.view().registry();
         let local = self.host.local_generations().await;
-        for step in reconcile::plan(self.cluster.id(), &registry, &local, &stores) {
+        let steps = reconcile::plan(self.cluster.id(), &registry, &local, &stores, &seen);
+        *seen = reconcile::incarnations(&registry);
+        for step in steps {
             let result = match &step {
                 reconcile::Step::Deactivate(name) => {
                     self.host.deactivate(name).await;
                     Ok(())
                 }
                 reconcile::Step::DropStore(name) => self.host.drop_store(name).await,
+                reconcile::Step::Forget(name) => self.host.forget_peer(name).await,
                 reconcile::Step::CreateStore(name) => self.host.ensure_store(name),
                 reconcile::Step::Activate { name, .. } => match registry.components.get(name) {
                     Some(entry) => self.activate(entry).await,
@@ -315,6 +327,7 @@ impl ClusterHost {
             limits,
             node_id: entry.owner,
             generation: entry.generation,
+            incarnation: entry.incarnation,
             installed_at_ms: entry.spec.installed_at_ms,
         };
         self.host.activate(record, binary).await

@@ -11,22 +11,43 @@ pub enum Step {
     Deactivate(String),
     /// Drop the store of a removed component.
     DropStore(String),
+    /// The incarnation of this name that the actors here know ended (removed, perhaps
+    /// installed again): they forget their counters and marks about it, so the next one
+    /// starts fresh pairs.
+    Forget(String),
     /// Every node keeps a store for every registered component.
     CreateStore(String),
     /// Start the actor at this generation.
     Activate { name: String, generation: u64 },
 }
 
-/// Steps from what runs here (`local`: name → generation) and the stores here to what
-/// the registry says. Stops come before starts.
+/// The incarnation of every registered name.
+pub fn incarnations(registry: &Registry) -> BTreeMap<String, u64> {
+    registry
+        .components
+        .iter()
+        .map(|(name, e)| (name.clone(), e.incarnation))
+        .collect()
+}
+
+/// Steps from what runs here (`local`: name → generation), the stores here and the
+/// incarnations the previous reconcile saw (`seen`) to what the registry says. Stops come
+/// before starts.
 pub fn plan(
     me: u64,
     registry: &Registry,
     local: &BTreeMap<String, u64>,
     stores: &BTreeSet<String>,
+    seen: &BTreeMap<String, u64>,
 ) -> Vec<Step> {
     let mut stops = Vec::new();
     let mut starts = Vec::new();
+    for (name, &incarnation) in seen {
+        let now = registry.components.get(name).map(|e| e.incarnation);
+        if now != Some(incarnation) {
+            stops.push(Step::Forget(name.clone()));
+        }
+    }
     for (name, &generation) in local {
         match registry.components.get(name) {
             Some(e) if e.owner == me && e.generation == generation => {}
@@ -65,6 +86,9 @@ mod tests {
                 name.to_string(),
                 ComponentEntry {
                     commits: 0,
+                    incarnation: generation,
+                    external_seq: 0,
+                    ended: Vec::new(),
                     spec: ComponentSpec {
                         name: name.to_string(),
                         sha256: "s".into(),
@@ -87,7 +111,7 @@ mod tests {
     #[test]
     fn starts_only_what_this_node_owns_and_keeps_every_store() {
         let reg = registry(&[("a", 1, 1), ("b", 2, 1)]);
-        let steps = plan(1, &reg, &BTreeMap::new(), &set(&[]));
+        let steps = plan(1, &reg, &BTreeMap::new(), &set(&[]), &BTreeMap::new());
         assert_eq!(
             steps,
             vec![
@@ -106,11 +130,11 @@ mod tests {
         let reg = registry(&[("a", 2, 2)]);
         let running_on_1 = BTreeMap::from([("a".to_string(), 1)]);
         assert_eq!(
-            plan(1, &reg, &running_on_1, &set(&["a"])),
+            plan(1, &reg, &running_on_1, &set(&["a"]), &incarnations(&reg)),
             vec![Step::Deactivate("a".into())]
         );
         assert_eq!(
-            plan(2, &reg, &BTreeMap::new(), &set(&["a"])),
+            plan(2, &reg, &BTreeMap::new(), &set(&["a"]), &incarnations(&reg)),
             vec![Step::Activate {
                 name: "a".into(),
                 generation: 2
@@ -123,7 +147,7 @@ mod tests {
         let reg = registry(&[("a", 1, 3)]);
         let local = BTreeMap::from([("a".to_string(), 2)]);
         assert_eq!(
-            plan(1, &reg, &local, &set(&["a"])),
+            plan(1, &reg, &local, &set(&["a"]), &incarnations(&reg)),
             vec![
                 Step::Deactivate("a".into()),
                 Step::Activate {
@@ -139,8 +163,43 @@ mod tests {
         let reg = registry(&[]);
         let local = BTreeMap::from([("a".to_string(), 1)]);
         assert_eq!(
-            plan(1, &reg, &local, &set(&["a"])),
+            plan(1, &reg, &local, &set(&["a"]), &incarnations(&reg)),
             vec![Step::Deactivate("a".into()), Step::DropStore("a".into())]
+        );
+    }
+
+    #[test]
+    fn a_reinstall_is_forgotten_everywhere_and_restarted_on_its_owner() {
+        // `a` was removed and installed again (incarnation 1 → 9) between two reconciles.
+        let before = registry(&[("a", 1, 1), ("b", 2, 1)]);
+        let seen = incarnations(&before);
+        let after = registry(&[("a", 1, 9), ("b", 2, 1)]);
+        let local = BTreeMap::from([("a".to_string(), 1)]);
+        assert_eq!(
+            plan(1, &after, &local, &set(&["a", "b"]), &seen),
+            vec![
+                Step::Forget("a".into()),
+                Step::Deactivate("a".into()),
+                Step::Activate {
+                    name: "a".into(),
+                    generation: 9
+                }
+            ]
+        );
+        // A node that runs neither forgets too: its actors may have sent to `a`.
+        assert_eq!(
+            plan(3, &after, &BTreeMap::new(), &set(&["a", "b"]), &seen),
+            vec![Step::Forget("a".into())]
+        );
+        // Removed and not installed again: forgotten, stopped, its store dropped.
+        let gone = registry(&[("b", 2, 1)]);
+        assert_eq!(
+            plan(1, &gone, &local, &set(&["a", "b"]), &seen),
+            vec![
+                Step::Forget("a".into()),
+                Step::Deactivate("a".into()),
+                Step::DropStore("a".into())
+            ]
         );
     }
 
@@ -148,6 +207,6 @@ mod tests {
     fn in_sync_means_nothing_to_do() {
         let reg = registry(&[("a", 1, 4), ("b", 3, 1)]);
         let local = BTreeMap::from([("a".to_string(), 4)]);
-        assert!(plan(1, &reg, &local, &set(&["a", "b"])).is_empty());
+        assert!(plan(1, &reg, &local, &set(&["a", "b"]), &incarnations(&reg)).is_empty());
     }
 }

@@ -51,11 +51,30 @@ pub fn on_lane_frame(router: &Router, frame: &[u8]) {
     }
 }
 
-/// Hands again, in key order (so per pair in sequence order), every durable message for a
-/// component running here that was already waiting at the previous sweep. Outboxes are
-/// replicated, so the receiver's node finds what was lost on the way (a broken stream, a
-/// sender's node that died right after committing) without asking anyone; the receiver's
-/// marks drop what it had consumed already.
+/// Which of a receiver's stored durable messages (outbox keys, in key order) a sweep hands
+/// again: those that were already waiting at the previous sweep and are not sitting in its
+/// mailbox now, at most `room` of them (the mailbox's free places), oldest first.
+pub fn to_resend<'a>(
+    stored: &'a [Vec<u8>],
+    waiting_before: &HashSet<Vec<u8>>,
+    queued: impl Fn(&[u8]) -> bool,
+    room: usize,
+) -> Vec<&'a [u8]> {
+    stored
+        .iter()
+        .filter(|k| waiting_before.contains(*k) && !queued(k))
+        .take(room)
+        .map(Vec::as_slice)
+        .collect()
+}
+
+/// Hands again, in key order (so per pair in sequence order), the durable messages for a
+/// component running here that were already waiting at the previous sweep ([`to_resend`]).
+/// Outboxes are replicated, so the receiver's node finds what was lost on the way (a broken
+/// stream, a sender's node that died right after committing) without asking anyone; the
+/// receiver's marks drop what it had consumed already. What still sits in the mailbox is
+/// not sent again, and no more than the mailbox has room for: a slow actor's mailbox does
+/// not grow by its own backlog every sweep.
 pub async fn redeliver_loop(router: Arc<Router>, storage: Storage, host: crate::host::Host) {
     let mut waiting: HashSet<Vec<u8>> = HashSet::new();
     loop {
@@ -66,15 +85,50 @@ pub async fn redeliver_loop(router: Arc<Router>, storage: Storage, host: crate::
                 Ok(e) => e,
                 Err(_) => return, // storage closed: the node is stopping
             };
-            for (key, value) in entries {
-                if waiting.contains(&key) {
-                    if let Ok(env) = Envelope::decode(&value) {
+            let room = router.mailbox_room(&name).unwrap_or(0);
+            let stored: Vec<Vec<u8>> = entries.iter().map(|(k, _)| k.clone()).collect();
+            let resend: HashSet<&[u8]> =
+                to_resend(&stored, &waiting, |k| router.is_queued(k), room)
+                    .into_iter()
+                    .collect();
+            for (key, value) in &entries {
+                if resend.contains(key.as_slice()) {
+                    if let Ok(env) = Envelope::decode(value) {
                         router.deliver(env);
                     }
                 }
-                still.insert(key);
             }
+            still.extend(stored);
         }
         waiting = still;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_sweep_resends_only_old_unqueued_messages_within_room() {
+        let stored = vec![k("a"), k("b"), k("c"), k("d")];
+        let before: HashSet<Vec<u8>> = [k("a"), k("b"), k("c")].into();
+        // `d` arrived since the last sweep; `b` waits in the mailbox.
+        let queued = |key: &[u8]| key == b"b";
+        assert_eq!(
+            to_resend(&stored, &before, queued, 10),
+            vec![b"a".as_slice(), b"c".as_slice()]
+        );
+        assert_eq!(
+            to_resend(&stored, &before, queued, 1),
+            vec![b"a".as_slice()]
+        );
+        assert!(
+            to_resend(&stored, &before, queued, 0).is_empty(),
+            "a full mailbox gets nothing"
+        );
     }
 }

@@ -152,6 +152,7 @@ impl ComponentActor {
         data.call = Some(CallContext {
             txn: None,
             outgoing: Vec::new(),
+            outgoing_bytes: 0,
             deadline,
             seq_at_start,
         });
@@ -169,6 +170,14 @@ impl ComponentActor {
     /// Turns the raw call result into an outcome with a message a user can act on.
     fn classify(&mut self, result: wasmtime::Result<Result<Option<Vec<u8>>, String>>) -> Outcome {
         match result {
+            // A reply travels like a message: the same cap, and nothing of the handler kept.
+            Ok(Ok(Some(reply))) if reply.len() > super::host_state::MAX_PAYLOAD_BYTES => {
+                Outcome::Rejected(format!(
+                    "too-large: the reply is {} bytes; the cap is {}",
+                    reply.len(),
+                    super::host_state::MAX_PAYLOAD_BYTES
+                ))
+            }
             Ok(Ok(reply)) => Outcome::Ok(reply),
             Ok(Err(text)) => Outcome::Rejected(text),
             Err(err) => {
@@ -529,6 +538,7 @@ impl Actor for ComponentActor {
 
 impl ComponentActor {
     async fn handle_envelope(&mut self, env: Envelope) -> Result<(), Crash> {
+        self.shared.router.taken(&env);
         let Envelope {
             from,
             delivery,
@@ -684,6 +694,7 @@ impl ActorFactory for ComponentFactory {
     fn reject(&mut self, env: Envelope, why: &Rejection) {
         // A waiting requester learns at once. A durable message stays in the outbox
         // and is delivered again when the component next starts.
+        self.shared.router.taken(&env);
         if let Body::Request { id, .. } = env.body {
             self.shared
                 .router

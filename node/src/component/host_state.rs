@@ -19,6 +19,15 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 /// Most messages one handler call may queue.
 pub const MAX_OUTGOING_PER_CALL: usize = 1_024;
+/// Most bytes one handler's transaction may carry: its storage writes (keys and values)
+/// and the payloads of the messages it sends, together. One transaction is one Raft entry
+/// at most, so it must fit well inside a peer frame; and what a handler queues is held in
+/// the host's memory until its commit. Past it, a write answers `quota-exceeded` and a
+/// send `payload-too-large`.
+pub const MAX_TRANSACTION_BYTES: usize = 16 << 20;
+const _: () = assert!(MAX_TRANSACTION_BYTES * 4 <= airssys_cluster::MAX_FRAME_BYTES);
+/// Most keys one `list-keys` call returns.
+pub const MAX_KEYS_PER_PAGE: usize = 1_000;
 /// Longest log line kept from a component.
 const MAX_LOG_TEXT: usize = 4_096;
 
@@ -38,11 +47,23 @@ pub struct CallContext {
     /// costs no transaction.
     pub txn: Option<Txn>,
     pub outgoing: Vec<Outgoing>,
+    /// Bytes of targets and payloads in `outgoing`.
+    pub outgoing_bytes: usize,
     pub deadline: Instant,
     /// The component's last durable sequence number when the call began: any number
     /// handed out since (durable request ids included) must be persisted by the
     /// call's commit, or a restart would hand it out again.
     pub seq_at_start: u64,
+}
+
+impl CallContext {
+    /// The transaction's size (writes and messages) with `more` bytes added.
+    pub fn bytes_with(&self, more: usize) -> usize {
+        let written = self.txn.as_ref().map_or(0, Txn::written_bytes);
+        written
+            .saturating_add(self.outgoing_bytes)
+            .saturating_add(more)
+    }
 }
 
 /// Store data for one instance.
@@ -119,10 +140,22 @@ impl HostState {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Ok(Err(types::SendError::PayloadTooLarge));
         }
-        if self.call()?.outgoing.len() >= MAX_OUTGOING_PER_CALL {
+        let call = self.call()?;
+        if call.outgoing.len() >= MAX_OUTGOING_PER_CALL {
             return Ok(Err(types::SendError::TooManyMessages));
         }
+        if call.bytes_with(target.len() + payload.len()) > MAX_TRANSACTION_BYTES {
+            return Ok(Err(types::SendError::PayloadTooLarge));
+        }
         Ok(Ok(()))
+    }
+
+    /// Queues a message the handler sends (checked by `check_send`).
+    fn queue(&mut self, out: Outgoing) -> wasmtime::Result<()> {
+        let call = self.call()?;
+        call.outgoing_bytes += out.target.len() + out.payload.len();
+        call.outgoing.push(out);
+        Ok(())
     }
 }
 
@@ -159,12 +192,12 @@ impl host::Host for HostState {
             Some(0) => return Ok(Err(types::SendError::MailboxFull)),
             Some(_) => {}
         }
-        self.call()?.outgoing.push(Outgoing {
+        self.queue(Outgoing {
             target,
             delivery: delivery(how),
             payload,
             request: None,
-        });
+        })?;
         Ok(Ok(()))
     }
 
@@ -182,12 +215,12 @@ impl host::Host for HostState {
         // Not-found and mailbox-full reach a request through its callback, so the
         // component handles every outcome of a request in one place.
         let id = self.shared.next_request_id(delivery);
-        self.call()?.outgoing.push(Outgoing {
+        self.queue(Outgoing {
             target,
             delivery,
             payload,
             request: Some((id, timeout_ms.max(1))),
-        });
+        })?;
         Ok(Ok(id))
     }
 
@@ -250,7 +283,15 @@ impl storage::Host for HostState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), types::StorageError>> {
-        match self.txn()?.set(key.into_bytes(), value) {
+        let outgoing = self.call()?.outgoing_bytes;
+        let txn = self.txn()?;
+        let after = txn
+            .written_bytes_with(key.as_bytes(), value.len())
+            .saturating_add(outgoing);
+        if after > MAX_TRANSACTION_BYTES {
+            return Ok(Err(types::StorageError::QuotaExceeded));
+        }
+        match txn.set(key.into_bytes(), value) {
             Ok(()) => Ok(Ok(())),
             Err(WriteError::QuotaExceeded { .. }) => Ok(Err(types::StorageError::QuotaExceeded)),
             Err(WriteError::KeyTooLarge { .. }) => Ok(Err(types::StorageError::KeyTooLarge)),
@@ -263,10 +304,22 @@ impl storage::Host for HostState {
         self.txn()?.delete(key.as_bytes()).map_err(storage_failure)
     }
 
-    fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
+    fn list_keys(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<String>> {
+        // One bounded page a call: the handler's deadline can stop a long listing between
+        // two pages, and no call returns a whole keyspace.
+        let limit = (limit as usize).min(MAX_KEYS_PER_PAGE);
         let keys = self
             .txn()?
-            .list_keys(prefix.as_bytes())
+            .list_keys_page(
+                prefix.as_bytes(),
+                after.as_deref().map(str::as_bytes),
+                limit,
+            )
             .map_err(storage_failure)?;
         // Keys are only ever written from WIT strings, so they are UTF-8.
         Ok(keys

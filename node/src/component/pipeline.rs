@@ -163,12 +163,19 @@ impl CommitPipeline {
 
     /// Starts a new epoch after a failure: forgets the dropped transactions' writes and
     /// tentative marks (reloaded from storage). Call with no handler running.
+    ///
+    /// A dropped callback had already taken its request off the router's waiting table; the
+    /// request is still pending in storage (its callback did not commit), so it is put back
+    /// with its stored deadline and the redelivered reply is handled, not taken as late.
     pub fn reset(&self, shared: &ComponentShared) -> Result<(), String> {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.in_flight.clear();
         shared
             .reload_marks()
-            .map_err(|e| format!("cannot reload the component's marks: {e}"))
+            .map_err(|e| format!("cannot reload the component's marks: {e}"))?;
+        shared
+            .restore_pending_requests()
+            .map_err(|e| format!("cannot reload the component's pending requests: {e}"))
     }
 
     /// Hands a transaction over; waits only when [`MAX_WAITING`] are already waiting.
@@ -336,6 +343,7 @@ async fn commit_group(group: Vec<Queued>) {
             node_id: shared.node_id,
             generation: shared.generation(),
             commit: 0,
+            sequence: 0,
         });
         if let Err(err) = shared.committer.commit_handler(merged).await {
             pipeline.record_failure(&shared, epoch, &err);

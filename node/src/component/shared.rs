@@ -12,7 +12,7 @@ use crate::api::{Delivery, Limits};
 use crate::commit::Committer;
 use crate::engine::Prepared;
 use crate::messaging::keys;
-use crate::messaging::Router;
+use crate::messaging::{Address, Router};
 use airssys_storage::{Storage, StorageError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -125,6 +125,26 @@ impl ComponentShared {
         Ok(())
     }
 
+    /// Puts every durable request still pending in storage back on the router's waiting
+    /// table, with its stored deadline (one already waiting keeps its clock).
+    pub fn restore_pending_requests(&self) -> Result<(), StorageError> {
+        let me = Address::Component(self.name.clone());
+        let now = crate::clock::now_ms();
+        for (key, value) in self
+            .storage
+            .sys_scan_prefix(&keys::pending_for(&self.name))?
+        {
+            let (Some(id), Some(deadline_ms)) = (keys::pending_id(&key), keys::decode_u64(&value))
+            else {
+                continue;
+            };
+            let left = std::time::Duration::from_millis(deadline_ms.saturating_sub(now));
+            self.router
+                .restore_request(me.clone(), id, std::time::Instant::now() + left);
+        }
+        Ok(())
+    }
+
     /// A fresh durable sequence number (used for durable messages and ids of durable
     /// requests). Numbers burned by a rolled-back handler are never reused.
     pub fn next_seq(&self) -> u64 {
@@ -146,8 +166,22 @@ impl ComponentShared {
     }
 
     /// What a durable message with this (sender, seq) is to the receiver.
+    ///
+    /// A sender not in the marks yet is looked up in storage: a removed sender's
+    /// messages arrive under its former name with the mark the removal stored for it.
     pub fn arrival(&self, sender: &str, seq: u64) -> Arrival {
-        let last = self.dedup.lock().ok().and_then(|d| d.get(sender).copied());
+        let mut last = self.dedup.lock().ok().and_then(|d| d.get(sender).copied());
+        if last.is_none() {
+            let stored = self
+                .storage
+                .sys_get(&keys::dedup(&self.name, sender))
+                .ok()
+                .flatten()
+                .and_then(|v| keys::decode_u64(&v));
+            if let (Some(mark), Ok(mut d)) = (stored, self.dedup.lock()) {
+                last = Some(*d.entry(sender.to_string()).or_insert(mark));
+            }
+        }
         classify_arrival(last, seq)
     }
 

@@ -55,6 +55,13 @@ pub struct WasmEngine {
     ticker_stop: Arc<AtomicBool>,
 }
 
+/// Most core instances one component instance may create.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: usize = 64;
+/// Most linear memories one component instance may create (all share its memory cap).
+pub const MAX_MEMORIES_PER_COMPONENT: usize = 8;
+/// Most tables one component instance may create.
+pub const MAX_TABLES_PER_COMPONENT: usize = 64;
+
 impl WasmEngine {
     /// Builds the engine; `cache_dir` holds compiled code keyed by binary sha256 and
     /// engine compatibility hash.
@@ -72,7 +79,11 @@ impl WasmEngine {
             .total_memories(slots)
             .total_tables(slots.saturating_mul(4))
             .total_stacks(slots)
-            .max_memory_size(POOL_MAX_MEMORY_BYTES);
+            .max_memory_size(POOL_MAX_MEMORY_BYTES)
+            // One component cannot take many slots from everyone.
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT as u32)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT as u32)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT as u32);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine =
             wasmtime::Engine::new(&config).map_err(|e| EngineError::Setup(e.to_string()))?;

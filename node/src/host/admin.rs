@@ -91,6 +91,7 @@ impl AdminBackend for Host {
             limits,
             node_id: placement.node,
             generation: placement.generation,
+            incarnation: placement.generation,
             installed_at_ms: now_ms(),
         };
         storage.create_component(&name).map_err(storage_err)?;

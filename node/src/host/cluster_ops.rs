@@ -10,40 +10,81 @@ fn init_key(name: &str) -> Vec<u8> {
     [b"init/".as_slice(), name.as_bytes()].concat()
 }
 
-/// Every sys key of `name`'s messaging state: its outbox, marks, counters and pending
-/// requests, the messages it sent that were not consumed, and every other component's
-/// counter and mark about it (so a component installed later under the name starts fresh).
-pub fn state_keys_of(storage: &Storage, name: &str) -> Result<Vec<Vec<u8>>, StorageError> {
-    let mut out = vec![keys::seq(name), init_key(name)];
+/// The sys writes that remove `name` (incarnation `incarnation`) from the messaging
+/// state: its outbox, marks, counters and pending requests go, and so does every other
+/// component's counter and mark about it (a component installed later under the name starts
+/// fresh pairs). The durable messages it sent that were not consumed yet stay: each is
+/// stored again as sent by its former incarnation ([`keys::former_sender`]), with the
+/// receiver's mark for it, so it is still delivered exactly once, and a new incarnation's
+/// messages are numbered apart from it.
+pub fn removal_writes(
+    storage: &Storage,
+    name: &str,
+    incarnation: u64,
+) -> Result<airssys_cluster::RemovalPlan, StorageError> {
+    let mut deletes = vec![keys::seq(name), init_key(name)];
     for prefix in [
         keys::outbox_for_receiver(name),
         keys::dedup_for_receiver(name),
         keys::pending_for(name),
         keys::pair_seqs_of(name),
     ] {
-        out.extend(
+        deletes.extend(
             storage
                 .sys_scan_prefix(&prefix)?
                 .into_iter()
                 .map(|(k, _)| k),
         );
     }
+    let former = keys::former_sender(name, incarnation);
+    let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    // Receivers with a message from it still waiting keep their mark, under the new name.
+    let mut waiting_at: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let receiver_of = |key: &[u8]| -> Option<String> {
+        let rest = key.strip_prefix(keys::OUTBOX)?;
+        let slash = rest.iter().position(|&b| b == b'/')?;
+        String::from_utf8(rest[..slash].to_vec()).ok()
+    };
+    for (key, value) in storage.sys_scan_prefix(keys::OUTBOX)? {
+        if keys::outbox_sender(&key) != Some(name.as_bytes()) {
+            continue;
+        }
+        deletes.push(key.clone());
+        let (Some(receiver), Ok(mut env)) = (receiver_of(&key), Envelope::decode(&value)) else {
+            continue;
+        };
+        if receiver == name {
+            continue; // sent to itself: gone with it
+        }
+        env.from = Address::Component(former.clone());
+        writes.push((env.outbox_key(), Some(env.encode())));
+        waiting_at.insert(receiver);
+    }
     let suffix = [b"/".as_slice(), name.as_bytes()].concat();
     for prefix in [keys::PAIR_SEQ, keys::DEDUP] {
-        for (key, _) in storage.sys_scan_prefix(prefix)? {
-            if key.ends_with(&suffix) {
-                out.push(key);
+        for (key, value) in storage.sys_scan_prefix(prefix)? {
+            if !key.ends_with(&suffix) {
+                continue;
+            }
+            deletes.push(key.clone());
+            if prefix == keys::DEDUP {
+                let receiver = &key[keys::DEDUP.len()..key.len() - suffix.len()];
+                let receiver = String::from_utf8_lossy(receiver).into_owned();
+                if waiting_at.contains(&receiver) {
+                    writes.push((keys::dedup(&receiver, &former), Some(value)));
+                }
             }
         }
     }
-    for (key, _) in storage.sys_scan_prefix(keys::OUTBOX)? {
-        if keys::outbox_sender(&key) == Some(name.as_bytes()) {
-            out.push(key);
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    deletes.sort();
+    deletes.dedup();
+    let mut out: Vec<(Vec<u8>, Option<Vec<u8>>)> = deletes.into_iter().map(|k| (k, None)).collect();
+    // The kept messages' new keys never clash with a delete (`~` is not in any name).
+    out.extend(writes);
+    Ok(airssys_cluster::RemovalPlan {
+        writes: out,
+        refence: waiting_at.into_iter().collect(),
+    })
 }
 
 impl Host {
@@ -68,7 +109,7 @@ impl Host {
             .set_generation(&name, record.node_id, record.generation)
             .map_err(storage_err)?;
         let shared = self.shared_for(&record, prepared).map_err(storage_err)?;
-        let first = record.generation == 1
+        let first = record.generation == record.incarnation
             && storage
                 .sys_get(&init_key(&name))
                 .map_err(storage_err)?
@@ -89,6 +130,7 @@ impl Host {
                 node_id: record.node_id,
                 generation: record.generation,
                 commit: 0,
+                sequence: 0,
             });
             if let Err(e) = self.committer().commit(marker).await {
                 let e = api_err(ErrorKind::Unavailable, format!("init not recorded: {e}"));

@@ -6,7 +6,7 @@ mod admin;
 mod cluster_ops;
 mod recovery;
 
-pub use cluster_ops::state_keys_of;
+pub use cluster_ops::removal_writes;
 
 use admin::state_of;
 use recovery::GatedFactory;
@@ -61,7 +61,14 @@ pub(crate) struct ComponentRecord {
     pub limits: Limits,
     pub node_id: u64,
     pub generation: u64,
+    /// The generation this incarnation of the name began at (`init` runs only then).
+    #[serde(default = "first_generation")]
+    pub incarnation: u64,
     pub installed_at_ms: u64,
+}
+
+fn first_generation() -> u64 {
+    1
 }
 
 /// How long stopping a component waits for its commits in flight.
@@ -419,6 +426,7 @@ impl Host {
                 node_id: running.record.node_id,
                 generation: running.shared.generation(),
                 commit: 0,
+                sequence: 0, // numbered below
             }
         };
         let external = Address::External;
@@ -447,7 +455,13 @@ impl Host {
             ),
             (counter, Some(keys::encode_u64(next))),
         ]);
-        batch.fence = Some(fence);
+        // Numbered in the fence too: the replicated log refuses it unless it is the next
+        // one, so a number read before an earlier send of unknown outcome applied is never
+        // applied twice (a 202 dropped as a duplicate).
+        batch.fence = Some(Fence {
+            sequence: next,
+            ..fence
+        });
         self.committer().commit(batch).await.map_err(|e| match e {
             CommitError::Fenced(m) => api_err(
                 ErrorKind::Unavailable,

@@ -117,6 +117,11 @@ fn bincode_config() -> impl bincode::config::Config {
 }
 
 impl Envelope {
+    /// Where a durable envelope is stored until its receiver consumes it.
+    pub fn outbox_key(&self) -> Vec<u8> {
+        super::keys::outbox(&self.to, self.from.key_segment(), self.seq)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![ENVELOPE_VERSION];
         // Encoding plain owned data into a Vec cannot fail short of allocation failure.

@@ -105,6 +105,13 @@ pub fn pending_id(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail))
 }
 
+/// The sender name a durable message keeps after its sender was removed: `NAME~N`, N the
+/// removed incarnation. `~` is in no component name, so it clashes with no component, and
+/// a new component under the name numbers its pairs apart from it.
+pub fn former_sender(name: &str, incarnation: u64) -> String {
+    format!("{name}~{incarnation}")
+}
+
 pub fn encode_u64(v: u64) -> Vec<u8> {
     v.to_be_bytes().to_vec()
 }

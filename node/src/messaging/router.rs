@@ -8,7 +8,7 @@ use super::keys;
 use crate::api::Delivery;
 use airssys_actor::{Correlator, MailboxSender, TrySendError};
 use airssys_storage::{CommitBatch, Storage};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Instant;
@@ -54,6 +54,9 @@ pub struct Router {
     external_ids: AtomicU64,
     storage: Storage,
     remote: std::sync::OnceLock<Arc<dyn RemoteRoute>>,
+    /// Outbox keys of the durable envelopes sitting in a local mailbox, not yet taken by
+    /// their actor: a resend of one of them is not queued twice.
+    queued: Mutex<HashSet<Vec<u8>>>,
     pub metrics: RouterMetrics,
 }
 
@@ -69,6 +72,7 @@ impl Router {
             external_ids: AtomicU64::new((rand::random::<u64>() >> 2) | 1),
             storage,
             remote: std::sync::OnceLock::new(),
+            queued: Mutex::new(HashSet::new()),
             metrics: RouterMetrics::default(),
         });
         let weak: Weak<Router> = Arc::downgrade(&router);
@@ -119,6 +123,43 @@ impl Router {
         if let Ok(mut m) = self.mailboxes.write() {
             m.remove(name);
         }
+        // Its mailbox is gone with whatever it held: those messages are in the outbox.
+        let prefix = keys::outbox_for_receiver(name);
+        if let Ok(mut q) = self.queued.lock() {
+            q.retain(|k| !k.starts_with(&prefix));
+        }
+    }
+
+    /// The actor took a durable envelope from its mailbox (to handle it, or to refuse it):
+    /// from now on a resend of it may be queued again.
+    pub fn taken(&self, env: &Envelope) {
+        if env.delivery == Delivery::Durable {
+            if let Ok(mut q) = self.queued.lock() {
+                q.remove(&env.outbox_key());
+            }
+        }
+    }
+
+    /// True while the durable message stored under this outbox key waits in a mailbox here.
+    pub fn is_queued(&self, outbox_key: &[u8]) -> bool {
+        self.queued
+            .lock()
+            .map(|q| q.contains(outbox_key))
+            .unwrap_or(false)
+    }
+
+    /// Marks a durable envelope as queued; false when it already is.
+    fn enqueue_durable(&self, key: Vec<u8>) -> bool {
+        self.queued
+            .lock()
+            .map(|mut q| q.insert(key))
+            .unwrap_or(true)
+    }
+
+    fn dequeue_durable(&self, key: &[u8]) {
+        if let Ok(mut q) = self.queued.lock() {
+            q.remove(key);
+        }
     }
 
     fn mailbox(&self, name: &str) -> Option<MailboxSender<Envelope>> {
@@ -167,6 +208,11 @@ impl Router {
 
     pub fn register_request(&self, requester: Address, id: u64, deadline: Instant) {
         self.requests.register((requester, id), deadline);
+    }
+
+    /// Registers a request again unless it is still waiting (then its clock is kept).
+    pub fn restore_request(&self, requester: Address, id: u64, deadline: Instant) {
+        self.requests.register_if_absent((requester, id), deadline);
     }
 
     /// A request from an admin client: its id and where its answer arrives.
@@ -227,7 +273,18 @@ impl Router {
         let result = match env.delivery {
             // Already durable: must not be dropped, so it may exceed the capacity
             // (bounded by what senders could commit while the mailbox was full).
-            Delivery::Durable => mailbox.push_committed(env).map_err(|c| c.0),
+            // At most one copy of it waits in the mailbox: a resend of one still queued
+            // (the sweep, a replay, a peer's resend) is dropped here.
+            Delivery::Durable => {
+                let key = env.outbox_key();
+                if !self.enqueue_durable(key.clone()) {
+                    return;
+                }
+                mailbox.push_committed(env).map_err(|c| {
+                    self.dequeue_durable(&key);
+                    c.0
+                })
+            }
             Delivery::Fast => match &env.body {
                 // An answer was already promised to the requester (its timeout is
                 // cleared): never drop it.

@@ -1,0 +1,269 @@
+//! Exactly-once holes, each tested through the path the binary runs: a one-node cluster
+//! (`ClusterHost`, the Raft log, its state machine and committer), as `airssys node start`
+//! makes it.
+//!
+//! - a removed and reinstalled name starts from nothing (its commit numbering, its store,
+//!   and every other component's pair counters about it);
+//! - a durable callback whose commit failed runs when its reply comes again;
+//! - a durable message is delivered though its sender was removed before it was consumed;
+//! - a handler's transaction cannot grow past what one log entry may carry.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use airssys_node::api::{AdminBackend, ApiError, Delivery, ErrorKind, InstallRequest};
+use airssys_node::cluster::{ClusterHost, ClusterSettings};
+use airssys_node::commit::{CommitError, CommitFuture, Committer};
+use airssys_storage::CommitBatch;
+use common::{eventually, example, procs};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn one_node(dir: &Path) -> ClusterHost {
+    let admin: SocketAddr = format!("127.0.0.1:{}", procs::free_tcp()).parse().unwrap();
+    let mut config = common::config(dir);
+    config.admin_addr = admin;
+    let settings = ClusterSettings::local(admin, procs::free_udp());
+    ClusterHost::start(config, settings).await.unwrap()
+}
+
+async fn install(node: &ClusterHost, name: &str, example_name: &str) {
+    node.install(InstallRequest {
+        name: name.into(),
+        binary: example(example_name),
+        limits: Default::default(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("install {name}: {e}"));
+}
+
+async fn ask(node: &ClusterHost, name: &str, text: &str) -> Result<String, ApiError> {
+    node.request(
+        name,
+        text.as_bytes().to_vec(),
+        Duration::from_secs(20),
+        Delivery::Durable,
+    )
+    .await
+    .map(|b| String::from_utf8(b).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_and_reinstalled_component_starts_from_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path()).await;
+    install(&node, "c", "counter").await;
+    install(&node, "p", "ping").await;
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "1");
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "2");
+    // `p` talks to this incarnation of `c`: both ends number their pair.
+    ask(&node, "p", "ping c").await.unwrap();
+    eventually(Duration::from_secs(30), || async {
+        (ask(&node, "p", "last").await.ok()? == "2").then_some(())
+    })
+    .await;
+    let first = node.describe("c").await.unwrap().generation;
+
+    node.remove("c").await.unwrap();
+    install(&node, "c", "counter").await;
+    let second = node.describe("c").await.unwrap().generation;
+    assert!(
+        second > first,
+        "a new incarnation gets a generation never given before ({first} then {second})"
+    );
+    // Its commit numbering starts again (it failed with "commit 3 of c skips 1"), and its
+    // store is empty.
+    assert_eq!(ask(&node, "c", "get").await.unwrap(), "0");
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "1");
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "2");
+    // `p` forgot its pair with the old `c`: its next durable request is the new pair's
+    // first, not one the new `c` would hold back forever as out of order.
+    assert_eq!(ask(&node, "p", "last").await.unwrap(), "2");
+    ask(&node, "p", "ping c").await.unwrap();
+    eventually(Duration::from_secs(30), || async {
+        (ask(&node, "p", "last").await.ok()? == "2").then_some(())
+    })
+    .await;
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "3");
+    ask(&node, "p", "ping c").await.unwrap();
+    eventually(Duration::from_secs(30), || async {
+        (ask(&node, "p", "last").await.ok()? == "3").then_some(())
+    })
+    .await;
+    node.shutdown().await;
+}
+
+/// The node's committer, refusing the handler commits a predicate picks (while it says so).
+struct Refusing {
+    inner: Arc<dyn Committer>,
+    refuse: Box<dyn Fn(&CommitBatch) -> bool + Send + Sync>,
+    refused: AtomicUsize,
+}
+
+struct RefusingCommitter(Arc<Refusing>);
+
+impl Committer for RefusingCommitter {
+    fn commit_handler(&self, batch: CommitBatch) -> CommitFuture {
+        let this = self.0.clone();
+        Box::pin(async move {
+            if (this.refuse)(&batch) {
+                this.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(CommitError::Failed("refused by the test".into()));
+            }
+            this.inner.commit_handler(batch).await
+        })
+    }
+
+    fn commit(&self, batch: CommitBatch) -> CommitFuture {
+        self.0.inner.commit(batch)
+    }
+
+    fn replicated(&self) -> bool {
+        self.0.inner.replicated()
+    }
+}
+
+/// Puts a refusing committer in front of the node's own (before any component starts).
+fn refuse_on(
+    node: &ClusterHost,
+    refuse: impl Fn(&CommitBatch) -> bool + Send + Sync + 'static,
+) -> Arc<Refusing> {
+    let gate = Arc::new(Refusing {
+        inner: node.host().committer(),
+        refuse: Box::new(refuse),
+        refused: AtomicUsize::new(0),
+    });
+    node.host()
+        .set_committer(Arc::new(RefusingCommitter(gate.clone())));
+    gate
+}
+
+fn fenced_on(batch: &CommitBatch, name: &str) -> bool {
+    batch.fence.as_ref().is_some_and(|f| f.component == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_callback_whose_commit_failed_runs_when_its_reply_comes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path()).await;
+    // The first commit of `p` that consumes a callback (it deletes a pending request).
+    let once = AtomicBool::new(false);
+    let gate = refuse_on(&node, move |batch| {
+        fenced_on(batch, "p")
+            && batch
+                .sys
+                .iter()
+                .any(|(k, v)| k.starts_with(b"pend/p/") && v.is_none())
+            && !once.swap(true, Ordering::SeqCst)
+    });
+    install(&node, "c", "counter").await;
+    install(&node, "p", "ping").await;
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "1");
+    // A long timeout: the callback must come from the reply, not from a timeout.
+    ask(&node, "p", "ping c 60000").await.unwrap();
+    eventually(Duration::from_secs(30), || async {
+        (gate.refused.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    // The reply stays in p's outbox and is handed again; the callback then runs (it was
+    // taken for a late reply and consumed without a callback).
+    let last = eventually(Duration::from_secs(30), || async {
+        let last = ask(&node, "p", "last").await.ok()?;
+        (last != "none").then_some(last)
+    })
+    .await;
+    assert_eq!(last, "1", "the callback stored the reply");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_cannot_queue_more_than_one_entry_may_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path()).await;
+    install(&node, "p", "ping").await;
+    install(&node, "e", "echo").await;
+    // 24 durable messages of almost 1 MiB each: 24 MiB, past the 16 MiB a transaction
+    // may carry.
+    let text = "x".repeat((1 << 20) - 64);
+    let err = ask(&node, "p", &format!("blast 24 e durable {text}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error, ErrorKind::Rejected, "{err}");
+    assert!(err.message.contains("payload-too-large"), "{err}");
+    // Under the cap it goes, and the node keeps serving.
+    assert_eq!(
+        ask(&node, "p", &format!("blast 8 e durable {text}"))
+            .await
+            .unwrap(),
+        "ok"
+    );
+    install(&node, "c", "counter").await;
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "1");
+    node.shutdown().await;
+}
+
+/// The balance, or `None` while the account cannot answer (it is restarted by the removal
+/// of a sender whose message it had not consumed: `unavailable`, retry).
+async fn balance(node: &ClusterHost, name: &str) -> Option<u64> {
+    ask(node, name, "balance")
+        .await
+        .ok()
+        .map(|b| b.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_message_is_delivered_though_its_sender_was_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path()).await;
+    let hold = Arc::new(AtomicBool::new(false));
+    let held = hold.clone();
+    // While `hold` is set, every commit of `b` fails: what is sent to it stays unconsumed.
+    let gate = refuse_on(&node, move |batch| {
+        held.load(Ordering::SeqCst) && fenced_on(batch, "b")
+    });
+    install(&node, "a", "account").await;
+    install(&node, "b", "account").await;
+    assert_eq!(ask(&node, "a", "deposit 100").await.unwrap(), "100");
+    assert_eq!(ask(&node, "a", "transfer 10 b").await.unwrap(), "ok");
+    eventually(Duration::from_secs(30), || async {
+        (balance(&node, "b").await? == 10).then_some(())
+    })
+    .await;
+
+    hold.store(true, Ordering::SeqCst);
+    // The debit commits; the credit waits in the outbox, refused at `b` each time it comes.
+    assert_eq!(ask(&node, "a", "transfer 5 b").await.unwrap(), "ok");
+    eventually(Duration::from_secs(30), || async {
+        (gate.refused.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    node.remove("a").await.unwrap();
+    hold.store(false, Ordering::SeqCst);
+    // The credit arrives once, from the removed sender.
+    eventually(Duration::from_secs(30), || async {
+        (balance(&node, "b").await? == 15).then_some(())
+    })
+    .await;
+
+    // A new `a` numbers its messages apart: its first transfer is neither dropped as a
+    // repeat of the old one's nor held back.
+    install(&node, "a", "account").await;
+    assert_eq!(
+        ask(&node, "a", "balance").await.unwrap(),
+        "0",
+        "a new account"
+    );
+    assert_eq!(ask(&node, "a", "deposit 7").await.unwrap(), "7");
+    assert_eq!(ask(&node, "a", "transfer 7 b").await.unwrap(), "ok");
+    eventually(Duration::from_secs(30), || async {
+        (balance(&node, "b").await? == 22).then_some(())
+    })
+    .await;
+    // And nothing is applied twice: it stays there.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(balance(&node, "b").await, Some(22));
+    node.shutdown().await;
+}
