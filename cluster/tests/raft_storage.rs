@@ -32,3 +32,20 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnR
 fn the_log_and_state_machine_pass_openrafts_storage_suite() {
     Suite::test_all(OnRocksDb).unwrap();
 }
+
+/// A store left behind by a removal that a crash interrupted (the registry no longer holds
+/// the component) is dropped when the state machine opens, before anything is applied, so a
+/// later install of the name starts empty; a registered component's store is kept.
+#[test]
+fn opening_the_state_machine_drops_stores_the_registry_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    storage.create_component("orphan").unwrap();
+    assert!(storage.has_component("orphan"));
+    let _sm = StateMachine::open(
+        storage.clone(),
+        Arc::new(|_: &Storage, _: &str, _: u64| Default::default()),
+    )
+    .unwrap();
+    assert!(!storage.has_component("orphan"));
+}

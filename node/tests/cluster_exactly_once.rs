@@ -51,6 +51,14 @@ async fn ask(node: &ClusterHost, name: &str, text: &str) -> Result<String, ApiEr
     .map(|b| String::from_utf8(b).unwrap())
 }
 
+/// Waits until `p`'s last callback stored `want`.
+async fn until_last(node: &ClusterHost, want: &str) {
+    eventually(Duration::from_secs(30), || async {
+        (ask(node, "p", "last").await.ok()? == want).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_and_reinstalled_component_starts_from_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,10 +69,7 @@ async fn a_removed_and_reinstalled_component_starts_from_nothing() {
     assert_eq!(ask(&node, "c", "inc").await.unwrap(), "2");
     // `p` talks to this incarnation of `c`: both ends number their pair.
     ask(&node, "p", "ping c").await.unwrap();
-    eventually(Duration::from_secs(30), || async {
-        (ask(&node, "p", "last").await.ok()? == "2").then_some(())
-    })
-    .await;
+    until_last(&node, "2").await;
     let first = node.describe("c").await.unwrap().generation;
 
     node.remove("c").await.unwrap();
@@ -83,16 +88,10 @@ async fn a_removed_and_reinstalled_component_starts_from_nothing() {
     // first, not one the new `c` would hold back forever as out of order.
     assert_eq!(ask(&node, "p", "last").await.unwrap(), "2");
     ask(&node, "p", "ping c").await.unwrap();
-    eventually(Duration::from_secs(30), || async {
-        (ask(&node, "p", "last").await.ok()? == "2").then_some(())
-    })
-    .await;
+    until_last(&node, "2").await;
     assert_eq!(ask(&node, "c", "inc").await.unwrap(), "3");
     ask(&node, "p", "ping c").await.unwrap();
-    eventually(Duration::from_secs(30), || async {
-        (ask(&node, "p", "last").await.ok()? == "3").then_some(())
-    })
-    .await;
+    until_last(&node, "3").await;
     node.shutdown().await;
 }
 

@@ -339,6 +339,20 @@ fn load_state(storage: &Storage) -> Result<(Meta, Registry), StorageError<NodeId
     Ok((meta, registry))
 }
 
+/// Drops the store of every component the applied registry does not hold: a removal whose
+/// drop a crash interrupted (its registry change was written first). Only the state machine
+/// creates and drops component stores, when it applies an install or a removal, and here,
+/// before it applies anything: a store is never dropped under a component installed again.
+fn drop_orphan_stores(storage: &Storage, registry: &Registry) -> Result<(), StorageError<NodeId>> {
+    for name in storage.component_names() {
+        if !registry.components.contains_key(&name) {
+            tracing::warn!(component = %name, "dropping the store of a removed component (its removal was interrupted)");
+            storage.drop_component(&name).map_err(sm_err)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes accumulated while applying a run of entries.
 #[derive(Default)]
 struct Pending {
@@ -354,6 +368,7 @@ impl StateMachine {
         removal_keys: RemovalKeys,
     ) -> Result<StateMachine, StorageError<NodeId>> {
         let (meta, registry) = load_state(&storage)?;
+        drop_orphan_stores(&storage, &registry)?;
         let (changes, _) = watch::channel(0);
         let snapshot_file = storage.path().with_extension("snapshot");
         Ok(StateMachine {

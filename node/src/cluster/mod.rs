@@ -266,7 +266,6 @@ impl ClusterHost {
                     self.host.deactivate(name).await;
                     Ok(())
                 }
-                reconcile::Step::DropStore(name) => self.host.drop_store(name).await,
                 reconcile::Step::Forget(name) => self.host.forget_peer(name).await,
                 reconcile::Step::CreateStore(name) => self.host.ensure_store(name),
                 reconcile::Step::Activate { name, .. } => match registry.components.get(name) {

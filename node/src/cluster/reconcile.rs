@@ -1,5 +1,7 @@
 //! Which actors this node must start or stop so that it runs exactly what the applied
-//! registry gives it: a pure function over plain data.
+//! registry gives it: a pure function over plain data. Stores are dropped only by the state
+//! machine (when it applies a removal, and at open for one a crash interrupted): a plan made
+//! before a reinstall was applied must never drop the new incarnation's store.
 
 use airssys_cluster::Registry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,8 +11,6 @@ pub enum Step {
     /// Stop the local actor (moved away, removed, or about to restart at a newer
     /// generation).
     Deactivate(String),
-    /// Drop the store of a removed component.
-    DropStore(String),
     /// The incarnation of this name that the actors here know ended (removed, perhaps
     /// installed again): they forget their counters and marks about it, so the next one
     /// starts fresh pairs.
@@ -52,11 +52,6 @@ pub fn plan(
         match registry.components.get(name) {
             Some(e) if e.owner == me && e.generation == generation => {}
             _ => stops.push(Step::Deactivate(name.clone())),
-        }
-    }
-    for name in stores {
-        if !registry.components.contains_key(name) {
-            stops.push(Step::DropStore(name.clone()));
         }
     }
     for (name, entry) in &registry.components {
@@ -159,12 +154,12 @@ mod tests {
     }
 
     #[test]
-    fn removal_stops_then_drops_the_store() {
+    fn removal_stops_the_actor_and_leaves_the_store_to_the_state_machine() {
         let reg = registry(&[]);
         let local = BTreeMap::from([("a".to_string(), 1)]);
         assert_eq!(
             plan(1, &reg, &local, &set(&["a"]), &incarnations(&reg)),
-            vec![Step::Deactivate("a".into()), Step::DropStore("a".into())]
+            vec![Step::Deactivate("a".into())]
         );
     }
 
@@ -191,15 +186,11 @@ mod tests {
             plan(3, &after, &BTreeMap::new(), &set(&["a", "b"]), &seen),
             vec![Step::Forget("a".into())]
         );
-        // Removed and not installed again: forgotten, stopped, its store dropped.
+        // Removed and not installed again: forgotten and stopped.
         let gone = registry(&[("b", 2, 1)]);
         assert_eq!(
             plan(1, &gone, &local, &set(&["a", "b"]), &seen),
-            vec![
-                Step::Forget("a".into()),
-                Step::Deactivate("a".into()),
-                Step::DropStore("a".into())
-            ]
+            vec![Step::Forget("a".into()), Step::Deactivate("a".into())]
         );
     }
 

@@ -200,39 +200,6 @@ impl Host {
         }
     }
 
-    /// Drops a removed component's store and local records.
-    pub(crate) async fn drop_store(&self, name: &str) -> Result<(), ApiError> {
-        let storage = &self.inner.storage;
-        if self.committer().replicated() {
-            // Applying the removal deleted its state on every node; what is left here is a
-            // store whose drop a crash interrupted.
-            if storage.has_component(name) {
-                storage.drop_component(name).map_err(storage_err)?;
-            }
-            return self.forget_peer(name).await;
-        }
-        let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            vec![(keys::seq(name), None), (init_key(name), None)];
-        for prefix in [
-            keys::outbox_for_receiver(name),
-            keys::dedup_for_receiver(name),
-            keys::pending_for(name),
-            keys::pair_seqs_of(name),
-        ] {
-            for (key, _) in storage.sys_scan_prefix(&prefix).map_err(storage_err)? {
-                sys.push((key, None));
-            }
-        }
-        storage
-            .commit_async(CommitBatch::sys_only(sys))
-            .await
-            .map_err(storage_err)?;
-        if storage.has_component(name) {
-            storage.drop_component(name).map_err(storage_err)?;
-        }
-        self.forget_peer(name).await
-    }
-
     /// Makes sure a registered component has its (empty) store on this node.
     pub(crate) fn ensure_store(&self, name: &str) -> Result<(), ApiError> {
         let storage = &self.inner.storage;
