@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Replicated commits against their baselines, in one run on this machine:
 #   1. etcd 3.4 (Debian etcd-server), three members on loopback, 1/16/64 concurrent put
-#      clients (the team's baseline program in ../shared/baselines/etcd-put-bench, or
-#      $AIRSSYS_ETCD_BENCH);
+#      clients (the baseline program in $AIRSSYS_ETCD_BENCH; a team checkout keeps it
+#      beside the project, which is the default);
 #   2. airssys: three nodes, 1/16/64 busy counters, and raw RocksDB synced puts with as many
 #      writer threads (cargo bench --bench replicated);
 #   3. failover time: kill -9 of a counter's owner -> first reply (cargo bench --bench failover).

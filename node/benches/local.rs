@@ -1,4 +1,4 @@
-//! Local benchmarks, each beside its baseline in the same run (DESIGN.md, Performance):
+//! Local benchmarks, each beside its baseline in the same run (the targets are in docs/BENCHMARKS.md):
 //!
 //! - request → reply with no writes (`echo`, fast) vs a tokio mpsc + oneshot round trip;
 //! - fire-and-forget throughput between two components (`ping blast` → `crash`), fast

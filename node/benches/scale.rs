@@ -1,5 +1,5 @@
 //! Many components on one node: install time as the count grows, memory per idle
-//! actor, and node restart time (DESIGN.md: 1,000 installed, restart ≤ 5 s, idle actor
+//! actor, and node restart time (targets: 1,000 installed, restart ≤ 5 s, idle actor
 //! ≤ 100 KiB).
 //!
 //! Run: `scripts/build-examples.sh && cargo bench -p airssys-node --bench scale`

@@ -111,7 +111,7 @@ pub struct Limits {
     pub fuel: Option<u64>,
 }
 
-/// How a message travels (see DESIGN.md, Semantics 5).
+/// How a message travels (see docs/ARCHITECTURE.md, "Exactly once, step by step").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Delivery {

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Largest component binary an install accepts (DESIGN.md: installs up to 64 MiB).
+/// Largest component binary an install accepts (installs up to 64 MiB must work: a Python component is ~18 MB).
 pub const MAX_INSTALL_BYTES: usize = 64 * 1024 * 1024;
 /// Largest payload of a message or request sent through the admin API.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;

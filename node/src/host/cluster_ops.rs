@@ -40,17 +40,13 @@ pub fn removal_writes(
     let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     // Receivers with a message from it still waiting keep their mark, under the new name.
     let mut waiting_at: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    let receiver_of = |key: &[u8]| -> Option<String> {
-        let rest = key.strip_prefix(keys::OUTBOX)?;
-        let slash = rest.iter().position(|&b| b == b'/')?;
-        String::from_utf8(rest[..slash].to_vec()).ok()
-    };
     for (key, value) in storage.sys_scan_prefix(keys::OUTBOX)? {
         if keys::outbox_sender(&key) != Some(name.as_bytes()) {
             continue;
         }
         deletes.push(key.clone());
-        let (Some(receiver), Ok(mut env)) = (receiver_of(&key), Envelope::decode(&value)) else {
+        let (Some(receiver), Ok(mut env)) = (keys::outbox_receiver(&key), Envelope::decode(&value))
+        else {
             continue;
         };
         if receiver == name {
@@ -137,7 +133,7 @@ impl Host {
                 return Err(self.record_failure(record, e));
             }
         }
-        let running = self.spawn(record, shared);
+        let running = self.spawn(record, shared.clone());
         if let Ok(mut f) = self.inner.failed.lock() {
             f.remove(&name);
         }
@@ -149,23 +145,7 @@ impl Host {
         // Messages stored for it while it was not running here, and the clocks of its
         // durable requests still waiting (it may have moved here with them).
         if *self.inner.recovered.borrow() {
-            let now = now_ms();
-            for (key, value) in storage
-                .sys_scan_prefix(&keys::pending_for(&name))
-                .map_err(storage_err)?
-            {
-                let (Some(id), Some(deadline_ms)) =
-                    (keys::pending_id(&key), keys::decode_u64(&value))
-                else {
-                    continue;
-                };
-                let left = Duration::from_millis(deadline_ms.saturating_sub(now));
-                self.inner.router.register_request(
-                    Address::Component(name.clone()),
-                    id,
-                    Instant::now() + left,
-                );
-            }
+            shared.restore_pending_requests().map_err(storage_err)?;
             for (_, value) in storage
                 .sys_scan_prefix(&keys::outbox_for_receiver(&name))
                 .map_err(storage_err)?

@@ -45,20 +45,9 @@ impl Host {
         // state, and the others' clocks and messages are their owners' business.
         let mut names: Vec<&String> = components.keys().collect();
         names.sort();
-        let now = now_ms();
         for name in &names {
-            for (key, value) in inner.storage.sys_scan_prefix(&keys::pending_for(name))? {
-                let (Some(id), Some(deadline_ms)) =
-                    (keys::pending_id(&key), keys::decode_u64(&value))
-                else {
-                    continue;
-                };
-                let left = Duration::from_millis(deadline_ms.saturating_sub(now));
-                inner.router.register_request(
-                    Address::Component((*name).clone()),
-                    id,
-                    Instant::now() + left,
-                );
+            if let Some(running) = components.get(*name) {
+                running.shared.restore_pending_requests()?;
             }
         }
 

@@ -99,6 +99,13 @@ pub fn outbox_sender(key: &[u8]) -> Option<&[u8]> {
     Some(&rest[slash + 1..])
 }
 
+/// The receiver named in an `ob/<receiver>/<sender>/<seq>` key.
+pub fn outbox_receiver(key: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(OUTBOX)?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    String::from_utf8(rest[..slash].to_vec()).ok()
+}
+
 /// The id at the end of a `pend/` key.
 pub fn pending_id(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
@@ -146,6 +153,10 @@ mod tests {
             Some(b"a".as_slice())
         );
         assert_eq!(outbox_sender(b"ob/x"), None);
+        assert_eq!(
+            outbox_receiver(&outbox("b-2", "a", 7)).as_deref(),
+            Some("b-2")
+        );
         assert_eq!(outbox_sender(b"dd/b/a/12345678"), None);
     }
 
