@@ -42,6 +42,7 @@ import os
 import pathlib
 import random
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -78,11 +79,15 @@ class Cluster:
         self.env = dict(os.environ, AIRSSYS_COMPOSE_PROJECT=project, AIRSSYS_COMPOSE_PORT=str(port))
         self.state = ROOT / "deploy" / "compose" / f"state-{project}"
         self.token = None
+        self.ca = self.state / "ca" / "ca.pem"
+        self.tls = None
 
     def up(self):
         subprocess.run([str(ROOT / "deploy/compose/up.sh"), str(self.n)], env=self.env, check=True,
                        stdout=subprocess.DEVNULL)
         self.token = (self.state / "token").read_text().strip()
+        # The nodes serve their admin API over HTTPS; trust only the cluster's CA.
+        self.tls = ssl.create_default_context(cafile=str(self.ca))
 
     def down(self):
         subprocess.run([str(ROOT / "deploy/compose/down.sh"), str(self.n)], env=self.env,
@@ -95,14 +100,14 @@ class Cluster:
         return f"{self.project}_cluster"
 
     def endpoint(self, i):
-        return f"http://127.0.0.1:{self.port + 10 * (i - 1)}"
+        return f"https://127.0.0.1:{self.port + 10 * (i - 1)}"
 
     def call(self, i, method, path, body=None, timeout=CLIENT_WAIT_S):
         """(status, body): 0 when the request got no answer in time, -1 when no node took it."""
         req = urllib.request.Request(self.endpoint(i) + path, data=body, method=method,
                                      headers={"Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.tls) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -110,6 +115,9 @@ class Cluster:
             # A request that reached a node and then got no answer is what must not
             # happen; a node that cannot be reached at all (stopped, cut off) is not that.
             reason = getattr(e, "reason", e)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                # A certificate the cluster CA did not sign is a broken setup, not a fault.
+                raise RuntimeError(f"TLS with node {i}: {reason}") from e
             if isinstance(reason, TimeoutError) or "timed out" in str(reason):
                 return 0, b""
             return -1, b""
@@ -127,7 +135,7 @@ class Cluster:
         return None
 
     def cli(self, i, *args):
-        return sh(str(BIN), *args, "--endpoint", self.endpoint(i), "--token", self.token)
+        return sh(str(BIN), *args, "--endpoint", self.endpoint(i), "--ca", str(self.ca), "--token", self.token)
 
     def logs(self, i):
         return sh("docker", "logs", self.container(i), check=False).stderr

@@ -98,6 +98,11 @@ impl NodeCert {
     }
 }
 
+/// Loopback names every node certificate is valid for: a node's own probes and a CLI on
+/// the same machine reach its admin API over TLS by them. They let no node pose as
+/// another: any certificate of the CA could already answer on this machine's loopback.
+pub const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "localhost"];
+
 /// The DNS name every node certificate carries: `node-<id>.airssys`.
 pub fn node_dns_name(node_id: u64) -> String {
     format!("node-{node_id}.airssys")
@@ -157,12 +162,20 @@ impl ClusterCa {
     }
 
     /// Issues a certificate for node `node_id`, valid for each of `hosts` (DNS names or IP
-    /// addresses) and for `node-<id>.airssys`, usable as both TLS server and TLS client.
+    /// addresses), for `node-<id>.airssys` and for the loopback names [`LOOPBACK_HOSTS`],
+    /// usable as both TLS server and TLS client.
     pub fn issue_node_cert(&self, node_id: u64, hosts: &[String]) -> Result<NodeCert, TlsError> {
         let issuer = self.issuer()?;
         let node_name = node_dns_name(node_id);
-        let mut sans = Vec::with_capacity(hosts.len() + 1);
-        for host in hosts.iter().chain(std::iter::once(&node_name)) {
+        let loopback = LOOPBACK_HOSTS.iter().map(|h| h.to_string());
+        let all: Vec<String> = hosts
+            .iter()
+            .cloned()
+            .chain(std::iter::once(node_name.clone()))
+            .chain(loopback)
+            .collect();
+        let mut sans = Vec::with_capacity(all.len());
+        for host in &all {
             let san = match host.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => {
@@ -268,6 +281,42 @@ pub fn client_config(ca_pem: &str, node: &NodeCert) -> Result<quinn::ClientConfi
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
 }
 
+/// The ALPN protocol the admin API's HTTPS server offers.
+pub const ADMIN_ALPN: &[u8] = b"http/1.1";
+
+/// The admin API's HTTPS server config: presents `node` and asks no client certificate
+/// (admin clients authenticate with the bearer token, inside the encrypted channel).
+/// TLS 1.2 and 1.3, so ordinary HTTP clients (curl, probes) connect too.
+pub fn admin_server_config(node: &NodeCert) -> Result<rustls::ServerConfig, TlsError> {
+    let (chain, key) = node_identity(node)?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![ADMIN_ALPN.to_vec()];
+    Ok(tls)
+}
+
+/// A TLS client config that trusts no certificate at all: for an HTTP client that must
+/// hold one but only ever speaks plain HTTP.
+pub fn admin_client_config_trusting_nothing() -> Result<rustls::ClientConfig, TlsError> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth())
+}
+
+/// An admin client's TLS config: trusts only the cluster CA `ca_pem` (never the system
+/// roots), presents no certificate.
+pub fn admin_client_config(ca_pem: &str) -> Result<rustls::ClientConfig, TlsError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ADMIN_ALPN.to_vec()];
+    Ok(tls)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -338,6 +387,35 @@ mod tests {
         assert!(valid_for(ca.cert_pem(), node.cert_pem(), "node-2.airssys"));
         assert!(ClusterCa::from_pem("garbage", ca.key_pem()).is_err());
         assert!(ClusterCa::from_pem(ca.cert_pem(), "garbage").is_err());
+    }
+
+    #[test]
+    fn every_node_cert_is_valid_on_loopback() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let node = ca.issue_node_cert(3, &["node3".into()]).unwrap();
+        for name in ["127.0.0.1", "localhost", "node3", "node-3.airssys"] {
+            assert!(valid_for(ca.cert_pem(), node.cert_pem(), name), "{name}");
+        }
+        assert!(!valid_for(ca.cert_pem(), node.cert_pem(), "node4"));
+    }
+
+    #[test]
+    fn admin_configs_build_from_the_cluster_files() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let node = ca.issue_node_cert(1, &[]).unwrap();
+        let server = admin_server_config(&node).unwrap();
+        assert_eq!(server.alpn_protocols, vec![ADMIN_ALPN.to_vec()]);
+        assert!(admin_client_config(ca.cert_pem()).is_ok());
+        assert!(admin_client_config_trusting_nothing().is_ok());
+        assert!(matches!(
+            admin_client_config("not a certificate"),
+            Err(TlsError::Pem(_))
+        ));
+        let broken = NodeCert::from_pem(node.cert_pem(), "garbage");
+        assert!(matches!(
+            admin_server_config(&broken),
+            Err(TlsError::Pem(_))
+        ));
     }
 
     #[test]

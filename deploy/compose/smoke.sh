@@ -12,8 +12,11 @@ trap 'deploy/compose/down.sh 3 >/dev/null' EXIT
 deploy/compose/down.sh 3 >/dev/null
 deploy/docker/build.sh airssys:dev
 deploy/compose/up.sh 3
-export AIRSSYS_TOKEN="$(cat deploy/compose/state-airssys3/token)"
-at() { local i=$1; shift; "$BIN" "$@" --endpoint "http://127.0.0.1:$((AIRSSYS_COMPOSE_PORT + 10 * (i - 1)))"; }
+export AIRSSYS_TOKEN_FILE="$PWD/deploy/compose/state-airssys3/token"
+export AIRSSYS_CA="$PWD/deploy/compose/state-airssys3/ca/ca.pem"
+unset AIRSSYS_TOKEN
+# The admin API serves HTTPS here (the nodes listen on their container addresses).
+at() { local i=$1; shift; "$BIN" "$@" --endpoint "https://127.0.0.1:$((AIRSSYS_COMPOSE_PORT + 10 * (i - 1)))"; }
 fail() { echo "smoke: $*" >&2; exit 1; }
 
 at 1 component install echo "$WASM/echo.wasm" >/dev/null
@@ -32,4 +35,6 @@ done
 [ "$(at 3 request ping last)" = 3 ] || fail "ping's callback across containers"
 members=$(at 2 cluster members --json | grep -Eo '"voter": *true' | wc -l)
 [ "$members" = 3 ] || fail "expected 3 voters, saw $members"
-echo "compose smoke test: ok (3 containers, installs and requests from the host through every node)"
+plain=$("$BIN" node status --endpoint "http://127.0.0.1:$AIRSSYS_COMPOSE_PORT" 2>&1) && fail "plain http was answered"
+case "$plain" in *"over TLS"*) ;; *) fail "plain http should be told to use TLS, got: $plain" ;; esac
+echo "compose smoke test: ok (3 containers, installs and requests over HTTPS from the host through every node)"

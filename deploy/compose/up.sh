@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts an airssys cluster of N nodes (3 or 5) as containers on a docker network, with a
 # fresh cluster CA, one certificate per node and an admin token. The admin API of node i is
-# published on 127.0.0.1:(7070 + 10·(i−1)), so the CLI on the host works against any node.
+# served over HTTPS (the node's certificate, which is valid for 127.0.0.1 too) and published
+# on 127.0.0.1:(7070 + 10·(i−1)), so the CLI on the host works against any node with
+# --ca STATE/ca/ca.pem.
 # Usage: deploy/compose/up.sh [3|5]        (state in deploy/compose/state-airssysN; down.sh N stops it)
 # Env: AIRSSYS_COMPOSE_PORT (first admin port, default 7070), AIRSSYS_COMPOSE_PROJECT
 # (compose project, default airssysN), AIRSSYS_IMAGE (default airssys:dev).
@@ -62,7 +64,8 @@ echo "== starting $N nodes (project $PROJECT)"
 docker-compose -p "$PROJECT" -f "$STATE/docker-compose.yml" up -d >/dev/null
 
 voters() {
-  "$BIN" cluster members --json --endpoint "http://127.0.0.1:$BASE" --token "$TOKEN" 2>/dev/null \
+  env -u AIRSSYS_TOKEN_FILE AIRSSYS_TOKEN="$TOKEN" "$BIN" cluster members --json --endpoint "https://127.0.0.1:$BASE" \
+    --ca "$STATE/ca/ca.pem" 2>/dev/null \
     | grep -Eo '"voter": *true' | wc -l
 }
 for _ in $(seq 1 600); do
@@ -74,6 +77,6 @@ if [ "$(voters)" != "$N" ]; then
   exit 1
 fi
 echo "== $N nodes up. From this machine:"
-echo "  export AIRSSYS_TOKEN=$TOKEN"
-for i in $(seq 1 "$N"); do echo "  airssys cluster status --endpoint http://127.0.0.1:$((BASE + 10 * (i - 1)))   # node $i"; done
+echo "  export AIRSSYS_TOKEN_FILE=$PWD/$STATE/token AIRSSYS_CA=$PWD/$STATE/ca/ca.pem"
+for i in $(seq 1 "$N"); do echo "  airssys cluster status --endpoint https://127.0.0.1:$((BASE + 10 * (i - 1)))   # node $i"; done
 echo "  deploy/compose/down.sh $N        # stop and remove the containers, network and volumes"

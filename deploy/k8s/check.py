@@ -79,6 +79,13 @@ def project_problems(docs):
     admin_port = int(admin.rsplit(":", 1)[1]) if ":" in admin else None
     ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
     routes = admin_routes()
+    # The node serves its admin API over TLS unless told `off` or bound to loopback.
+    tls_mode = arg_value(args, "--admin-tls") or "auto"
+    loopback = admin.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
+    tls = tls_mode == "on" or (tls_mode == "auto" and not loopback)
+    if not tls:
+        problems.append("the admin API must serve TLS (no --admin-tls=off on a pod address): "
+                        "the token would cross the network in clear")
 
     def http_probe_ok(name, probe, allowed):
         get = probe.get("httpGet")
@@ -88,6 +95,8 @@ def project_problems(docs):
             problems.append(f"{name} probes {get['path']}, which the admin API does not serve")
         if get["path"] not in allowed:
             problems.append(f"{name} must probe one of {sorted(allowed)}, not {get['path']}")
+        if tls and get.get("scheme") != "HTTPS":
+            problems.append(f"{name} must use scheme HTTPS: the admin API serves TLS")
         port = ports.get(get["port"], get["port"])
         if port != admin_port:
             problems.append(f"{name} probes port {port}, the admin API listens on {admin_port}")
@@ -114,6 +123,12 @@ def project_problems(docs):
         endpoint = arg_value(cmd, "--endpoint") or ""
         if not endpoint.endswith(f":{admin_port}"):
             problems.append(f"readinessProbe checks {endpoint}, the admin API is on {admin_port}")
+        if tls and not endpoint.startswith("https://"):
+            problems.append(f"readinessProbe checks {endpoint}: the admin API serves https://")
+        ca = arg_value(cmd, "--ca")
+        tls_dir = arg_value(args, "--tls-dir") or ""
+        if tls and not (ca or "").startswith(tls_dir.rstrip("/") + "/"):
+            problems.append("readinessProbe needs --ca with the cluster CA from --tls-dir")
     mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
     claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])}
     data_dir = arg_value(args, "--data-dir")
@@ -155,6 +170,10 @@ def mutations(docs):
     yield "liveness on quorum", with_sts(lambda s: container(s)["livenessProbe"]["httpGet"].__setitem__("path", "/readyz"))
     yield "probe of a missing endpoint", with_sts(lambda s: container(s)["startupProbe"]["httpGet"].__setitem__("path", "/health"))
     yield "probe on the wrong port", with_sts(lambda s: container(s)["livenessProbe"]["httpGet"].__setitem__("port", 9999))
+    yield "liveness over plain http", with_sts(lambda s: container(s)["livenessProbe"]["httpGet"].pop("scheme"))
+    yield "admin API without TLS", with_sts(lambda s: container(s)["args"].append("--admin-tls=off"))
+    yield "readiness over plain http", with_sts(lambda s: container(s)["readinessProbe"]["exec"].__setitem__(
+        "command", ["/airssys", "node", "ready", "--endpoint", "http://127.0.0.1:7070"]))
     yield "no anti-affinity", with_sts(lambda s: s["spec"]["template"]["spec"].pop("affinity"))
     m = copy.deepcopy(docs)
     next(d for d in m if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None")["spec"].pop("publishNotReadyAddresses")

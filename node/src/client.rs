@@ -33,7 +33,10 @@ pub enum ClientError {
     /// The node did not answer within the HTTP timeout.
     #[error("no answer from airssys node at {endpoint} within {}s", .after.as_secs())]
     Timeout { endpoint: String, after: Duration },
-    /// The endpoint is not a usable `http://host:port` URL.
+    /// The TLS handshake with the node failed (its certificate, or no TLS there).
+    #[error("TLS with airssys node at {endpoint}: {message}")]
+    Tls { endpoint: String, message: String },
+    /// The endpoint is not a usable `http(s)://host:port` URL.
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
     /// The node (or something in between) answered with an error that is not an
@@ -61,6 +64,7 @@ impl ClientError {
         match self {
             ClientError::Api(e) => e.error.as_str(),
             ClientError::Connect { .. } => "unreachable",
+            ClientError::Tls { .. } => "tls",
             ClientError::Timeout { .. } => "timeout",
             ClientError::InvalidEndpoint { .. } => "invalid-endpoint",
             ClientError::Http { .. } => "http",
@@ -108,8 +112,57 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// Normalizes an endpoint: adds `http://` when no scheme is given, refuses anything
-/// but plain `http` (this build has no TLS) and any path, query or fragment.
+/// Makes ring the process's rustls crypto provider, once. The HTTP clients (this one, and
+/// the OTLP trace exporter's) use rustls, which otherwise finds no provider and panics when
+/// a client is built. Later calls, and a provider installed by someone else, are kept.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The rustls error somewhere in `err`'s chain, if the failure was TLS's.
+fn tls_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // An io::Error's `source()` skips the error it wraps (and io errors nest): step
+        // into the wrapped one by hand.
+        cur = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// A TLS failure in the words an operator acts on.
+fn explain_tls(e: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        | Error::InvalidCertificate(CertificateError::BadSignature) => format!(
+            "{e}: the node's certificate is not from the CA given with --ca (use the cluster's ca.pem)"
+        ),
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => format!(
+            "{e}: the node's certificate does not name this host (make it with `airssys cert node --host HOST`)"
+        ),
+        Error::InvalidMessage(_) => format!(
+            "{e}: the node does not speak TLS on this port (is its admin API plain http://?)"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Normalizes an endpoint: adds `http://` when no scheme is given, refuses any scheme
+/// but `http` and `https`, and any path, query or fragment.
 pub fn parse_endpoint(endpoint: &str) -> Result<Url, ClientError> {
     let invalid = |reason: &str| ClientError::InvalidEndpoint {
         endpoint: endpoint.to_string(),
@@ -127,11 +180,10 @@ pub fn parse_endpoint(endpoint: &str) -> Result<Url, ClientError> {
     let url = Url::parse(&with_scheme)
         .map_err(|e| invalid(&format!("{e}; expected e.g. http://127.0.0.1:7070")))?;
     match url.scheme() {
-        "http" => {}
-        "https" => return Err(invalid("https is not supported by this build; use http://")),
+        "http" | "https" => {}
         other => {
             return Err(invalid(&format!(
-                "unsupported scheme `{other}`; use http://"
+                "unsupported scheme `{other}`; use http:// or https://"
             )))
         }
     }
@@ -168,16 +220,53 @@ impl AdminClient {
     /// A client for the node at `endpoint` (`http://host:port`; `host:port` is taken
     /// as http). `token` is sent as `Authorization: Bearer <token>`.
     pub fn new(endpoint: &str, token: Option<String>) -> Result<AdminClient, ClientError> {
+        AdminClient::with_ca(endpoint, token, None)
+    }
+
+    /// Like [`AdminClient::new`]; an `https://` endpoint must present a certificate that
+    /// chains to `ca_pem` (the cluster CA) and is valid for the endpoint's host. No
+    /// system roots are trusted.
+    pub fn with_ca(
+        endpoint: &str,
+        token: Option<String>,
+        ca_pem: Option<String>,
+    ) -> Result<AdminClient, ClientError> {
+        install_crypto_provider();
         let base = parse_endpoint(endpoint)?;
         let shown = base.as_str().trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .no_proxy()
-            .build()
-            .map_err(|source| ClientError::Transport {
+            .no_proxy();
+        if base.scheme() == "https" {
+            let ca_pem = ca_pem.ok_or_else(|| ClientError::InvalidEndpoint {
                 endpoint: shown.clone(),
-                source,
+                reason: "an https endpoint needs the cluster CA certificate: give --ca FILE \
+                         (ca.pem) or set AIRSSYS_CA"
+                    .into(),
             })?;
+            let tls = airssys_cluster::tls::admin_client_config(&ca_pem).map_err(|e| {
+                ClientError::InvalidEndpoint {
+                    endpoint: shown.clone(),
+                    reason: format!("the CA certificate: {e}"),
+                }
+            })?;
+            builder = builder.tls_backend_preconfigured(tls);
+        } else {
+            // reqwest wants a TLS configuration even for plain http (it would otherwise
+            // look for a process-wide crypto provider): one that trusts no one.
+            let tls =
+                airssys_cluster::tls::admin_client_config_trusting_nothing().map_err(|e| {
+                    ClientError::InvalidEndpoint {
+                        endpoint: shown.clone(),
+                        reason: format!("TLS set-up: {e}"),
+                    }
+                })?;
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder.build().map_err(|source| ClientError::Transport {
+            endpoint: shown.clone(),
+            source,
+        })?;
         Ok(AdminClient {
             http,
             base,
@@ -395,6 +484,12 @@ impl AdminClient {
 
     fn send_error(&self, e: reqwest::Error, timeout: Duration) -> ClientError {
         let endpoint = self.endpoint.clone();
+        if let Some(tls) = tls_cause(&e) {
+            return ClientError::Tls {
+                endpoint,
+                message: explain_tls(tls),
+            };
+        }
         if e.is_connect() {
             ClientError::Connect {
                 endpoint,
@@ -462,7 +557,11 @@ mod tests {
             parse_endpoint("localhost:7070/").unwrap().as_str(),
             "http://localhost:7070/"
         );
-        for bad in ["", "https://x:1", "ftp://x", "http://x:1/api", "http://"] {
+        assert_eq!(
+            parse_endpoint("https://10.0.0.5:7070").unwrap().as_str(),
+            "https://10.0.0.5:7070/"
+        );
+        for bad in ["", "ftp://x", "http://x:1/api", "http://"] {
             assert!(
                 matches!(
                     parse_endpoint(bad),
@@ -471,6 +570,36 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_https_endpoint_needs_a_usable_ca() {
+        let e = AdminClient::new("https://127.0.0.1:7070", None).unwrap_err();
+        assert!(
+            matches!(&e, ClientError::InvalidEndpoint { reason, .. } if reason.contains("--ca")),
+            "{e}"
+        );
+        let e =
+            AdminClient::with_ca("https://127.0.0.1:7070", None, Some("junk".into())).unwrap_err();
+        assert!(
+            matches!(&e, ClientError::InvalidEndpoint { reason, .. } if reason.contains("CA certificate")),
+            "{e}"
+        );
+        let ca = airssys_cluster::tls::ClusterCa::generate("t").unwrap();
+        let c = AdminClient::with_ca("https://127.0.0.1:7070", None, Some(ca.cert_pem().into()))
+            .unwrap();
+        assert_eq!(c.endpoint(), "https://127.0.0.1:7070");
+    }
+
+    #[test]
+    fn tls_failures_are_explained_from_deep_in_the_chain() {
+        let wrapped = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let found = tls_cause(&wrapped).expect("the rustls error inside an io::Error");
+        assert!(explain_tls(found).contains("--ca"));
+        assert!(tls_cause(&std::io::Error::other("plain")).is_none());
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct NodeConfig {
     /// Instance slots of the pooling allocator: how many component instances the node
     /// can hold at once (each reserves address space for its largest memory).
     pub instance_pool: u32,
+    /// Whether the admin API speaks HTTPS (with the node's certificate).
+    pub admin_tls: crate::admin::tls::AdminTlsMode,
 }
 
 /// Default instance slots: room for 1,000+ components and their restarts.
@@ -38,6 +40,7 @@ impl Default for NodeConfig {
             token: None,
             default_limits: DEFAULT_LIMITS,
             instance_pool: DEFAULT_INSTANCE_POOL,
+            admin_tls: crate::admin::tls::AdminTlsMode::Auto,
         }
     }
 }

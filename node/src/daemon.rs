@@ -29,6 +29,8 @@ pub enum DaemonError {
     },
     #[error("admin server: {0}")]
     Serve(std::io::Error),
+    #[error("admin API TLS: {0}")]
+    Tls(String),
 }
 
 /// The token the admin API requires: the configured one, or the one stored in the
@@ -111,22 +113,38 @@ pub async fn run(config: NodeConfig, settings: ClusterSettings) -> Result<(), Da
             addr: config.admin_addr,
             source,
         })?;
+    let tls = crate::admin::tls::tls_wanted(config.admin_tls, config.admin_addr);
+    // Loaded (or made, on a first start) before the cluster starts, which reads the same files.
+    let server_tls = if tls {
+        let (_, cert) = crate::cluster::tls_files::load_or_create(&config, &settings)
+            .map_err(DaemonError::Tls)?;
+        Some(
+            airssys_cluster::tls::admin_server_config(&cert)
+                .map_err(|e| DaemonError::Tls(e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let host = ClusterHost::start(config.clone(), settings.clone()).await?;
     tracing::info!(
         node_id = config.node_id,
         admin = %config.admin_addr,
         peer = %settings.peer_advertise,
         data_dir = %config.data_dir.display(),
+        admin_tls = tls,
         "airssys node serving (token in {})",
         if config.token.is_some() { "--token/AIRSSYS_TOKEN".to_string() } else { config.data_dir.join(TOKEN_FILE).display().to_string() }
     );
-    let served = crate::admin::serve(
-        listener,
-        Arc::new(host.clone()),
-        AdminAuth { token },
-        shutdown_signal(),
-    )
-    .await;
+    let backend = Arc::new(host.clone());
+    let auth = AdminAuth { token };
+    let served = match server_tls {
+        Some(server_tls) => {
+            let listener = crate::admin::tls::TlsListener::new(listener, server_tls)
+                .map_err(DaemonError::Serve)?;
+            crate::admin::serve(listener, backend, auth, shutdown_signal()).await
+        }
+        None => crate::admin::serve(listener, backend, auth, shutdown_signal()).await,
+    };
     tracing::info!("shutting down: stopping components");
     host.shutdown().await;
     served.map_err(DaemonError::Serve)

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // Usage errors exit with 2 here, `--help` and `--version` with 0.
     let cli = Cli::parse();
+    airssys_node::client::install_crypto_provider();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -213,6 +213,7 @@ impl Server {
 }
 
 fn raw() -> reqwest::Client {
+    airssys_node::client::install_crypto_provider();
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 

@@ -133,15 +133,10 @@ fn missing_payload_file_is_an_io_error() {
 
 #[test]
 fn invalid_endpoint_is_a_usage_error() {
-    let out = airssys(&[
-        "cluster",
-        "status",
-        "--endpoint",
-        "https://example.com:7070",
-    ]);
+    let out = airssys(&["cluster", "status", "--endpoint", "ftp://example.com:7070"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("https is not supported"),
+        text(&out.stderr).contains("unsupported scheme `ftp`"),
         "{}",
         text(&out.stderr)
     );

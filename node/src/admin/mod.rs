@@ -17,9 +17,13 @@
 //! | `GET /healthz` (no auth) | 200 `ok` |
 //! | `GET /readyz` | 200 `ready`, or 503 `unavailable` |
 //! | `GET /metrics` | 200 Prometheus text |
+//!
+//! The node serves it over HTTPS with its own certificate unless the admin address is a
+//! loopback one ([`tls`]).
 
 pub mod auth;
 pub mod params;
+pub mod tls;
 
 pub use auth::{check_bearer, read_token_file, AdminAuth};
 pub use params::{
@@ -115,12 +119,15 @@ pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
 
 /// Serves the admin API on `listener` until `shutdown` resolves, then finishes the
 /// requests in flight and returns.
-pub async fn serve<B: AdminBackend>(
-    listener: tokio::net::TcpListener,
+pub async fn serve<B: AdminBackend, L>(
+    listener: L,
     backend: Arc<B>,
     auth: AdminAuth,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }

@@ -30,8 +30,13 @@ Cluster certificates (local, no node needed):
   airssys cert ca --out ./ca                 # ./ca/ca.pem and ./ca/ca.key (0600)
   airssys cert node --ca-dir ./ca --node-id 1 --host 10.0.0.1 --out ./node1
 
-Authentication: client commands send --token (or $AIRSSYS_TOKEN). Without either, they use
-./airssys-data/admin-token, which a node started here with no --token writes.
+Authentication: client commands send the token from --token-file, $AIRSSYS_TOKEN or --token
+(a command line is visible to every user of the machine). Without one, they use
+./airssys-data/admin-token, which a node started here with no token writes.
+
+TLS: a node serves its admin API over HTTPS unless it listens on loopback (--admin-tls).
+Talk to it with --endpoint https://HOST:PORT --ca ca.pem (the cluster CA certificate, or
+$AIRSSYS_CA); without --ca, ./airssys-data/tls/ca.pem is used when it exists.
 
 Exit codes:
   0   success
@@ -39,7 +44,7 @@ Exit codes:
   2   usage: bad arguments, invalid name, bad request, unsupported option
   3   not-found: no such component
   4   timeout: no reply in time
-  5   unreachable: no node answers at --endpoint
+  5   unreachable: no node answers at --endpoint, or TLS with it failed (kind `tls`)
   6   unauthorized: missing or wrong token
   7   already-exists: a component by that name is installed
   8   invalid-component: the binary is not a valid airssys component
@@ -157,9 +162,18 @@ pub struct StartArgs {
     /// `airssys-0` is node 1); for images without a shell
     #[arg(long, conflicts_with = "node_id")]
     pub node_id_from_hostname: bool,
-    /// Bearer token the admin API requires (default: the one in <data-dir>/admin-token)
+    /// Bearer token the admin API requires (default: the one in <data-dir>/admin-token).
+    /// A command line is visible to every user of the machine: prefer --token-file
     #[arg(long, value_name = "T", env = "AIRSSYS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File holding the bearer token the admin API requires (a mounted secret, say)
+    #[arg(long, value_name = "FILE", env = "AIRSSYS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve the admin API over HTTPS with the node's certificate (--tls-dir): `auto` does
+    /// unless --admin is a loopback address
+    #[arg(long, value_name = "MODE", value_enum, env = "AIRSSYS_ADMIN_TLS",
+          default_value_t = crate::admin::tls::AdminTlsMode::Auto)]
+    pub admin_tls: crate::admin::tls::AdminTlsMode,
     /// Address the cluster (QUIC) endpoint listens on [default: the admin IP, admin port + 1]
     #[arg(long, value_name = "ADDR")]
     pub peer: Option<SocketAddr>,
@@ -205,7 +219,8 @@ pub struct ClientOpts {
     /// Admin API of the node to talk to
     #[arg(long, value_name = "URL", env = "AIRSSYS_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
     pub endpoint: String,
-    /// Admin bearer token (default: ./airssys-data/admin-token when it exists)
+    /// Admin bearer token (default: ./airssys-data/admin-token when it exists). Prefer
+    /// --token-file or $AIRSSYS_TOKEN: a command line is visible to every user
     #[arg(
         long,
         value_name = "T",
@@ -214,6 +229,13 @@ pub struct ClientOpts {
         global = true
     )]
     pub token: Option<String>,
+    /// File holding the admin bearer token
+    #[arg(long, value_name = "FILE", env = "AIRSSYS_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate an https:// endpoint's certificate must chain to (the cluster's
+    /// ca.pem) [default: ./airssys-data/tls/ca.pem when it exists]
+    #[arg(long, value_name = "FILE", env = "AIRSSYS_CA", global = true)]
+    pub ca: Option<PathBuf>,
 }
 
 /// `airssys cluster …`
@@ -429,7 +451,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Io { .. } | CliError::Daemon(_) => 1,
-            CliError::Client(ClientError::Connect { .. }) => 5,
+            CliError::Client(ClientError::Connect { .. } | ClientError::Tls { .. }) => 5,
             CliError::Client(ClientError::Timeout { .. }) => 4,
             CliError::Client(ClientError::InvalidEndpoint { .. }) => 2,
             CliError::Client(ClientError::Api(e)) => exit_code_for(e.error),
@@ -582,10 +604,59 @@ fn installed_line(info: &ComponentInfo) -> String {
     )
 }
 
-/// The client for a command's `--endpoint` / `--token`.
+/// The client for a command's `--endpoint`, `--token`/`--token-file` and `--ca`.
 pub fn connect(opts: &ClientOpts) -> Result<AdminClient, CliError> {
-    let token = client_token(opts.token.clone(), Path::new(DEFAULT_DATA_DIR));
-    Ok(AdminClient::new(&opts.endpoint, token)?)
+    let data_dir = Path::new(DEFAULT_DATA_DIR);
+    let given = given_token(opts.token.as_deref(), opts.token_file.as_deref())?;
+    let token = client_token(given, data_dir);
+    let ca = client_ca(opts.ca.as_deref(), &opts.endpoint, data_dir)?;
+    Ok(AdminClient::with_ca(&opts.endpoint, token, ca)?)
+}
+
+/// The token given as `--token` (or `$AIRSSYS_TOKEN`) or read from `--token-file`; both
+/// at once is refused rather than one silently winning.
+pub fn given_token(token: Option<&str>, file: Option<&Path>) -> Result<Option<String>, CliError> {
+    match (token, file) {
+        (Some(_), Some(_)) => Err(CliError::Usage(
+            "give --token or --token-file, not both ($AIRSSYS_TOKEN counts as --token, \
+             $AIRSSYS_TOKEN_FILE as --token-file)"
+                .into(),
+        )),
+        (Some(t), None) => Ok(Some(t.to_string())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::io(format!("cannot read the token file {}", path.display()), e)
+            })?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "the token file {} is empty",
+                    path.display()
+                )));
+            }
+            Ok(Some(token.to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The CA certificate (PEM) an https endpoint is checked against: `--ca`, else the one a
+/// local node made under `data_dir`, else none (then an https endpoint is refused).
+pub fn client_ca(
+    given: Option<&Path>,
+    endpoint: &str,
+    data_dir: &Path,
+) -> Result<Option<String>, CliError> {
+    if let Some(path) = given {
+        return std::fs::read_to_string(path)
+            .map(Some)
+            .map_err(|e| CliError::io(format!("cannot read the CA file {}", path.display()), e));
+    }
+    if !endpoint.trim().starts_with("https://") {
+        return Ok(None);
+    }
+    let local = data_dir.join("tls").join(cert::CA_CERT_FILE);
+    Ok(std::fs::read_to_string(local).ok())
 }
 
 /// `--token` / `$AIRSSYS_TOKEN` when given, else the token file a local node wrote
@@ -687,11 +758,10 @@ pub fn node_config(
         }
         cfg.node_id = id;
     }
-    cfg.token = args
-        .token
-        .as_ref()
+    cfg.token = given_token(args.token.as_deref(), args.token_file.as_deref())?
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
+    cfg.admin_tls = args.admin_tls;
     let peer = match args.peer {
         Some(p) => p,
         None => SocketAddr::new(
