@@ -256,6 +256,7 @@ fn instantiate_samples(s: &Setup, n: usize) -> (Vec<Duration>, Vec<Duration>) {
         let shared = Arc::new(
             ComponentShared::load(
                 "bench".into(),
+                1,
                 airssys_node::config::DEFAULT_LIMITS,
                 1,
                 1,

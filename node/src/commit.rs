@@ -37,6 +37,12 @@ pub trait Committer: Send + Sync + 'static {
     /// True when every node applies these commits: a durable message's outbox entry then
     /// disappears everywhere with its receiver's commit, and no acknowledgement is sent.
     fn replicated(&self) -> bool;
+
+    /// The incarnation of component `name` as the registry applied here says (`None`: not
+    /// installed, or this committer keeps no registry). A handler numbers its durable
+    /// messages to `name` for that incarnation, and a replicated log refuses the commit if
+    /// it has ended meanwhile.
+    fn incarnation_of(&self, name: &str) -> Option<u64>;
 }
 
 /// Commits to the node's own storage.
@@ -65,5 +71,10 @@ impl Committer for LocalCommitter {
 
     fn replicated(&self) -> bool {
         false
+    }
+
+    /// A single node keeps no registry of incarnations: its storage ignores the peers.
+    fn incarnation_of(&self, _name: &str) -> Option<u64> {
+        None
     }
 }

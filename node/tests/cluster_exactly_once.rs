@@ -6,7 +6,9 @@
 //!   and every other component's pair counters about it);
 //! - a durable callback whose commit failed runs when its reply comes again;
 //! - a durable message is delivered though its sender was removed before it was consumed;
-//! - a handler's transaction cannot grow past what one log entry may carry.
+//! - a handler's transaction cannot grow past what one log entry may carry;
+//! - messages numbered for an incarnation of their receiver that has ended are refused
+//!   and numbered again for the current one.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -100,6 +102,9 @@ struct Refusing {
     inner: Arc<dyn Committer>,
     refuse: Box<dyn Fn(&CommitBatch) -> bool + Send + Sync>,
     refused: AtomicUsize,
+    /// A name whose incarnation this node reports as the one given (a node that has not
+    /// applied its removal yet).
+    lagging: std::sync::Mutex<Option<(String, u64)>>,
 }
 
 struct RefusingCommitter(Arc<Refusing>);
@@ -123,6 +128,15 @@ impl Committer for RefusingCommitter {
     fn replicated(&self) -> bool {
         self.0.inner.replicated()
     }
+
+    fn incarnation_of(&self, name: &str) -> Option<u64> {
+        if let Some((lagging, incarnation)) = self.0.lagging.lock().unwrap().as_ref() {
+            if lagging == name {
+                return Some(*incarnation);
+            }
+        }
+        self.0.inner.incarnation_of(name)
+    }
 }
 
 /// Puts a refusing committer in front of the node's own (before any component starts).
@@ -134,6 +148,7 @@ fn refuse_on(
         inner: node.host().committer(),
         refuse: Box::new(refuse),
         refused: AtomicUsize::new(0),
+        lagging: std::sync::Mutex::new(None),
     });
     node.host()
         .set_committer(Arc::new(RefusingCommitter(gate.clone())));
@@ -264,5 +279,45 @@ async fn a_committed_message_is_delivered_though_its_sender_was_removed() {
     // And nothing is applied twice: it stays there.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(balance(&node, "b").await, Some(22));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_numbered_for_an_ended_incarnation_are_refused_and_numbered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path()).await;
+    let gate = refuse_on(&node, |_| false);
+    install(&node, "c", "counter").await;
+    install(&node, "p", "ping").await;
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "1");
+    ask(&node, "p", "ping c").await.unwrap();
+    until_last(&node, "1").await;
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "2");
+    ask(&node, "p", "ping c").await.unwrap();
+    until_last(&node, "2").await;
+    let old = gate.inner.incarnation_of("c").unwrap();
+
+    node.remove("c").await.unwrap();
+    install(&node, "c", "counter").await;
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "1");
+    let new = gate.inner.incarnation_of("c").unwrap();
+    assert!(new > old, "a new incarnation ({old} then {new})");
+    // `p` numbers as a node would that has not applied the removal yet: for the old `c`.
+    // The log refuses the commit, so the new `c` never holds a message it must wait
+    // behind; the requester hears why.
+    *gate.lagging.lock().unwrap() = Some(("c".into(), old));
+    let err = ask(&node, "p", "ping c").await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.message.contains(&format!("incarnation {old} of c")),
+        "{err}"
+    );
+    // Caught up: numbered for the new `c`, which answers at once.
+    *gate.lagging.lock().unwrap() = None;
+    ask(&node, "p", "ping c").await.unwrap();
+    until_last(&node, "1").await;
+    assert_eq!(ask(&node, "c", "inc").await.unwrap(), "2");
+    ask(&node, "p", "ping c").await.unwrap();
+    until_last(&node, "2").await;
     node.shutdown().await;
 }

@@ -51,6 +51,10 @@ impl Committer for GatedCommitter {
     fn replicated(&self) -> bool {
         self.0.inner.replicated()
     }
+
+    fn incarnation_of(&self, name: &str) -> Option<u64> {
+        self.0.inner.incarnation_of(name)
+    }
 }
 
 /// A node whose committer is gated (open), with a counter `c` at 1.

@@ -101,6 +101,13 @@ pub struct Fence {
     /// was unknown applied late; 0: not numbered. Local storage ignores it.
     #[serde(default)]
     pub sequence: u64,
+    /// The components this commit numbers durable messages to, each with the incarnation
+    /// its numbering belongs to. A replicated log refuses the commit when one of them is no
+    /// longer that incarnation (removed, perhaps installed again): numbers given for an
+    /// ended incarnation would leave the new one waiting for messages that never come.
+    /// Local storage ignores it.
+    #[serde(default)]
+    pub peers: Vec<(String, u64)>,
 }
 
 /// A component's current placement, as recorded by
@@ -323,6 +330,7 @@ mod tests {
         Fence {
             commit: 0,
             sequence: 0,
+            peers: Vec::new(),
             component: "c".into(),
             node_id,
             generation,

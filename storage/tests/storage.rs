@@ -284,6 +284,7 @@ fn fenced_batch(generation: u64, node_id: u64) -> CommitBatch {
         fence: Some(Fence {
             commit: 0,
             sequence: 0,
+            peers: Vec::new(),
             component: "a".into(),
             node_id,
             generation,
@@ -679,6 +680,7 @@ fn bulk_creation_keeps_existing_data_and_open_transactions() {
         fence: Some(Fence {
             commit: 0,
             sequence: 0,
+            peers: Vec::new(),
             component: "old".into(),
             node_id: 1,
             generation: 2,
@@ -755,6 +757,7 @@ async fn concurrent_async_commits_all_land_and_a_stale_one_fails_alone() {
                 fence: Some(Fence {
                     commit: 0,
                     sequence: 0,
+                    peers: Vec::new(),
                     component: comp.clone(),
                     node_id: 1,
                     generation: if i == STALE { 0 } else { 1 },

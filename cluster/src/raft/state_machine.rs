@@ -72,8 +72,9 @@ fn is_raft_key(key: &[u8]) -> bool {
 }
 
 /// Decides a commit against the registry: its fence must name the component's current owner
-/// and generation, it may write only that component's store, never Raft's keys, and a numbered
-/// commit must be the next one (or a retry of the last: applied once, answered again).
+/// and generation, it may write only that component's store, never Raft's keys, every
+/// component it numbers messages to must still be the incarnation it numbered them for, and a
+/// numbered commit must be the next one (or a retry of the last: applied once, answered again).
 pub fn check_commit(registry: &Registry, batch: &CommitBatch) -> Result<CommitCheck, Refusal> {
     let Some(fence) = &batch.fence else {
         return Err(Refusal::MalformedCommit("a commit needs a fence".into()));
@@ -114,6 +115,16 @@ pub fn check_commit(registry: &Registry, batch: &CommitBatch) -> Result<CommitCh
             "it is on node {} at generation {}",
             entry.owner, entry.generation
         )));
+    }
+    if let Some((peer, numbered_for)) = fence.peers.iter().find(|(peer, incarnation)| {
+        registry.components.get(peer).map(|e| e.incarnation) != Some(*incarnation)
+    }) {
+        return Err(Refusal::PeerChanged {
+            component: fence.component.clone(),
+            peer: peer.clone(),
+            numbered_for: *numbered_for,
+            now: registry.components.get(peer).map(|e| e.incarnation),
+        });
     }
     if fence.sequence > 0 && fence.sequence != entry.external_seq + 1 {
         return Err(Refusal::OutOfTurn {
@@ -248,6 +259,12 @@ impl RegistryView {
     pub fn entry(&self, name: &str) -> Option<ComponentEntry> {
         let s = self.state.read().ok()?;
         s.1.components.get(name).cloned()
+    }
+
+    /// The incarnation of `name` applied here (`None`: not installed).
+    pub fn incarnation_of(&self, name: &str) -> Option<u64> {
+        let s = self.state.read().ok()?;
+        s.1.components.get(name).map(|c| c.incarnation)
     }
 
     /// Numbered commits of `name` applied here so far.
@@ -803,6 +820,7 @@ mod tests {
                 generation,
                 commit: number,
                 sequence: 0,
+                peers: Vec::new(),
             }),
             components: vec![airssys_storage::ComponentWrites {
                 component: name.into(),
@@ -935,6 +953,69 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_numbered_for_an_ended_incarnation_of_its_receiver_is_refused() {
+        let members = BTreeSet::from([1]);
+        let mut reg = Registry::default();
+        apply_command(&mut reg, &members, false, 1, install("a", "s", 1));
+        apply_command(&mut reg, &members, true, 2, install("b", "s", 1));
+        let to_b = |incarnation: u64| {
+            let Command::Commit(mut b) = commit("a", 1, 1, 0) else {
+                unreachable!()
+            };
+            if let Some(f) = b.fence.as_mut() {
+                f.peers = vec![("b".into(), incarnation)];
+            }
+            Command::Commit(b)
+        };
+        let (out, _) = apply_command(&mut reg, &members, true, 3, to_b(2));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
+        // b removed and installed again (incarnation 5): numbers given for 2 are refused.
+        apply_command(
+            &mut reg,
+            &members,
+            true,
+            4,
+            Command::Remove { name: "b".into() },
+        );
+        apply_command(&mut reg, &members, true, 5, install("b", "s", 1));
+        let (out, fx) = apply_command(&mut reg, &members, true, 6, to_b(2));
+        assert_eq!(
+            out,
+            Outcome::Refused(Refusal::PeerChanged {
+                component: "a".into(),
+                peer: "b".into(),
+                numbered_for: 2,
+                now: Some(5),
+            })
+        );
+        assert!(
+            fx.commits.is_empty(),
+            "nothing of a refused commit is written"
+        );
+        let (out, _) = apply_command(&mut reg, &members, true, 7, to_b(5));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
+        // Numbered by a node that did not know b at all (0) while it is installed: refused.
+        let (out, _) = apply_command(&mut reg, &members, true, 8, to_b(0));
+        assert!(matches!(out, Outcome::Refused(Refusal::PeerChanged { .. })));
+        // Removed for good: refused as well (its messages would wait forever).
+        apply_command(
+            &mut reg,
+            &members,
+            true,
+            9,
+            Command::Remove { name: "b".into() },
+        );
+        let (out, _) = apply_command(&mut reg, &members, true, 10, to_b(5));
+        assert!(
+            matches!(
+                out,
+                Outcome::Refused(Refusal::PeerChanged { now: None, .. })
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn external_messages_apply_only_in_turn() {
         let members = BTreeSet::from([1]);
         let mut reg = Registry::default();
@@ -1041,6 +1122,7 @@ mod tests {
             generation: 1,
             commit: 0,
             sequence: 0,
+            peers: Vec::new(),
         });
         assert_eq!(check_commit(&reg, &unfenced), Ok(CommitCheck::Apply));
         let Command::Commit(mut other_store) = commit("a", 1, 1, 1) else {

@@ -237,6 +237,16 @@ pub enum Refusal {
     /// A commit without a fence, or one that writes another component's store.
     #[error("malformed commit: {0}")]
     MalformedCommit(String),
+    /// The commit numbers durable messages for an incarnation of `peer` that has ended
+    /// (removed, perhaps installed again) since its handler ran: nothing applied; run again,
+    /// the handler numbers them for the current one (or finds no such component).
+    #[error("commit of {component} refused: it numbered messages for incarnation {numbered_for} of {peer}, which is now {}", match .now { Some(n) => format!("incarnation {n}"), None => "removed".to_string() })]
+    PeerChanged {
+        component: String,
+        peer: String,
+        numbered_for: u64,
+        now: Option<u64>,
+    },
     /// An external durable message numbered from a stale count (an earlier send applied
     /// meanwhile): nothing applied; numbering it again from the applied count succeeds.
     #[error("message {got} to {component} is out of turn: the next is {next}; send it again")]

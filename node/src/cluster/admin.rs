@@ -39,7 +39,7 @@ fn refusal(r: Refusal) -> ApiError {
         // Commits are not admin writes; these reach an operator only through a bug.
         Refusal::Fenced { .. } => ErrorKind::Unavailable,
         Refusal::MalformedCommit(_) => ErrorKind::Internal,
-        Refusal::OutOfTurn { .. } => ErrorKind::Unavailable,
+        Refusal::OutOfTurn { .. } | Refusal::PeerChanged { .. } => ErrorKind::Unavailable,
     };
     ApiError::new(kind, r.to_string())
 }

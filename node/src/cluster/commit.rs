@@ -127,4 +127,8 @@ impl Committer for Arc<RaftCommitter> {
     fn replicated(&self) -> bool {
         true
     }
+
+    fn incarnation_of(&self, name: &str) -> Option<u64> {
+        self.cluster.view().incarnation_of(name)
+    }
 }

@@ -50,6 +50,8 @@ enum Outcome {
 /// The parts of an incoming envelope the commit needs after the handler ran.
 struct Incoming {
     from: Address,
+    /// The sender's incarnation (0: an external client, or an envelope of an earlier build).
+    from_incarnation: u64,
     delivery: Delivery,
     seq: u64,
     /// `Some(id)` when the sender waits for a reply.
@@ -106,6 +108,7 @@ impl ComponentActor {
         let outcome = self.classify(result.map(|r| r.map(|()| None)));
         let incoming = Incoming {
             from: Address::External,
+            from_incarnation: 0,
             delivery: Delivery::Fast,
             seq: 0,
             request_id: None,
@@ -241,7 +244,11 @@ impl ComponentActor {
         let mut numbering = shared.pair_numbering();
         for out in call.outgoing {
             let seq = match out.delivery {
-                Delivery::Durable => numbering.take(&out.target, |r| shared.last_pair_seq(r)),
+                Delivery::Durable => numbering.take(
+                    &out.target,
+                    |r| shared.receiver_incarnation(r),
+                    |r, inc| shared.last_pair_seq(r, inc),
+                ),
                 Delivery::Fast => 0,
             };
             let body = match out.request {
@@ -268,6 +275,7 @@ impl ComponentActor {
             };
             let env = Envelope {
                 from: Address::Component(me.to_string()),
+                from_incarnation: shared.incarnation,
                 to: out.target,
                 delivery: out.delivery,
                 seq,
@@ -299,13 +307,22 @@ impl ComponentActor {
                 .push((keys::seq(me), Some(keys::encode_u64(shared.last_seq()))));
         }
         batch.sys.extend(numbering.writes(me));
-        shared.adopt_pair_numbering(numbering);
+        let peers = shared.adopt_pair_numbering(numbering);
         let release = Release {
             requests,
             envelopes: release,
             reply,
         };
-        Self::submit(shared.clone(), batch, usage_after, &incoming, release, done).await;
+        Self::submit(
+            shared.clone(),
+            batch,
+            peers,
+            usage_after,
+            &incoming,
+            release,
+            done,
+        )
+        .await;
         Ok(())
     }
 
@@ -326,12 +343,12 @@ impl ComponentActor {
             ));
         }
         batch.sys.extend(numbering.writes(&shared.name));
-        shared.adopt_pair_numbering(numbering);
+        let peers = shared.adopt_pair_numbering(numbering);
         let release = Release {
             reply,
             ..Release::default()
         };
-        Self::submit(shared.clone(), batch, None, &incoming, release, None).await;
+        Self::submit(shared.clone(), batch, peers, None, &incoming, release, None).await;
     }
 
     /// A batch that consumes the incoming durable message (outbox entry deleted,
@@ -348,7 +365,10 @@ impl ComponentActor {
                 .push((keys::outbox(me, sender, incoming.seq), None));
             batch.sys.push((
                 keys::dedup(me, sender),
-                Some(keys::encode_u64(incoming.seq)),
+                Some(keys::encode_mark(keys::Mark {
+                    incarnation: incoming.from_incarnation,
+                    seq: incoming.seq,
+                })),
             ));
         }
         if let Some(id) = incoming.callback_id {
@@ -372,13 +392,17 @@ impl ComponentActor {
             Address::External => PendingReply::External { id, outcome },
             Address::Component(requester) => {
                 let seq = match incoming.delivery {
-                    Delivery::Durable => {
-                        numbering.take(requester, |r| self.shared.last_pair_seq(r))
-                    }
+                    // Numbered for the incarnation that asked.
+                    Delivery::Durable => numbering.take(
+                        requester,
+                        |_| incoming.from_incarnation,
+                        |r, inc| self.shared.last_pair_seq(r, inc),
+                    ),
                     Delivery::Fast => 0,
                 };
                 let env = Envelope {
                     from: Address::Component(me.to_string()),
+                    from_incarnation: self.shared.incarnation,
                     to: requester.clone(),
                     delivery: incoming.delivery,
                     seq,
@@ -400,9 +424,11 @@ impl ComponentActor {
 
     /// Hands a transaction and its effects to the component's pipeline. A transaction
     /// with nothing to commit, when nothing waits before it, releases its effects at once.
+    #[allow(clippy::too_many_arguments)] // the parts of one transaction, each distinct
     async fn submit(
         shared: Arc<ComponentShared>,
         batch: CommitBatch,
+        peers: Vec<(String, u64)>,
         usage_after: Option<u64>,
         incoming: &Incoming,
         release: Release,
@@ -418,10 +444,15 @@ impl ComponentActor {
         if incoming.delivery == Delivery::Durable {
             // Tentative: the next message from this sender is judged against it. A failed
             // commit reloads the marks.
-            shared.mark_consumed(incoming.from.key_segment(), incoming.seq);
+            shared.mark_consumed(
+                incoming.from.key_segment(),
+                incoming.from_incarnation,
+                incoming.seq,
+            );
         }
         let item = Tentative {
             batch,
+            peers,
             usage_after,
             release,
             requester: waiting_requester(&incoming.from, incoming.delivery, incoming.request_id),
@@ -436,7 +467,16 @@ impl ComponentActor {
         batch: CommitBatch,
         incoming: &Incoming,
     ) {
-        Self::submit(shared, batch, None, incoming, Release::default(), None).await;
+        Self::submit(
+            shared,
+            batch,
+            Vec::new(),
+            None,
+            incoming,
+            Release::default(),
+            None,
+        )
+        .await;
     }
 
     /// Before a handler: when a commit failed, the transactions behind it were dropped;
@@ -541,6 +581,7 @@ impl ComponentActor {
         self.shared.router.taken(&env);
         let Envelope {
             from,
+            from_incarnation,
             delivery,
             seq,
             body,
@@ -548,6 +589,7 @@ impl ComponentActor {
         } = env;
         let mut incoming = Incoming {
             from,
+            from_incarnation,
             delivery,
             seq,
             request_id: None,
@@ -556,8 +598,21 @@ impl ComponentActor {
         self.recover_from_failed_commit(&incoming, request_id_of(&body))
             .await?;
         if delivery == Delivery::Durable {
-            match self.shared.arrival(incoming.from.key_segment(), seq) {
+            match self
+                .shared
+                .arrival(incoming.from.key_segment(), from_incarnation, seq)
+            {
                 Arrival::Next => {}
+                Arrival::Stale => {
+                    tracing::info!(
+                        component = %self.shared.name,
+                        from = %incoming.from.key_segment(),
+                        from_incarnation,
+                        seq,
+                        "durable message from a removed incarnation of its sender; ignored"
+                    );
+                    return Ok(());
+                }
                 Arrival::Duplicate => {
                     // Handled before (a replay or a resend): only clear the leftover
                     // entry (on every node). The de-dup mark

@@ -80,6 +80,9 @@ impl Release {
 pub struct Tentative {
     /// Its writes (the fence is added to the merged commit).
     pub batch: CommitBatch,
+    /// The components it numbered durable messages to, with the incarnation numbered for
+    /// (checked by the fence of the merged commit).
+    pub peers: Vec<(String, u64)>,
     /// The component's storage usage once it applies, when it writes the component's store.
     pub usage_after: Option<u64>,
     pub release: Release,
@@ -289,6 +292,15 @@ pub fn batch_bytes(batch: &CommitBatch) -> usize {
         + pairs(&batch.sys)
 }
 
+/// Every (receiver, incarnation) of the merged transactions, once each. Two incarnations
+/// of one receiver both stay: the log then refuses the commit, as one of them has ended.
+pub fn merge_peers<'a>(peers: impl IntoIterator<Item = &'a [(String, u64)]>) -> Vec<(String, u64)> {
+    let mut all: Vec<(String, u64)> = peers.into_iter().flatten().cloned().collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
 /// One batch doing what `batches` do one after another: later writes to a key win, usage
 /// deltas add up (storage applies writes in order, component by component).
 pub fn merge(batches: impl IntoIterator<Item = CommitBatch>) -> CommitBatch {
@@ -335,15 +347,18 @@ async fn commit_group(group: Vec<Queued>) {
     ) else {
         return;
     };
+    let peers = merge_peers(live.iter().map(|q| q.item.peers.as_slice()));
     let mut merged = merge(live.iter_mut().map(|q| std::mem::take(&mut q.item.batch)));
     if !merged.is_empty() {
-        // The placement it was made under: refused if the component has moved on since.
+        // The placement it was made under: refused if the component has moved on since, or
+        // if a receiver it numbered messages for is another incarnation now.
         merged.fence = Some(Fence {
             component: shared.name.clone(),
             node_id: shared.node_id,
             generation: shared.generation(),
             commit: 0,
             sequence: 0,
+            peers,
         });
         if let Err(err) = shared.committer.commit_handler(merged).await {
             pipeline.record_failure(&shared, epoch, &err);

@@ -11,7 +11,7 @@ use super::pipeline::CommitPipeline;
 use crate::api::{Delivery, Limits};
 use crate::commit::Committer;
 use crate::engine::Prepared;
-use crate::messaging::keys;
+use crate::messaging::keys::{self, Mark};
 use crate::messaging::{Address, Router};
 use airssys_storage::{Storage, StorageError};
 use std::collections::HashMap;
@@ -25,6 +25,9 @@ pub const FAST_REQUEST_BIT: u64 = 1 << 63;
 
 pub struct ComponentShared {
     pub name: String,
+    /// The incarnation of the name this is (the Raft index of its install; its
+    /// generation at install on a single node): carried by every message it sends.
+    pub incarnation: u64,
     pub limits: Limits,
     pub node_id: u64,
     pub generation: AtomicU64,
@@ -41,12 +44,13 @@ pub struct ComponentShared {
     fast_requests: AtomicU64,
     /// Random per-activation salt for fast request ids.
     fast_salt: u64,
-    /// Highest durable seq consumed per sender (commits in flight included).
-    dedup: Mutex<HashMap<String, u64>>,
-    /// Last durable seq numbered per receiver (commits in flight included): durable
-    /// messages on a pair are numbered 1, 2, 3… with no gaps, so a receiver can refuse one
-    /// that overtook another.
-    pair_seqs: Mutex<HashMap<String, u64>>,
+    /// Highest durable seq consumed per sender, with the sender's incarnation (commits in
+    /// flight included).
+    dedup: Mutex<HashMap<String, Mark>>,
+    /// Last durable seq numbered per receiver, with the receiver incarnation it was numbered
+    /// for (commits in flight included): durable messages on a pair are numbered 1, 2, 3…
+    /// with no gaps, so a receiver can refuse one that overtook another.
+    pair_seqs: Mutex<HashMap<String, Mark>>,
     /// Crashes since this activation started.
     pub restarts: AtomicU32,
     /// Where its handlers' transactions wait for their commit.
@@ -54,15 +58,15 @@ pub struct ComponentShared {
 }
 
 /// The de-dup marks (per sender) and pair counters (per receiver) stored for `name`.
-type Marks = (HashMap<String, u64>, HashMap<String, u64>);
+type Marks = (HashMap<String, Mark>, HashMap<String, Mark>);
 
 fn load_marks(storage: &Storage, name: &str) -> Result<Marks, StorageError> {
-    let by_suffix = |prefix: Vec<u8>| -> Result<HashMap<String, u64>, StorageError> {
+    let by_suffix = |prefix: Vec<u8>| -> Result<HashMap<String, Mark>, StorageError> {
         let mut out = HashMap::new();
         for (key, value) in storage.sys_scan_prefix(&prefix)? {
             let other = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            if let Some(seq) = keys::decode_u64(&value) {
-                out.insert(other, seq);
+            if let Some(mark) = keys::decode_mark(&value) {
+                out.insert(other, mark);
             }
         }
         Ok(out)
@@ -79,6 +83,7 @@ impl ComponentShared {
     #[allow(clippy::too_many_arguments)] // one constructor, each argument a distinct part
     pub fn load(
         name: String,
+        incarnation: u64,
         limits: Limits,
         node_id: u64,
         generation: u64,
@@ -94,6 +99,7 @@ impl ComponentShared {
         let (dedup, pair_seqs) = load_marks(&storage, &name)?;
         Ok(ComponentShared {
             name,
+            incarnation,
             limits,
             node_id,
             generation: AtomicU64::new(generation),
@@ -169,7 +175,7 @@ impl ComponentShared {
     ///
     /// A sender not in the marks yet is looked up in storage: a removed sender's
     /// messages arrive under its former name with the mark the removal stored for it.
-    pub fn arrival(&self, sender: &str, seq: u64) -> Arrival {
+    pub fn arrival(&self, sender: &str, sender_incarnation: u64, seq: u64) -> Arrival {
         let mut last = self.dedup.lock().ok().and_then(|d| d.get(sender).copied());
         if last.is_none() {
             let stored = self
@@ -177,12 +183,12 @@ impl ComponentShared {
                 .sys_get(&keys::dedup(&self.name, sender))
                 .ok()
                 .flatten()
-                .and_then(|v| keys::decode_u64(&v));
+                .and_then(|v| keys::decode_mark(&v));
             if let (Some(mark), Ok(mut d)) = (stored, self.dedup.lock()) {
                 last = Some(*d.entry(sender.to_string()).or_insert(mark));
             }
         }
-        classify_arrival(last, seq)
+        classify_arrival(last, sender_incarnation, seq)
     }
 
     /// A handler's tentative pair numbering: taken from the counters, adopted when its
@@ -193,20 +199,31 @@ impl ComponentShared {
         }
     }
 
-    /// The last number given on the pair (this component → `receiver`), commits in flight
-    /// included.
-    pub fn last_pair_seq(&self, receiver: &str) -> u64 {
+    /// The last number given on the pair (this component → incarnation `incarnation` of
+    /// `receiver`), commits in flight included: 0 when the last one was given to another
+    /// incarnation (a new one starts its pairs afresh).
+    pub fn last_pair_seq(&self, receiver: &str, incarnation: u64) -> u64 {
         self.pair_seqs
             .lock()
             .ok()
             .and_then(|m| m.get(receiver).copied())
-            .unwrap_or(0)
+            .filter(|m| same_incarnation(m.incarnation, incarnation))
+            .map_or(0, |m| m.seq)
     }
 
-    pub fn adopt_pair_numbering(&self, numbering: PairNumbering) {
+    /// The incarnation of `receiver` a durable message to it is numbered for now.
+    pub fn receiver_incarnation(&self, receiver: &str) -> u64 {
+        self.committer.incarnation_of(receiver).unwrap_or(0)
+    }
+
+    /// Makes a handler's numbering the current one; returns the peers (receiver and the
+    /// incarnation numbered for) its commit must be checked against.
+    pub fn adopt_pair_numbering(&self, numbering: PairNumbering) -> Vec<(String, u64)> {
+        let peers = numbering.peers();
         if let Ok(mut m) = self.pair_seqs.lock() {
             m.extend(numbering.taken);
         }
+        peers
     }
 
     /// Forgets every counter and mark shared with `peer` (removed: a component installed
@@ -225,10 +242,15 @@ impl ComponentShared {
     }
 
     /// Records a consumption when its transaction goes to the pipeline.
-    pub fn mark_consumed(&self, sender: &str, seq: u64) {
+    pub fn mark_consumed(&self, sender: &str, sender_incarnation: u64, seq: u64) {
         if let Ok(mut d) = self.dedup.lock() {
-            let last = d.entry(sender.to_string()).or_insert(0);
-            *last = (*last).max(seq);
+            let next = Mark {
+                incarnation: sender_incarnation,
+                seq,
+            };
+            d.entry(sender.to_string())
+                .and_modify(|last| *last = advance_mark(*last, next))
+                .or_insert(next);
         }
     }
 
@@ -253,16 +275,46 @@ pub enum Arrival {
     Next,
     /// Consumed before (a resend or replay): only acknowledge it.
     Duplicate,
+    /// From an incarnation of the sender older than one already heard from (sent before
+    /// a removal): ignore it. What such a sender left unconsumed was stored again under its
+    /// former name and arrives under that name.
+    Stale,
     /// An earlier one is missing (it was lost on the way and will be sent again):
     /// leave this one for later, unacknowledged.
     Early,
 }
 
-/// Pair numbers have no gaps and start at 1. Marks travel with the component's state (they
-/// are replicated, and a removal deletes both ends of every pair), so no mark means nothing
-/// was consumed from that sender yet.
-pub fn classify_arrival(last_consumed: Option<u64>, seq: u64) -> Arrival {
-    let last = last_consumed.unwrap_or(0);
+/// True when two incarnations are the same one; 0 is "not known" (written by earlier
+/// builds, or an external client) and matches any.
+fn same_incarnation(a: u64, b: u64) -> bool {
+    a == b || a == 0 || b == 0
+}
+
+/// The mark after consuming `next`: a newer incarnation of the sender starts afresh.
+fn advance_mark(last: Mark, next: Mark) -> Mark {
+    if same_incarnation(last.incarnation, next.incarnation) {
+        Mark {
+            incarnation: last.incarnation.max(next.incarnation),
+            seq: last.seq.max(next.seq),
+        }
+    } else if next.incarnation > last.incarnation {
+        next
+    } else {
+        last
+    }
+}
+
+/// Pair numbers have no gaps and start at 1, per incarnation of the sender. Marks travel
+/// with the component's state (they are replicated, and a removal deletes both ends of every
+/// pair), so no mark means nothing was consumed from that sender yet.
+pub fn classify_arrival(last_consumed: Option<Mark>, sender_incarnation: u64, seq: u64) -> Arrival {
+    let last = match last_consumed {
+        None => 0,
+        Some(m) if same_incarnation(m.incarnation, sender_incarnation) => m.seq,
+        // A newer incarnation of the sender: nothing consumed from it yet.
+        Some(m) if sender_incarnation > m.incarnation => 0,
+        Some(_) => return Arrival::Stale,
+    };
     if seq <= last {
         Arrival::Duplicate
     } else if seq == last + 1 {
@@ -272,29 +324,58 @@ pub fn classify_arrival(last_consumed: Option<u64>, seq: u64) -> Arrival {
     }
 }
 
-/// Pair sequence numbers a handler takes, per receiver.
+/// Pair sequence numbers a handler takes, per receiver, each for one incarnation of it.
 pub struct PairNumbering {
-    taken: HashMap<String, u64>,
+    taken: HashMap<String, Mark>,
 }
 
 impl PairNumbering {
-    /// The next number on the pair (this component → `receiver`); `committed` gives the
-    /// last one committed, asked only for a receiver this handler has not sent to yet.
-    pub fn take(&mut self, receiver: &str, committed: impl FnOnce(&str) -> u64) -> u64 {
-        let last = match self.taken.get(receiver) {
-            Some(&n) => n,
-            None => committed(receiver),
+    /// The next number on the pair (this component → `receiver`). The first number a
+    /// handler takes for a receiver fixes the incarnation (`incarnation`, asked then) its
+    /// numbers are for, and `committed` gives the last one given to that incarnation.
+    pub fn take(
+        &mut self,
+        receiver: &str,
+        incarnation: impl FnOnce(&str) -> u64,
+        committed: impl FnOnce(&str, u64) -> u64,
+    ) -> u64 {
+        let next = match self.taken.get(receiver) {
+            Some(m) => Mark {
+                incarnation: m.incarnation,
+                seq: m.seq + 1,
+            },
+            None => {
+                let incarnation = incarnation(receiver);
+                Mark {
+                    incarnation,
+                    seq: committed(receiver, incarnation) + 1,
+                }
+            }
         };
-        self.taken.insert(receiver.to_string(), last + 1);
-        last + 1
+        self.taken.insert(receiver.to_string(), next);
+        next.seq
     }
 
     /// The counters to persist with the handler's commit.
     pub fn writes(&self, sender: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.taken
             .iter()
-            .map(|(r, n)| (keys::pair_seq(sender, r), Some(keys::encode_u64(*n))))
+            .map(|(r, m)| (keys::pair_seq(sender, r), Some(keys::encode_mark(*m))))
             .collect()
+    }
+
+    /// The receivers numbered for, each with its incarnation (0: not installed as far as
+    /// this node knows), for the commit's fence. A removed sender's former name (a reply
+    /// to it) is left out: no incarnation of it lives, nor ever will.
+    pub fn peers(&self) -> Vec<(String, u64)> {
+        let mut peers: Vec<(String, u64)> = self
+            .taken
+            .iter()
+            .filter(|(r, _)| keys::is_live_name(r))
+            .map(|(r, m)| (r.clone(), m.incarnation))
+            .collect();
+        peers.sort();
+        peers
     }
 }
 
@@ -307,35 +388,157 @@ pub fn is_durable_request(id: u64) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn arrivals_are_judged_against_the_last_consumed() {
-        assert_eq!(classify_arrival(None, 1), Arrival::Next);
-        // No mark: message 1 has not been consumed, so 57 is early.
-        assert_eq!(classify_arrival(None, 57), Arrival::Early);
-        assert_eq!(classify_arrival(Some(4), 5), Arrival::Next);
-        assert_eq!(classify_arrival(Some(4), 4), Arrival::Duplicate);
-        assert_eq!(classify_arrival(Some(4), 1), Arrival::Duplicate);
-        assert_eq!(classify_arrival(Some(4), 7), Arrival::Early);
+    fn mark(incarnation: u64, seq: u64) -> Option<Mark> {
+        Some(Mark { incarnation, seq })
     }
 
     #[test]
-    fn numbering_is_gapless_per_receiver_and_tentative() {
-        let committed = HashMap::from([("b".to_string(), 7)]);
-        let last = |r: &str| committed.get(r).copied().unwrap_or(0);
+    fn arrivals_are_judged_against_the_last_consumed() {
+        assert_eq!(classify_arrival(None, 3, 1), Arrival::Next);
+        // No mark: message 1 has not been consumed, so 57 is early.
+        assert_eq!(classify_arrival(None, 3, 57), Arrival::Early);
+        assert_eq!(classify_arrival(mark(3, 4), 3, 5), Arrival::Next);
+        assert_eq!(classify_arrival(mark(3, 4), 3, 4), Arrival::Duplicate);
+        assert_eq!(classify_arrival(mark(3, 4), 3, 1), Arrival::Duplicate);
+        assert_eq!(classify_arrival(mark(3, 4), 3, 7), Arrival::Early);
+    }
+
+    #[test]
+    fn a_new_incarnation_of_the_sender_starts_afresh_and_an_old_one_is_stale() {
+        // Sender reinstalled (incarnation 3 → 9): its message 1 is new, not a repeat.
+        assert_eq!(classify_arrival(mark(3, 4), 9, 1), Arrival::Next);
+        assert_eq!(classify_arrival(mark(3, 4), 9, 2), Arrival::Early);
+        // A message of incarnation 3 after 9 was heard from: neither handled nor acknowledged.
+        assert_eq!(classify_arrival(mark(9, 1), 3, 5), Arrival::Stale);
+        // Incarnation 0 (marks of earlier builds, external clients) matches any.
+        assert_eq!(classify_arrival(mark(0, 4), 9, 5), Arrival::Next);
+        assert_eq!(classify_arrival(mark(9, 4), 0, 4), Arrival::Duplicate);
+    }
+
+    #[test]
+    fn consuming_from_a_newer_incarnation_replaces_the_mark() {
+        assert_eq!(
+            advance_mark(
+                Mark {
+                    incarnation: 3,
+                    seq: 4
+                },
+                Mark {
+                    incarnation: 3,
+                    seq: 5
+                }
+            ),
+            Mark {
+                incarnation: 3,
+                seq: 5
+            }
+        );
+        assert_eq!(
+            advance_mark(
+                Mark {
+                    incarnation: 3,
+                    seq: 4
+                },
+                Mark {
+                    incarnation: 9,
+                    seq: 1
+                }
+            ),
+            Mark {
+                incarnation: 9,
+                seq: 1
+            }
+        );
+        assert_eq!(
+            advance_mark(
+                Mark {
+                    incarnation: 9,
+                    seq: 1
+                },
+                Mark {
+                    incarnation: 3,
+                    seq: 5
+                }
+            ),
+            Mark {
+                incarnation: 9,
+                seq: 1
+            }
+        );
+        assert_eq!(
+            advance_mark(
+                Mark {
+                    incarnation: 0,
+                    seq: 4
+                },
+                Mark {
+                    incarnation: 9,
+                    seq: 5
+                }
+            ),
+            Mark {
+                incarnation: 9,
+                seq: 5
+            }
+        );
+    }
+
+    #[test]
+    fn numbering_is_gapless_per_receiver_incarnation_and_tentative() {
+        let committed = HashMap::from([(
+            "b".to_string(),
+            Mark {
+                incarnation: 5,
+                seq: 7,
+            },
+        )]);
+        let last = |r: &str, inc: u64| {
+            committed
+                .get(r)
+                .filter(|m| m.incarnation == inc)
+                .map_or(0, |m| m.seq)
+        };
         let mut n = PairNumbering {
             taken: HashMap::new(),
         };
-        assert_eq!(n.take("b", last), 8);
-        assert_eq!(n.take("b", last), 9);
-        assert_eq!(n.take("c", last), 1);
+        assert_eq!(n.take("b", |_| 5, last), 8);
+        // The incarnation is fixed by the first number taken in a handler.
+        assert_eq!(n.take("b", |_| 6, last), 9);
+        assert_eq!(n.take("c", |_| 2, last), 1);
+        // A reply to a removed sender's former name: numbered, but no live peer to check.
+        assert_eq!(n.take("d~4", |_| 0, last), 1);
+        // A receiver this node does not know: numbered for incarnation 0, which the log
+        // refuses unless it is still not installed.
+        assert_eq!(n.take("e", |_| 0, last), 1);
+        let counter = |receiver: &str, incarnation: u64, seq: u64| {
+            (
+                keys::pair_seq("a", receiver),
+                Some(keys::encode_mark(Mark { incarnation, seq })),
+            )
+        };
         let mut w = n.writes("a");
         w.sort();
         assert_eq!(
             w,
             vec![
-                (keys::pair_seq("a", "b"), Some(keys::encode_u64(9))),
-                (keys::pair_seq("a", "c"), Some(keys::encode_u64(1))),
+                counter("b", 5, 9),
+                counter("c", 2, 1),
+                counter("d~4", 0, 1),
+                counter("e", 0, 1),
             ]
         );
+        assert_eq!(
+            n.peers(),
+            vec![
+                ("b".to_string(), 5),
+                ("c".to_string(), 2),
+                ("e".to_string(), 0)
+            ]
+        );
+        // b reinstalled (incarnation 11): a new handler numbers it from 1.
+        let mut again = PairNumbering {
+            taken: HashMap::new(),
+        };
+        assert_eq!(again.take("b", |_| 11, last), 1);
     }
 }

@@ -127,6 +127,7 @@ impl Host {
                 generation: record.generation,
                 commit: 0,
                 sequence: 0,
+                peers: Vec::new(),
             });
             if let Err(e) = self.committer().commit(marker).await {
                 let e = api_err(ErrorKind::Unavailable, format!("init not recorded: {e}"));

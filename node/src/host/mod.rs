@@ -221,6 +221,7 @@ impl Host {
     ) -> Result<Arc<ComponentShared>, StorageError> {
         Ok(Arc::new(ComponentShared::load(
             record.name.clone(),
+            record.incarnation,
             record.limits,
             record.node_id,
             record.generation,
@@ -397,6 +398,7 @@ impl Host {
             Delivery::Fast => {
                 self.inner.router.deliver(Envelope {
                     from: Address::External,
+                    from_incarnation: 0,
                     to: to.to_string(),
                     delivery,
                     seq: 0,
@@ -427,6 +429,7 @@ impl Host {
                 generation: running.shared.generation(),
                 commit: 0,
                 sequence: 0, // numbered below
+                peers: Vec::new(),
             }
         };
         let external = Address::External;
@@ -441,6 +444,7 @@ impl Host {
             + 1;
         let env = Envelope {
             from: external.clone(),
+            from_incarnation: 0,
             to: to.to_string(),
             delivery: Delivery::Durable,
             seq: next,

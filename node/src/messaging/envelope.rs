@@ -5,7 +5,9 @@ use crate::api::Delivery;
 use serde::{Deserialize, Serialize};
 
 /// Encoding version of [`Envelope`]; the first byte of every encoded envelope.
-pub const ENVELOPE_VERSION: u8 = 2;
+pub const ENVELOPE_VERSION: u8 = 3;
+/// The previous encoding (no sender incarnation), still read from outboxes it wrote.
+const ENVELOPE_VERSION_2: u8 = 2;
 
 /// Who sent a message, and where its reply goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,6 +88,10 @@ pub enum Body {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub from: Address,
+    /// The incarnation of the sending component (0 for an external client): its receiver
+    /// keeps its de-dup mark per incarnation, so a sender removed and installed again, whose
+    /// numbering starts afresh, is never taken for a repeat of the one before.
+    pub from_incarnation: u64,
     pub to: String,
     pub delivery: Delivery,
     /// For durable messages: the sender's sequence number (FIFO and de-duplication per
@@ -98,6 +104,45 @@ pub struct Envelope {
     /// each hop's span is its child, so a request across nodes is one trace.
     pub trace: String,
     pub body: Body,
+}
+
+/// [`Envelope`] as version 2 wrote it.
+#[derive(Deserialize)]
+struct EnvelopeV2 {
+    from: Address,
+    to: String,
+    delivery: Delivery,
+    seq: u64,
+    origin: u64,
+    trace: String,
+    body: Body,
+}
+
+impl From<EnvelopeV2> for Envelope {
+    fn from(v: EnvelopeV2) -> Envelope {
+        Envelope {
+            from: v.from,
+            from_incarnation: 0,
+            to: v.to,
+            delivery: v.delivery,
+            seq: v.seq,
+            origin: v.origin,
+            trace: v.trace,
+            body: v.body,
+        }
+    }
+}
+
+fn decode_exact<T: serde::de::DeserializeOwned>(rest: &[u8]) -> Result<T, DecodeError> {
+    let (value, used) = bincode::serde::decode_from_slice(rest, bincode_config())
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if used != rest.len() {
+        return Err(DecodeError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len() - used
+        )));
+    }
+    Ok(value)
 }
 
 /// Why bytes do not decode to an envelope.
@@ -133,18 +178,11 @@ impl Envelope {
 
     pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
-        if version != ENVELOPE_VERSION {
-            return Err(DecodeError::Version(version));
+        match version {
+            ENVELOPE_VERSION => decode_exact(rest),
+            ENVELOPE_VERSION_2 => decode_exact::<EnvelopeV2>(rest).map(Envelope::from),
+            other => Err(DecodeError::Version(other)),
         }
-        let (env, used) = bincode::serde::decode_from_slice(rest, bincode_config())
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        if used != rest.len() {
-            return Err(DecodeError::Malformed(format!(
-                "{} trailing bytes",
-                rest.len() - used
-            )));
-        }
-        Ok(env)
     }
 
     /// True when the receiver must consume this message in a commit.
@@ -160,6 +198,7 @@ mod tests {
     fn sample() -> Envelope {
         Envelope {
             from: Address::Component("ping".into()),
+            from_incarnation: 12,
             to: "counter".into(),
             delivery: Delivery::Durable,
             seq: 7,
@@ -177,6 +216,44 @@ mod tests {
     fn roundtrip() {
         let env = sample();
         assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+    }
+
+    #[test]
+    fn version_2_envelopes_still_decode_with_incarnation_0() {
+        #[derive(Serialize)]
+        struct V2<'a> {
+            from: &'a Address,
+            to: &'a str,
+            delivery: Delivery,
+            seq: u64,
+            origin: u64,
+            trace: &'a str,
+            body: &'a Body,
+        }
+        let env = sample();
+        let mut bytes = vec![ENVELOPE_VERSION_2];
+        bincode::serde::encode_into_std_write(
+            V2 {
+                from: &env.from,
+                to: &env.to,
+                delivery: env.delivery,
+                seq: env.seq,
+                origin: env.origin,
+                trace: &env.trace,
+                body: &env.body,
+            },
+            &mut bytes,
+            bincode_config(),
+        )
+        .unwrap();
+        let old = Envelope::decode(&bytes).unwrap();
+        assert_eq!(
+            old,
+            Envelope {
+                from_incarnation: 0,
+                ..env
+            }
+        );
     }
 
     #[test]

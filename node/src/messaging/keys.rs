@@ -6,9 +6,9 @@
 //! | `reg/<name>` | the component's registry record (JSON) |
 //! | `bin/<sha256>` | the component binary |
 //! | `ob/<receiver>/<sender>/<seq:be64>` | a committed durable message not yet consumed |
-//! | `dd/<receiver>/<sender>` | highest durable seq consumed from sender (de-dup mark) |
+//! | `dd/<receiver>/<sender>` | highest durable seq consumed from sender, with the sender's incarnation (de-dup mark, [`encode_mark`]) |
 //! | `seq/<sender>` | the sender's last used durable request id |
-//! | `ps/<sender>/<receiver>` | last durable sequence number committed on that pair (gapless per pair) |
+//! | `ps/<sender>/<receiver>` | last durable sequence number committed on that pair (gapless per pair), with the receiver's incarnation ([`encode_mark`]) |
 //! | `pend/<requester>/<id:be64>` | a durable request awaiting its callback: deadline ms |
 
 pub const REGISTRY: &[u8] = b"reg/";
@@ -127,9 +127,63 @@ pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// A pair's number and the incarnation of the other end it belongs to: the value of a
+/// `ps/` counter or a `dd/` mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mark {
+    /// The incarnation of the other end (0: not known, as written by earlier builds).
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+pub fn encode_mark(mark: Mark) -> Vec<u8> {
+    let mut out = mark.incarnation.to_be_bytes().to_vec();
+    out.extend_from_slice(&mark.seq.to_be_bytes());
+    out
+}
+
+/// A stored mark; the 8-byte values earlier builds wrote read as incarnation 0.
+pub fn decode_mark(bytes: &[u8]) -> Option<Mark> {
+    match bytes.len() {
+        8 => Some(Mark {
+            incarnation: 0,
+            seq: decode_u64(bytes)?,
+        }),
+        16 => Some(Mark {
+            incarnation: decode_u64(&bytes[..8])?,
+            seq: decode_u64(&bytes[8..])?,
+        }),
+        _ => None,
+    }
+}
+
+/// True for a name a live component can have: not a removed sender's former name.
+pub fn is_live_name(name: &str) -> bool {
+    !name.contains('~')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marks_roundtrip_and_read_the_old_layout() {
+        let m = Mark {
+            incarnation: 41,
+            seq: 7,
+        };
+        assert_eq!(decode_mark(&encode_mark(m)), Some(m));
+        assert_eq!(
+            decode_mark(&encode_u64(9)),
+            Some(Mark {
+                incarnation: 0,
+                seq: 9
+            })
+        );
+        assert_eq!(decode_mark(b"bad"), None);
+        assert!(is_live_name("counter"));
+        assert!(!is_live_name(&former_sender("counter", 3)));
+    }
 
     #[test]
     fn outbox_keys_sort_by_receiver_sender_then_seq() {

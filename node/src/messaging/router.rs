@@ -341,6 +341,7 @@ impl Router {
                     // The requester's clock runs on its own node.
                     let env = Envelope {
                         from: Address::External,
+                        from_incarnation: 0,
                         to: name.clone(),
                         delivery: Delivery::Fast,
                         seq: 0,
@@ -373,6 +374,7 @@ impl Router {
             Address::Component(name) => {
                 let env = Envelope {
                     from: Address::External,
+                    from_incarnation: 0,
                     to: name.clone(),
                     delivery: Delivery::Fast,
                     seq: 0,
