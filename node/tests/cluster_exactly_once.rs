@@ -5,7 +5,8 @@
 //! - a removed and reinstalled name starts from nothing (its commit numbering, its store,
 //!   and every other component's pair counters about it);
 //! - a durable callback whose commit failed runs when its reply comes again;
-//! - a durable message is delivered though its sender was removed before it was consumed;
+//! - a durable message is delivered though its sender was removed before it was consumed
+//!   (and the removed sender's mark goes once its last message is consumed);
 //! - a handler's transaction cannot grow past what one log entry may carry;
 //! - messages numbered for an incarnation of their receiver that has ended are refused
 //!   and numbered again for the current one.
@@ -261,6 +262,26 @@ async fn a_committed_message_is_delivered_though_its_sender_was_removed() {
         (balance(&node, "b").await? == 15).then_some(())
     })
     .await;
+    // Its last message consumed, nothing of the removed sender is left at `b`.
+    let storage = node.host().storage().clone();
+    let leftovers = |prefix: &[u8]| {
+        storage
+            .sys_scan_prefix(prefix)
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.windows(2).any(|w| w == b"a~"))
+            .count()
+    };
+    eventually(Duration::from_secs(30), || async {
+        (leftovers(b"dd/b/") == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        leftovers(b"ob/"),
+        0,
+        "no message to or from the former name waits"
+    );
+    assert_eq!(leftovers(b"ps/"), 0, "no counter about the former name");
 
     // A new `a` numbers its messages apart: its first transfer is neither dropped as a
     // repeat of the old one's nor held back.

@@ -291,7 +291,7 @@ impl ComponentActor {
             release.push(env);
         }
 
-        let reply = incoming.request_id.map(|id| {
+        let reply = incoming.request_id.and_then(|id| {
             self.reply_envelope(
                 &incoming,
                 id,
@@ -333,9 +333,9 @@ impl ComponentActor {
         let seq_before = shared.last_seq();
         let mut batch = self.batch_consuming(&incoming);
         let mut numbering = shared.pair_numbering();
-        let reply = incoming
-            .request_id
-            .map(|id| self.reply_envelope(&incoming, id, Err(err), &mut batch, &mut numbering));
+        let reply = incoming.request_id.and_then(|id| {
+            self.reply_envelope(&incoming, id, Err(err), &mut batch, &mut numbering)
+        });
         if shared.last_seq() != seq_before {
             batch.sys.push((
                 keys::seq(&shared.name),
@@ -363,13 +363,17 @@ impl ComponentActor {
             batch
                 .sys
                 .push((keys::outbox(me, sender, incoming.seq), None));
-            batch.sys.push((
-                keys::dedup(me, sender),
+            let mark = if self.last_from_former_sender(sender, incoming.seq) {
+                // A removed sender's last message: its mark goes with it (the in-memory
+                // one stays, so a copy still on its way is known for a repeat).
+                None
+            } else {
                 Some(keys::encode_mark(keys::Mark {
                     incarnation: incoming.from_incarnation,
                     seq: incoming.seq,
-                })),
-            ));
+                }))
+            };
+            batch.sys.push((keys::dedup(me, sender), mark));
         }
         if let Some(id) = incoming.callback_id {
             if is_durable_request(id) {
@@ -379,6 +383,22 @@ impl ComponentActor {
         batch
     }
 
+    /// True when `sender` is a removed sender's former name and nothing it sent after
+    /// `seq` waits in storage: it can send nothing more, so its mark is no longer needed.
+    fn last_from_former_sender(&self, sender: &str, seq: u64) -> bool {
+        if keys::is_live_name(sender) {
+            return false;
+        }
+        let prefix = keys::outbox_pair(&self.shared.name, sender);
+        match self.shared.storage.sys_scan_prefix(&prefix) {
+            Ok(waiting) => waiting
+                .iter()
+                .all(|(key, _)| keys::outbox_seq(key).is_some_and(|s| s <= seq)),
+            // Unsure: keep the mark.
+            Err(_) => false,
+        }
+    }
+
     fn reply_envelope(
         &self,
         incoming: &Incoming,
@@ -386,10 +406,13 @@ impl ComponentActor {
         outcome: Result<Vec<u8>, RequestErr>,
         batch: &mut CommitBatch,
         numbering: &mut PairNumbering,
-    ) -> PendingReply {
+    ) -> Option<PendingReply> {
         let me = self.shared.name.as_str();
         match &incoming.from {
-            Address::External => PendingReply::External { id, outcome },
+            Address::External => Some(PendingReply::External { id, outcome }),
+            // Asked by a component since removed (its request outlived it under its former
+            // name): no one can take the answer, and nothing is left waiting for one.
+            Address::Component(requester) if !keys::is_live_name(requester) => None,
             Address::Component(requester) => {
                 let seq = match incoming.delivery {
                     // Numbered for the incarnation that asked.
@@ -417,7 +440,7 @@ impl ComponentActor {
                         .sys
                         .push((keys::outbox(requester, me, seq), Some(env.encode())));
                 }
-                PendingReply::Component(env)
+                Some(PendingReply::Component(env))
             }
         }
     }

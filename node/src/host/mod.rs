@@ -199,7 +199,8 @@ impl Host {
     }
 
     /// The node's storage (the cluster keeps its Raft log and registry there too).
-    pub(crate) fn storage(&self) -> &Storage {
+    /// The node's storage (tests and tools read the system keyspace through it).
+    pub fn storage(&self) -> &Storage {
         &self.inner.storage
     }
 

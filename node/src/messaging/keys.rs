@@ -39,11 +39,28 @@ pub fn binary(sha256: &str) -> Vec<u8> {
 }
 
 pub fn outbox(receiver: &str, sender: &str, seq: u64) -> Vec<u8> {
+    let mut key = outbox_pair(receiver, sender);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Prefix of every durable message from `sender` waiting for `receiver`.
+pub fn outbox_pair(receiver: &str, sender: &str) -> Vec<u8> {
     let mut key = outbox_for_receiver(receiver);
     key.extend_from_slice(sender.as_bytes());
     key.push(b'/');
-    key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// The sequence number at the end of an `ob/<receiver>/<sender>/<seq>` key.
+pub fn outbox_seq(key: &[u8]) -> Option<u64> {
+    trailing_u64(key)
+}
+
+/// The big-endian number in a key's last 8 bytes.
+fn trailing_u64(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
 }
 
 /// Prefix of every durable message waiting for `receiver`.
@@ -108,8 +125,7 @@ pub fn outbox_receiver(key: &[u8]) -> Option<String> {
 
 /// The id at the end of a `pend/` key.
 pub fn pending_id(key: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(tail))
+    trailing_u64(key)
 }
 
 /// The sender name a durable message keeps after its sender was removed: `NAME~N`, N the
@@ -165,6 +181,16 @@ pub fn is_live_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outbox_key_splits_into_its_pair_and_number() {
+        let key = outbox("b", "a~5", 42);
+        assert!(key.starts_with(&outbox_pair("b", "a~5")));
+        assert!(!key.starts_with(&outbox_pair("b", "a")));
+        assert_eq!(outbox_seq(&key), Some(42));
+        assert_eq!(outbox_receiver(&key).as_deref(), Some("b"));
+        assert_eq!(outbox_sender(&key), Some(b"a~5".as_slice()));
+    }
 
     #[test]
     fn marks_roundtrip_and_read_the_old_layout() {
