@@ -9,7 +9,9 @@
 //!   (and the removed sender's mark goes once its last message is consumed);
 //! - a handler's transaction cannot grow past what one log entry may carry;
 //! - messages numbered for an incarnation of their receiver that has ended are refused
-//!   and numbered again for the current one.
+//!   and numbered again for the current one;
+//! - an external durable send numbered before an earlier one of unknown outcome applied is
+//!   refused, never taken for a repeat (its `202` would be a lie).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -109,6 +111,47 @@ struct Refusing {
 }
 
 struct RefusingCommitter(Arc<Refusing>);
+
+/// The node's committer, with the first external durable send's commit held back: its
+/// sender hears "failed" at once, and the held commit is applied late, just before the
+/// next external send's (which was numbered while the first had not applied).
+struct LateFirstSend {
+    inner: Arc<dyn Committer>,
+    held: tokio::sync::Mutex<Option<CommitBatch>>,
+    seen: AtomicUsize,
+}
+
+struct LateCommitter(Arc<LateFirstSend>);
+
+impl Committer for LateCommitter {
+    fn commit_handler(&self, batch: CommitBatch) -> CommitFuture {
+        self.0.inner.commit_handler(batch)
+    }
+
+    fn commit(&self, batch: CommitBatch) -> CommitFuture {
+        let this = self.0.clone();
+        Box::pin(async move {
+            if this.seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                *this.held.lock().await = Some(batch);
+                return Err(CommitError::Failed(
+                    "outcome unknown (held by the test)".into(),
+                ));
+            }
+            if let Some(late) = this.held.lock().await.take() {
+                this.inner.commit(late).await?;
+            }
+            this.inner.commit(batch).await
+        })
+    }
+
+    fn replicated(&self) -> bool {
+        self.0.inner.replicated()
+    }
+
+    fn incarnation_of(&self, name: &str) -> Option<u64> {
+        self.0.inner.incarnation_of(name)
+    }
+}
 
 impl Committer for RefusingCommitter {
     fn commit_handler(&self, batch: CommitBatch) -> CommitFuture {
@@ -340,5 +383,44 @@ async fn messages_numbered_for_an_ended_incarnation_are_refused_and_numbered_aga
     assert_eq!(ask(&node, "c", "inc").await.unwrap(), "2");
     ask(&node, "p", "ping c").await.unwrap();
     until_last(&node, "2").await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_send_numbered_before_a_late_one_applied_is_refused_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path()).await;
+    install(&node, "c", "counter").await;
+    let late = Arc::new(LateFirstSend {
+        inner: node.host().committer(),
+        held: tokio::sync::Mutex::new(None),
+        seen: AtomicUsize::new(0),
+    });
+    node.host()
+        .set_committer(Arc::new(LateCommitter(late.clone())));
+    let send = |text: &'static str| {
+        let node = node.clone();
+        async move {
+            node.send("c", text.as_bytes().to_vec(), Delivery::Durable)
+                .await
+        }
+    };
+    // The first send's outcome is unknown to its client (it will apply late).
+    let first = send("inc e-1").await.unwrap_err();
+    assert_eq!(first.error, ErrorKind::Unavailable, "{first}");
+    // The second was numbered from the count before the first applied: the log refuses
+    // it (out of turn) instead of storing it under the first one's number, where the
+    // counter would drop it as a repeat after its client heard 202.
+    let second = send("inc e-2").await.unwrap_err();
+    assert_eq!(second.error, ErrorKind::Unavailable, "{second}");
+    assert!(second.message.contains("out of turn"), "{second}");
+    // Sent again, it is numbered past the first and applies.
+    send("inc e-2").await.unwrap();
+    eventually(Duration::from_secs(30), || async {
+        (ask(&node, "c", "get").await.ok()? == "2").then_some(())
+    })
+    .await;
+    assert_eq!(ask(&node, "c", "times e-1").await.unwrap(), "1");
+    assert_eq!(ask(&node, "c", "times e-2").await.unwrap(), "1");
     node.shutdown().await;
 }
