@@ -47,15 +47,14 @@ pub fn load_or_create(
 
 fn create(dir: &Path, node_id: u64, settings: &ClusterSettings) -> Result<(), String> {
     let ca = ClusterCa::generate("airssys-local").map_err(|e| e.to_string())?;
-    let mut hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    // Loopback names are in every node certificate already (`LOOPBACK_HOSTS`).
+    let mut hosts = Vec::new();
     if let Some((host, _)) = settings.peer_advertise.rsplit_once(':') {
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        if !hosts.contains(&host) {
-            hosts.push(host);
-        }
+        hosts.push(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        );
     }
     let node = ca
         .issue_node_cert(node_id, &hosts)
