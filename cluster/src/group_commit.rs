@@ -47,7 +47,7 @@ pub fn group_len(sizes: &[usize], limits: GroupLimits) -> usize {
 /// the outcome is unknown: the group's way to the leader failed).
 pub(crate) struct Queued {
     pub batch: CommitBatch,
-    pub answer: oneshot::Sender<Result<Outcome, String>>,
+    pub answer: oneshot::Sender<Result<Outcome, crate::peer::PeerError>>,
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! - `transport`: one QUIC endpoint per node, calls (bi streams) and ordered lanes (uni).
 //! - `node`: [`ClusterNode`], what the node asks of the cluster (bootstrap, join, install,
 //!   move, remove, status) with writes forwarded to the leader.
+//! - `peer`: the peer protocol (requests, answers, typed [`PeerError`]s), below both the
+//!   node and the Raft network.
 //! - `tls`, `wire`: certificates and frames.
 //!
 //! It knows nothing of wasmtime: component configs and actor messages are opaque bytes here.
@@ -17,6 +19,7 @@
 pub mod failure;
 pub mod group_commit;
 pub mod node;
+pub mod peer;
 pub mod placement;
 pub mod raft;
 pub mod tls;
@@ -27,6 +30,7 @@ pub use node::{
     AppInbox, ClusterConfig, ClusterError, ClusterNode, ClusterStatus, ComponentPlacement,
     MemberStatus, RaftFigures,
 };
+pub use peer::{PeerError, PeerRequest, PeerResponse};
 pub use placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
 pub use raft::state_machine::{check_commit, is_log_key, RemovalKeys, RemovalPlan};
 pub use raft::types::{
@@ -34,6 +38,5 @@ pub use raft::types::{
     Outcome, Refusal, Registry, ENDED_KEPT,
 };
 pub use wire::{
-    check_hello, decode_frame, encode_frame, FrameDecoder, Hello, HelloError, WireError,
-    MAX_FRAME_BYTES, WIRE_VERSION,
+    decode_frame, encode_frame, FrameDecoder, WireError, MAX_FRAME_BYTES, WIRE_VERSION,
 };

@@ -5,6 +5,7 @@
 
 use crate::failure::{down_members, Heard};
 use crate::group_commit::{self, Queued};
+use crate::peer::{PeerError, PeerRequest, PeerResponse};
 use crate::placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
@@ -14,10 +15,7 @@ use crate::tls::{self, NodeCert};
 use crate::transport::{Lanes, PeerService, Transport, TransportError};
 use airssys_storage::{CommitBatch, Storage};
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
-};
-use openraft::{ChangeMembers, Raft, ServerState, Snapshot, SnapshotMeta, Vote};
+use openraft::{ChangeMembers, Raft, ServerState, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,8 +33,6 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// How long a committing node waits to apply its own commit after the leader applied it.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
-/// Snapshots travel in pieces of this size (each one call), well under the frame cap.
-pub const SNAPSHOT_CHUNK_BYTES: usize = 8 << 20;
 /// Largest snapshot a node accepts.
 const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
 /// How often the leader looks for failed members and imbalance.
@@ -77,88 +73,11 @@ pub enum ClusterError {
     Raft(String),
     #[error("no leader is known yet; the cluster may be electing one or lack a quorum")]
     NoLeader,
+    /// What a peer (or this node's own leader role) answered instead.
     #[error("{0}")]
-    Remote(String),
+    Peer(#[from] PeerError),
     #[error("cannot join through any of {0:?}: {1}")]
     Join(Vec<String>, String),
-}
-
-/// Requests between nodes (one QUIC call each).
-#[derive(Debug, Serialize, Deserialize)]
-pub enum PeerRequest {
-    Append(AppendEntriesRequest<TypeConfig>),
-    Vote(VoteRequest<NodeId>),
-    /// A whole snapshot; `data` is empty when it was sent before in [`PeerRequest::SnapshotChunk`]s.
-    Snapshot {
-        vote: Vote<NodeId>,
-        meta: SnapshotMeta<NodeId, NodeInfo>,
-        data: Vec<u8>,
-    },
-    /// A piece of the snapshot `id`, at `offset` (0 starts it afresh).
-    SnapshotChunk {
-        id: String,
-        offset: u64,
-        bytes: Vec<u8>,
-    },
-    /// Handler transactions gathered on one node, for the leader to append as one entry.
-    Commits(Vec<CommitBatch>),
-    Join {
-        node_id: NodeId,
-        info: NodeInfo,
-    },
-    /// Install with placement decided by the leader.
-    Install {
-        spec: ComponentSpec,
-        binary: Vec<u8>,
-    },
-    Propose(Command),
-    RemoveNode(NodeId),
-    Status,
-    /// Whether the answering node has Raft state (belongs to a cluster).
-    Probe,
-    /// For the node layer (admin calls forwarded to a component's owner).
-    App(Vec<u8>),
-    /// The leader's commit index, after it confirmed with a quorum that it still leads (a
-    /// restarted former leader believes it leads until a quorum says otherwise).
-    ReadIndex,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub enum PeerResponse {
-    Append(AppendEntriesResponse<NodeId>),
-    Vote(VoteResponse<NodeId>),
-    Snapshot(SnapshotResponse<NodeId>),
-    Done(Outcome),
-    /// A commit's outcome and the log index it was applied at.
-    Committed {
-        index: u64,
-        outcome: Outcome,
-    },
-    Status(ClusterStatus),
-    Probe {
-        initialized: bool,
-    },
-    App(Vec<u8>),
-    Error(String),
-    /// Everything up to this log index was committed when the leader was confirmed.
-    ReadIndex(u64),
-}
-
-impl PeerResponse {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PeerResponse::Append(_) => "append",
-            PeerResponse::Vote(_) => "vote",
-            PeerResponse::Snapshot(_) => "snapshot",
-            PeerResponse::Done(_) => "done",
-            PeerResponse::Committed { .. } => "committed",
-            PeerResponse::Status(_) => "status",
-            PeerResponse::Probe { .. } => "probe",
-            PeerResponse::App(_) => "app",
-            PeerResponse::Error(_) => "error",
-            PeerResponse::ReadIndex(_) => "read-index",
-        }
-    }
 }
 
 /// A member as `cluster status` shows it.
@@ -253,6 +172,19 @@ impl PeerService for Service {
 
 fn raft_err(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Raft(e.to_string())
+}
+
+impl ClusterError {
+    /// The error as a peer hears it (every failure on the way is one the caller may
+    /// retry or report; none is taken apart by its text).
+    pub fn to_peer(&self) -> PeerError {
+        match self {
+            ClusterError::Peer(e) => e.clone(),
+            ClusterError::NoLeader => PeerError::NoLeader,
+            ClusterError::Transport(e) => PeerError::Unreachable(e.to_string()),
+            other => PeerError::Raft(other.to_string()),
+        }
+    }
 }
 
 impl ClusterNode {
@@ -415,7 +347,7 @@ impl ClusterNode {
                         tracing::info!(node = self.inner.id, via = %seed, "joined the cluster");
                         return Ok(());
                     }
-                    Ok(PeerResponse::Error(e)) => last_error = e,
+                    Ok(PeerResponse::Error(e)) => last_error = e.to_string(),
                     Ok(other) => last_error = format!("unexpected answer {}", other.kind()),
                     Err(e) => last_error = e.to_string(),
                 }
@@ -512,7 +444,7 @@ impl ClusterNode {
                         .call::<_, PeerResponse>(&info.peer_addr, r, CALL_LIMIT)
                         .await
                     {
-                        Ok(PeerResponse::Error(e)) if e.contains("not the leader") => {}
+                        Ok(PeerResponse::Error(e)) if e.leader_changed() => {}
                         Ok(resp) => return Ok(resp),
                         Err(e) if started.elapsed() > LEADER_WAIT => return Err(e.into()),
                         Err(_) => {}
@@ -528,11 +460,8 @@ impl ClusterNode {
     fn done(resp: PeerResponse) -> Result<Outcome, ClusterError> {
         match resp {
             PeerResponse::Done(o) => Ok(o),
-            PeerResponse::Error(e) => Err(ClusterError::Remote(e)),
-            other => Err(ClusterError::Remote(format!(
-                "unexpected answer {}",
-                other.kind()
-            ))),
+            PeerResponse::Error(e) => Err(e.into()),
+            other => Err(PeerError::Unexpected(other.kind().into()).into()),
         }
     }
 
@@ -583,15 +512,18 @@ impl ClusterNode {
     /// too (so the next handler here reads its writes). An error means the outcome is
     /// unknown: a numbered commit may be retried as it is.
     pub async fn commit(&self, batch: CommitBatch) -> Result<Outcome, ClusterError> {
+        if self.is_stopped() {
+            return Err(PeerError::Stopping.into());
+        }
         let (answer, outcome) = oneshot::channel();
         self.inner
             .commits
             .send(Queued { batch, answer })
-            .map_err(|_| ClusterError::Remote("the node is stopping".into()))?;
+            .map_err(|_| PeerError::Stopping)?;
         outcome
             .await
-            .map_err(|_| ClusterError::Remote("the node is stopping".into()))?
-            .map_err(ClusterError::Remote)
+            .map_err(|_| PeerError::Stopping)?
+            .map_err(ClusterError::Peer)
     }
 
     /// Sends one group to the leader as one entry and answers each transaction in it.
@@ -605,7 +537,7 @@ impl ClusterNode {
                 }
             }
             Err(e) => {
-                let e = e.to_string();
+                let e = e.to_peer();
                 for answer in answers {
                     let _ = answer.send(Err(e.clone()));
                 }
@@ -621,12 +553,13 @@ impl ClusterNode {
                 index,
                 outcome: Outcome::Many(outcomes),
             } if outcomes.len() == n => (index, outcomes),
-            PeerResponse::Error(e) => return Err(ClusterError::Remote(e)),
+            PeerResponse::Error(e) => return Err(e.into()),
             other => {
-                return Err(ClusterError::Remote(format!(
-                    "unexpected answer {} to a group of {n} commits",
+                return Err(PeerError::Unexpected(format!(
+                    "{} to a group of {n} commits",
                     other.kind()
-                )))
+                ))
+                .into())
             }
         };
         if outcomes
@@ -711,7 +644,7 @@ impl ClusterNode {
             .membership()
             .get_node(&node)
             .cloned()
-            .ok_or_else(|| ClusterError::Remote(format!("node {node} is not a member")))?;
+            .ok_or(PeerError::NotMember(node))?;
         self.inner.lanes.send(&info.peer_addr, frame);
         Ok(())
     }
@@ -730,7 +663,7 @@ impl ClusterNode {
             .membership()
             .get_node(&node)
             .cloned()
-            .ok_or_else(|| ClusterError::Remote(format!("node {node} is not a member")))?;
+            .ok_or(PeerError::NotMember(node))?;
         match self
             .inner
             .transport
@@ -738,17 +671,19 @@ impl ClusterNode {
             .await?
         {
             PeerResponse::App(b) => Ok(b),
-            PeerResponse::Error(e) => Err(ClusterError::Remote(e)),
-            other => Err(ClusterError::Remote(format!(
-                "unexpected answer {}",
-                other.kind()
-            ))),
+            PeerResponse::Error(e) => Err(e.into()),
+            other => Err(PeerError::Unexpected(other.kind().into()).into()),
         }
     }
 
     /// A component binary from the replicated registry.
     pub fn binary(&self, sha256: &str) -> Option<Vec<u8>> {
         StateMachine::binary(&self.inner.storage, sha256)
+    }
+
+    /// Whether Raft was shut down (or stopped on a fatal error) here.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.raft.metrics().borrow().running_state.is_err()
     }
 
     /// Stops Raft and closes the endpoint.
@@ -768,17 +703,17 @@ impl ClusterNode {
                 }
                 match raft.append_entries(rpc).await {
                     Ok(r) => PeerResponse::Append(r),
-                    Err(e) => PeerResponse::Error(e.to_string()),
+                    Err(e) => PeerResponse::Error(PeerError::Raft(e.to_string())),
                 }
             }
             PeerRequest::Vote(rpc) => match raft.vote(rpc).await {
                 Ok(r) => PeerResponse::Vote(r),
-                Err(e) => PeerResponse::Error(e.to_string()),
+                Err(e) => PeerResponse::Error(PeerError::Raft(e.to_string())),
             },
             PeerRequest::SnapshotChunk { id, offset, bytes } => {
                 match self.take_snapshot_chunk(id, offset, bytes) {
                     Ok(()) => PeerResponse::Done(Outcome::Nothing),
-                    Err(e) => PeerResponse::Error(e),
+                    Err(e) => PeerResponse::Error(PeerError::Snapshot(e)),
                 }
             }
             PeerRequest::Snapshot { vote, meta, data } => {
@@ -792,10 +727,10 @@ impl ClusterNode {
                     {
                         Some((id, bytes)) if id == meta.snapshot_id => bytes,
                         _ => {
-                            return PeerResponse::Error(format!(
+                            return PeerResponse::Error(PeerError::Snapshot(format!(
                                 "snapshot {} was not received in full",
                                 meta.snapshot_id
-                            ))
+                            )))
                         }
                     }
                 } else {
@@ -807,7 +742,7 @@ impl ClusterNode {
                 };
                 match raft.install_full_snapshot(vote, snapshot).await {
                     Ok(r) => PeerResponse::Snapshot(r),
-                    Err(e) => PeerResponse::Error(e.to_string()),
+                    Err(e) => PeerResponse::Error(PeerError::Raft(e.to_string())),
                 }
             }
             PeerRequest::Probe => PeerResponse::Probe {
@@ -816,17 +751,17 @@ impl ClusterNode {
             PeerRequest::App(body) => {
                 let (tx, rx) = oneshot::channel();
                 if self.inner.app_calls.send((body, tx)).await.is_err() {
-                    return PeerResponse::Error("node is stopping".into());
+                    return PeerResponse::Error(PeerError::Stopping);
                 }
                 match rx.await {
                     Ok(b) => PeerResponse::App(b),
-                    Err(_) => PeerResponse::Error("node dropped the call".into()),
+                    Err(_) => PeerResponse::Error(PeerError::Stopping),
                 }
             }
             // Writes and status: only the leader serves them; others forward.
             other => match self.on_leader(other).await {
                 Ok(r) => r,
-                Err(e) => PeerResponse::Error(e.to_string()),
+                Err(e) => PeerResponse::Error(e.to_peer()),
             },
         }
     }
@@ -842,20 +777,21 @@ impl ClusterNode {
             PeerRequest::RemoveNode(node) => self.evict(node).await,
             PeerRequest::Status => return PeerResponse::Status(self.local_status(true)),
             PeerRequest::ReadIndex => return self.confirmed_read_index().await,
-            other => Err(ClusterError::Remote(format!(
-                "{} is not a leader request",
-                match other {
-                    PeerRequest::Append(_) => "append",
-                    PeerRequest::Vote(_) => "vote",
-                    PeerRequest::Snapshot { .. } | PeerRequest::SnapshotChunk { .. } => "snapshot",
-                    PeerRequest::Probe => "probe",
-                    _ => "app",
-                }
-            ))),
+            other => Err(PeerError::WrongRequest(other.kind().into()).into()),
         };
         match result {
             Ok(o) => PeerResponse::Done(o),
-            Err(e) => PeerResponse::Error(e.to_string()),
+            Err(e) => PeerResponse::Error(e.to_peer()),
+        }
+    }
+
+    /// What a node that was asked to lead answers: it does not, and whom it knows leads.
+    fn not_leader(&self) -> PeerError {
+        PeerError::NotLeader {
+            leader: self
+                .leader()
+                .map(|(id, _)| id)
+                .filter(|l| *l != self.inner.id),
         }
     }
 
@@ -863,8 +799,12 @@ impl ClusterNode {
     async fn confirmed_read_index(&self) -> PeerResponse {
         match tokio::time::timeout(LEADER_WAIT, self.inner.raft.get_read_log_id()).await {
             Ok(Ok((read, _))) => PeerResponse::ReadIndex(read.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(e)) => PeerResponse::Error(format!("not the leader any more; retry ({e})")),
-            Err(_) => PeerResponse::Error("not the leader any more; retry (no quorum)".into()),
+            Ok(Err(e)) => {
+                tracing::debug!("read index refused: {e}");
+                PeerResponse::Error(self.not_leader())
+            }
+            // No quorum confirmed this leader in time.
+            Err(_) => PeerResponse::Error(self.not_leader()),
         }
     }
 
@@ -875,19 +815,24 @@ impl ClusterNode {
                 index: resp.log_id.index,
                 outcome: resp.data,
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                PeerResponse::Error("not the leader any more; retry".into())
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                PeerResponse::Error(PeerError::NotLeader {
+                    leader: f.leader_id,
+                })
             }
-            Err(e) => PeerResponse::Error(raft_err(e).to_string()),
+            Err(e) => PeerResponse::Error(PeerError::Raft(e.to_string())),
         }
     }
 
     async fn write(&self, command: Command) -> Result<Outcome, ClusterError> {
         match self.inner.raft.client_write(command).await {
             Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
-                ClusterError::Remote("not the leader any more; retry".into()),
-            ),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(PeerError::NotLeader {
+                    leader: f.leader_id,
+                }
+                .into())
+            }
             Err(e) => Err(raft_err(e)),
         }
     }
@@ -961,13 +906,11 @@ impl ClusterNode {
     async fn evict(&self, node: NodeId) -> Result<Outcome, ClusterError> {
         let membership = self.inner.view.membership();
         if membership.membership().get_node(&node).is_none() {
-            return Err(ClusterError::Remote(format!("node {node} is not a member")));
+            return Err(PeerError::NotMember(node).into());
         }
         let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
         if voters.len() == 1 && voters.contains(&node) {
-            return Err(ClusterError::Remote(
-                "cannot remove the last voter".to_string(),
-            ));
+            return Err(PeerError::LastVoter.into());
         }
         // Its components go to the least-loaded other live nodes first.
         let owned: Vec<String> = self

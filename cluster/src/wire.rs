@@ -8,15 +8,14 @@
 //! an announced length over the cap is refused from the 4-byte header alone, before any
 //! allocation, and a wrong version from the 5th byte. After its first error a decoder is
 //! poisoned: it drops further input and repeats the error, because the stream is to be closed.
-//! The first frame of every connection is a [`Hello`], checked by [`check_hello`].
+//! A peer is admitted by its certificate (mutual TLS, signed by the cluster's CA), never by
+//! what a frame claims.
 
 use bincode::config::{self, Config};
 use bincode::enc::write::Writer;
 use bincode::error::EncodeError;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
-use crate::placement::NodeId;
+use serde::Serialize;
 
 /// The version byte of every frame this build writes and the only one it reads.
 pub const WIRE_VERSION: u8 = 1;
@@ -237,54 +236,10 @@ impl FrameDecoder {
     }
 }
 
-/// The first frame each side sends on a new connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
-    pub cluster_id: String,
-    pub node_id: NodeId,
-    pub wire_version: u8,
-}
-
-impl Hello {
-    /// This build's greeting.
-    pub fn new(cluster_id: impl Into<String>, node_id: NodeId) -> Hello {
-        Hello {
-            cluster_id: cluster_id.into(),
-            node_id,
-            wire_version: WIRE_VERSION,
-        }
-    }
-}
-
-/// Why a peer's [`Hello`] is refused; the connection is closed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HelloError {
-    #[error("peer belongs to cluster {got:?}, expected {expected:?}")]
-    WrongCluster { got: String, expected: String },
-    #[error("peer speaks wire version {got}, expected {expected}")]
-    Version { got: u8, expected: u8 },
-}
-
-/// Accept a peer's greeting only if it names our cluster and our wire version.
-pub fn check_hello(expected_cluster: &str, hello: &Hello) -> Result<(), HelloError> {
-    if hello.wire_version != WIRE_VERSION {
-        return Err(HelloError::Version {
-            got: hello.wire_version,
-            expected: WIRE_VERSION,
-        });
-    }
-    if hello.cluster_id != expected_cluster {
-        return Err(HelloError::WrongCluster {
-            got: hello.cluster_id.clone(),
-            expected: expected_cluster.to_owned(),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     enum Msg {
@@ -336,11 +291,6 @@ mod tests {
             assert_eq!(frame[4], WIRE_VERSION);
             assert_eq!(decode_frame::<Msg>(&frame).unwrap(), msg);
         }
-        let hello = Hello::new("prod", 3);
-        assert_eq!(
-            decode_frame::<Hello>(&encode_frame(&hello).unwrap()).unwrap(),
-            hello
-        );
     }
 
     #[test]
@@ -572,32 +522,8 @@ mod tests {
                 }
             }
             let _ = dec.finish();
-            let _ = decode_frame::<Hello>(&bytes);
+            let _ = decode_frame::<crate::peer::PeerRequest>(&bytes);
             assert!(dec.buffered() <= bytes.len());
         }
-    }
-
-    #[test]
-    fn hello_checks_cluster_and_version() {
-        let ok = Hello::new("prod", 2);
-        assert_eq!(check_hello("prod", &ok), Ok(()));
-        assert_eq!(
-            check_hello("staging", &ok),
-            Err(HelloError::WrongCluster {
-                got: "prod".to_owned(),
-                expected: "staging".to_owned()
-            })
-        );
-        let old = Hello {
-            wire_version: 0,
-            ..ok
-        };
-        assert_eq!(
-            check_hello("prod", &old),
-            Err(HelloError::Version {
-                got: 0,
-                expected: WIRE_VERSION
-            })
-        );
     }
 }

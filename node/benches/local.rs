@@ -11,14 +11,16 @@
 //! to each baseline, which is what docs/BENCHMARKS.md records.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
 use airssys_node::api::{AdminBackend, Delivery, InstallRequest, LimitsRequest};
+use airssys_node::cluster::ClusterHost;
 use airssys_node::component::{ComponentActor, ComponentShared, HostState};
 use airssys_node::config::NodeConfig;
-use airssys_node::host::Host;
 use criterion::Criterion;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{free_ports, one_node};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,7 +60,7 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
 
 struct Setup {
     rt: Runtime,
-    host: Host,
+    host: ClusterHost,
     _dir: tempfile::TempDir,
 }
 
@@ -66,13 +68,15 @@ fn setup() -> Setup {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let host = rt.block_on(async {
-        let host = Host::open(NodeConfig {
-            data_dir: dir.path().to_path_buf(),
-            instance_pool: 256,
-            ..NodeConfig::default()
-        })
-        .await
-        .unwrap();
+        let host = one_node(
+            NodeConfig {
+                data_dir: dir.path().to_path_buf(),
+                instance_pool: 256,
+                ..NodeConfig::default()
+            },
+            free_ports(),
+        )
+        .await;
         for (name, example_name, mailbox) in [
             ("echo", "echo", 1024),
             ("ping", "ping", 1024),
@@ -116,7 +120,7 @@ async fn tokio_round_trip(tx: &mpsc::Sender<(Vec<u8>, oneshot::Sender<Vec<u8>>)>
     rrx.await.unwrap();
 }
 
-async fn echo_round_trip(host: &Host) {
+async fn echo_round_trip(host: &ClusterHost) {
     host.request(
         "echo",
         b"x".to_vec(),
@@ -164,7 +168,7 @@ where
 
 /// One blast of `n` fire-and-forget messages from ping to sink; returns once sink has
 /// handled all of them (a request to sink queued behind them has been answered).
-async fn blast(host: &Host, n: usize, fast: bool) {
+async fn blast(host: &ClusterHost, n: usize, fast: bool) {
     let cmd = format!("blast {n} sink{}", if fast { " fast" } else { "" });
     host.request(
         "ping",
@@ -263,9 +267,8 @@ fn instantiate_samples(s: &Setup, n: usize) -> (Vec<Duration>, Vec<Duration>) {
                 prepared.clone(),
                 storage.clone(),
                 router,
-                Arc::new(airssys_node::commit::LocalCommitter {
-                    storage: storage.clone(),
-                }),
+                // Instantiation commits nothing; the node's committer stands in.
+                s.host.host().committer(),
             )
             .unwrap(),
         );

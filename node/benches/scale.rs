@@ -6,11 +6,12 @@
 //! (`AIRSSYS_SCALE_N=200` for a quicker run).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
 use airssys_node::api::{AdminBackend, Delivery, InstallRequest, LimitsRequest};
 use airssys_node::config::NodeConfig;
-use airssys_node::host::Host;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::{free_ports, one_node};
 
 fn example(name: &str) -> Vec<u8> {
     let exe = std::env::current_exe().unwrap();
@@ -50,9 +51,10 @@ fn main() {
         ..NodeConfig::default()
     };
     let binary = example("counter");
+    let ports = free_ports();
     rt.block_on(async {
         let rss_empty = {
-            let host = Host::open(config.clone()).await.unwrap();
+            let host = one_node(config.clone(), ports).await;
             let rss_empty = rss_kib();
             let start = Instant::now();
             let mut last_hundred = Instant::now();
@@ -93,7 +95,7 @@ fn main() {
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
         let start = Instant::now();
-        let host = Host::open(config.clone()).await.unwrap();
+        let host = one_node(config.clone(), ports).await;
         let opened = start.elapsed();
         let count = host.list().await.unwrap().len();
         let reply = host

@@ -120,9 +120,11 @@ pub enum Delivery {
     Fast,
 }
 
-/// Where a component's actor stands.
+/// Where a component's actor stands. The admin API's JSON shows it internally tagged
+/// (`{"state": "running"}`); a binary format (the peer protocol's bincode, which cannot
+/// read an internally tagged enum) gets the plain enum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "kebab-case")]
+#[serde(remote = "Self")]
 pub enum ComponentState {
     Starting,
     Running,
@@ -131,11 +133,87 @@ pub enum ComponentState {
         restarts: u32,
         last_error: String,
     },
-    /// Crashed too often; messages to it get `unavailable`.
+    /// Crashed too often, or could not start; messages to it get `unavailable`. `error`
+    /// is the kind of the failure that stopped it (a trap, a rejected `init`), when known.
     Failed {
         reason: String,
+        error: Option<ErrorKind>,
     },
     Stopped,
+}
+
+/// [`ComponentState`] as JSON shows it.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+enum TaggedState {
+    Starting,
+    Running,
+    Restarting {
+        restarts: u32,
+        last_error: String,
+    },
+    Failed {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorKind>,
+    },
+    Stopped,
+}
+
+impl From<TaggedState> for ComponentState {
+    fn from(s: TaggedState) -> Self {
+        match s {
+            TaggedState::Starting => ComponentState::Starting,
+            TaggedState::Running => ComponentState::Running,
+            TaggedState::Restarting {
+                restarts,
+                last_error,
+            } => ComponentState::Restarting {
+                restarts,
+                last_error,
+            },
+            TaggedState::Failed { reason, error } => ComponentState::Failed { reason, error },
+            TaggedState::Stopped => ComponentState::Stopped,
+        }
+    }
+}
+
+impl From<&ComponentState> for TaggedState {
+    fn from(s: &ComponentState) -> Self {
+        match s.clone() {
+            ComponentState::Starting => TaggedState::Starting,
+            ComponentState::Running => TaggedState::Running,
+            ComponentState::Restarting {
+                restarts,
+                last_error,
+            } => TaggedState::Restarting {
+                restarts,
+                last_error,
+            },
+            ComponentState::Failed { reason, error } => TaggedState::Failed { reason, error },
+            ComponentState::Stopped => TaggedState::Stopped,
+        }
+    }
+}
+
+impl Serialize for ComponentState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            TaggedState::from(self).serialize(serializer)
+        } else {
+            ComponentState::serialize(self, serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ComponentState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            TaggedState::deserialize(deserializer).map(ComponentState::from)
+        } else {
+            ComponentState::deserialize(deserializer)
+        }
+    }
 }
 
 /// One installed component, as `component list` and `describe` show it.

@@ -1,6 +1,6 @@
 //! The admin HTTP client: what the `airssys` CLI (and tests) use to talk to a node.
 
-use crate::admin::params::{delivery_str, MAX_INSTALL_BYTES, MAX_PAYLOAD_BYTES};
+use crate::admin::params::{delivery_str, MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES};
 use crate::api::{ApiError, ComponentInfo, Delivery, ErrorKind, LimitsRequest, NodeStatus};
 use reqwest::{Method, StatusCode, Url};
 use std::time::Duration;
@@ -287,9 +287,9 @@ impl AdminClient {
         binary: Vec<u8>,
         limits: &LimitsRequest,
     ) -> Result<ComponentInfo, ClientError> {
-        if binary.len() > MAX_INSTALL_BYTES {
+        if binary.len() > MAX_BINARY_BYTES {
             return Err(ClientError::Api(crate::admin::params::too_large(
-                MAX_INSTALL_BYTES,
+                MAX_BINARY_BYTES,
                 "component binary",
             )));
         }

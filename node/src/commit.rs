@@ -1,10 +1,10 @@
 //! How a node makes a transaction durable. A [`Committer`] takes a fenced [`CommitBatch`] and
-//! answers once it is durable and readable on this node: [`LocalCommitter`] writes the node's
-//! own RocksDB (a single node; the fence is checked against the placement stored there), the
-//! cluster's committer appends it to the Raft log (applied on every node; the fence is
-//! checked against the replicated registry).
+//! answers once it is durable and readable on this node. The node's one committer is the
+//! cluster's ([`crate::cluster::commit::RaftCommitter`]): it appends the batch to the Raft
+//! log, every node applies it, and the fence is checked against the replicated registry.
+//! Tests wrap it to refuse or delay commits; there is no second, local product.
 
-use airssys_storage::{CommitBatch, Storage, StorageError};
+use airssys_storage::CommitBatch;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -34,47 +34,9 @@ pub trait Committer: Send + Sync + 'static {
     /// leaves its outcome to the caller to find out.
     fn commit(&self, batch: CommitBatch) -> CommitFuture;
 
-    /// True when every node applies these commits: a durable message's outbox entry then
-    /// disappears everywhere with its receiver's commit, and no acknowledgement is sent.
-    fn replicated(&self) -> bool;
-
     /// The incarnation of component `name` as the registry applied here says (`None`: not
     /// installed, or this committer keeps no registry). A handler numbers its durable
     /// messages to `name` for that incarnation, and a replicated log refuses the commit if
     /// it has ended meanwhile.
     fn incarnation_of(&self, name: &str) -> Option<u64>;
-}
-
-/// Commits to the node's own storage.
-pub struct LocalCommitter {
-    pub storage: Storage,
-}
-
-fn local_error(e: StorageError) -> CommitError {
-    match e {
-        StorageError::StaleGeneration { .. } | StorageError::WrongNode { .. } => {
-            CommitError::Fenced(e.to_string())
-        }
-        other => CommitError::Failed(format!("commit failed: {other}")),
-    }
-}
-
-impl Committer for LocalCommitter {
-    fn commit_handler(&self, batch: CommitBatch) -> CommitFuture {
-        self.commit(batch)
-    }
-
-    fn commit(&self, batch: CommitBatch) -> CommitFuture {
-        let done = self.storage.commit_async(batch);
-        Box::pin(async move { done.await.map_err(local_error) })
-    }
-
-    fn replicated(&self) -> bool {
-        false
-    }
-
-    /// A single node keeps no registry of incarnations: its storage ignores the peers.
-    fn incarnation_of(&self, _name: &str) -> Option<u64> {
-        None
-    }
 }

@@ -6,16 +6,20 @@
 //! - `config`: node configuration and defaults.
 //! - `engine`: wasmtime setup, compile cache, validation, bindings.
 //! - `component`: one component's actor (instance + transaction per message).
-//! - `commit`: where a transaction goes (local storage, or the cluster's Raft log).
+//! - `commit`: the seam where a transaction goes (the cluster's Raft log).
 //! - `messaging`: envelopes, outbox/dedupe keys, local routing.
-//! - `host`: the node façade (install, remove, send, request, restart recovery).
-//! - `daemon`: `airssys node start`: opens the host and serves the admin API.
+//! - `host`: the local runtime (activation, replay, external sends for what runs here).
+//! - `cluster`: the one front door (`ClusterHost`, the only `AdminBackend`), driving the
+//!   local runtime from the replicated registry.
+//! - `caps`, `names`: the size caps and the component-name rule, each stated once.
+//! - `daemon`: `airssys node start`: starts the cluster host and serves the admin API.
 //! - `admin`: the admin HTTP server (axum) and bearer-token auth.
 //! - `client`: the admin HTTP client the CLI uses.
 //! - `cli`: the `airssys` command line.
 
 pub mod admin;
 pub mod api;
+pub mod caps;
 pub mod cli;
 pub mod client;
 pub mod clock;

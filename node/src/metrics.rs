@@ -47,6 +47,16 @@ pub async fn render(host: &Host) -> String {
             m.forwarded.load(Ordering::Relaxed),
         ),
         (
+            "airssys_redelivery_sweeps_total",
+            "Sweeps that handed again the durable messages still waiting in an outbox.",
+            m.redelivery_sweeps.load(Ordering::Relaxed),
+        ),
+        (
+            "airssys_redelivered_total",
+            "Durable messages those sweeps handed again (never more than a mailbox has room for).",
+            m.redelivered.load(Ordering::Relaxed),
+        ),
+        (
             "airssys_commits_total",
             "Transactions committed to storage.",
             commits.batches,

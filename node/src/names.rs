@@ -1,31 +1,12 @@
 //! Component names: `[a-z0-9][a-z0-9-]{0,62}`.
 
-/// Checks a component name; the error says what is wrong with it.
+/// Checks a component name; the error says what is wrong with it (the rule is
+/// `airssys_storage::name_problem`'s, stated once).
 pub fn validate(name: &str) -> Result<(), String> {
-    let bytes = name.as_bytes();
-    let Some(&first) = bytes.first() else {
-        return Err("a component name cannot be empty".into());
-    };
-    if bytes.len() > 63 {
-        return Err(format!(
-            "component name is {} characters long; at most 63 are allowed",
-            bytes.len()
-        ));
+    match airssys_storage::name_problem(name) {
+        None => Ok(()),
+        Some(problem) => Err(problem),
     }
-    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return Err(format!(
-            "component name {name:?} must start with a lowercase letter or a digit"
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Err(format!(
-            "component name {name:?} contains {bad:?}; only a-z, 0-9 and '-' are allowed"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

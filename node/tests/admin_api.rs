@@ -2,7 +2,7 @@
 //! raw HTTP.
 #![allow(clippy::unwrap_used)]
 
-use airssys_node::admin::{self, AdminAuth, MAX_INSTALL_BYTES, MAX_PAYLOAD_BYTES};
+use airssys_node::admin::{self, AdminAuth, MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES};
 use airssys_node::api::{
     AdminBackend, ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, InstallRequest,
     Limits, LimitsRequest, NodeStatus,
@@ -598,7 +598,7 @@ async fn oversized_bodies_are_too_large() {
     let resp = http
         .put(format!("{}/v1/components/big", server.url))
         .bearer_auth(TOKEN)
-        .body(vec![0u8; MAX_INSTALL_BYTES + 1])
+        .body(vec![0u8; MAX_BINARY_BYTES + 1])
         .send()
         .await
         .unwrap();

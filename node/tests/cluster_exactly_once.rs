@@ -11,28 +11,25 @@
 //! - messages numbered for an incarnation of their receiver that has ended are refused
 //!   and numbered again for the current one;
 //! - an external durable send numbered before an earlier one of unknown outcome applied is
-//!   refused, never taken for a repeat (its `202` would be a lie).
+//!   refused, never taken for a repeat (its `202` would be a lie);
+//! - the redelivery sweep hands again only what waits, and no more than the receiver's
+//!   mailbox has room for.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use airssys_node::api::{AdminBackend, ApiError, Delivery, ErrorKind, InstallRequest};
-use airssys_node::cluster::{ClusterHost, ClusterSettings};
+use airssys_node::cluster::ClusterHost;
 use airssys_node::commit::{CommitError, CommitFuture, Committer};
 use airssys_storage::CommitBatch;
-use common::{eventually, example, procs};
-use std::net::SocketAddr;
+use common::{eventually, example};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 async fn one_node(dir: &Path) -> ClusterHost {
-    let admin: SocketAddr = format!("127.0.0.1:{}", procs::free_tcp()).parse().unwrap();
-    let mut config = common::config(dir);
-    config.admin_addr = admin;
-    let settings = ClusterSettings::local(admin, procs::free_udp());
-    ClusterHost::start(config, settings).await.unwrap()
+    common::open(dir).await
 }
 
 async fn install(node: &ClusterHost, name: &str, example_name: &str) {
@@ -144,10 +141,6 @@ impl Committer for LateCommitter {
         })
     }
 
-    fn replicated(&self) -> bool {
-        self.0.inner.replicated()
-    }
-
     fn incarnation_of(&self, name: &str) -> Option<u64> {
         self.0.inner.incarnation_of(name)
     }
@@ -167,10 +160,6 @@ impl Committer for RefusingCommitter {
 
     fn commit(&self, batch: CommitBatch) -> CommitFuture {
         self.0.inner.commit(batch)
-    }
-
-    fn replicated(&self) -> bool {
-        self.0.inner.replicated()
     }
 
     fn incarnation_of(&self, name: &str) -> Option<u64> {
@@ -422,5 +411,81 @@ async fn an_external_send_numbered_before_a_late_one_applied_is_refused_not_drop
     .await;
     assert_eq!(ask(&node, "c", "times e-1").await.unwrap(), "1");
     assert_eq!(ask(&node, "c", "times e-2").await.unwrap(), "1");
+    node.shutdown().await;
+}
+
+/// A counter family's value in `/metrics` text.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redelivery_sweep_hands_again_no_more_than_the_mailbox_has_room_for() {
+    const ROOM: u64 = 4;
+    const WAITING: u64 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path()).await;
+    let hold = Arc::new(AtomicBool::new(true));
+    let held = hold.clone();
+    // While `hold` is set, every handler commit of `c` fails: what is sent to it stays in
+    // the outbox, and each sweep hands it again.
+    let gate = refuse_on(&node, move |batch| {
+        held.load(Ordering::SeqCst) && fenced_on(batch, "c")
+    });
+    node.install(InstallRequest {
+        name: "c".into(),
+        binary: example("counter"),
+        limits: airssys_node::api::LimitsRequest {
+            mailbox: Some(ROOM as u32),
+            ..Default::default()
+        },
+    })
+    .await
+    .unwrap();
+    for i in 0..WAITING {
+        node.send("c", format!("inc m-{i}").into_bytes(), Delivery::Durable)
+            .await
+            .unwrap();
+    }
+    // Four sweeps after the twelve were waiting (each one refused at least once).
+    eventually(Duration::from_secs(30), || async {
+        (gate.refused.load(Ordering::SeqCst) >= WAITING as usize).then_some(())
+    })
+    .await;
+    let start = counter(&node.metrics().await, "airssys_redelivery_sweeps_total");
+    let deepest = AtomicU64::new(0);
+    let metrics = eventually(Duration::from_secs(60), || async {
+        deepest.fetch_max(
+            node.describe("c").await.ok()?.mailbox_depth,
+            Ordering::SeqCst,
+        );
+        let m = node.metrics().await;
+        (counter(&m, "airssys_redelivery_sweeps_total") >= start + 4).then_some(m)
+    })
+    .await;
+    let sweeps = counter(&metrics, "airssys_redelivery_sweeps_total");
+    let redelivered = counter(&metrics, "airssys_redelivered_total");
+    assert!(
+        redelivered > 0,
+        "the sweep hands again what is still waiting"
+    );
+    assert!(
+        redelivered <= ROOM * sweeps,
+        "{redelivered} handed again in {sweeps} sweeps into a mailbox of {ROOM}"
+    );
+    let deepest = deepest.load(Ordering::SeqCst);
+    assert!(deepest <= ROOM, "the mailbox held {deepest} (room {ROOM})");
+    // Let through: every one applies once.
+    hold.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(60), || async {
+        (ask(&node, "c", "get").await.ok()? == WAITING.to_string()).then_some(())
+    })
+    .await;
+    for i in 0..WAITING {
+        assert_eq!(ask(&node, "c", &format!("times m-{i}")).await.unwrap(), "1");
+    }
     node.shutdown().await;
 }

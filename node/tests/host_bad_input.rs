@@ -9,7 +9,7 @@ use airssys_node::api::{AdminBackend, ErrorKind, InstallRequest, LimitsRequest};
 use common::*;
 
 async fn try_install(
-    host: &airssys_node::host::Host,
+    host: &airssys_node::cluster::ClusterHost,
     name: &str,
     binary: Vec<u8>,
 ) -> airssys_node::api::ApiError {

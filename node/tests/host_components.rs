@@ -136,7 +136,7 @@ async fn a_component_that_keeps_crashing_is_marked_failed_with_the_reason() {
     let err = failed.expect("the component was never marked failed");
     assert!(!err.message.is_empty());
     match host.describe("crash").await.unwrap().state {
-        ComponentState::Failed { reason } => assert!(reason.contains("trap"), "{reason}"),
+        ComponentState::Failed { reason, .. } => assert!(reason.contains("trap"), "{reason}"),
         other => panic!("expected failed, got {other:?}"),
     }
     // The node and other components keep serving.

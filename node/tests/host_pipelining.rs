@@ -10,8 +10,8 @@
 mod common;
 
 use airssys_node::api::{AdminBackend, ApiError, Delivery};
+use airssys_node::cluster::ClusterHost;
 use airssys_node::commit::{CommitError, CommitFuture, Committer};
-use airssys_node::host::Host;
 use airssys_storage::CommitBatch;
 use common::{eventually, open};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,31 +48,28 @@ impl Committer for GatedCommitter {
         self.0.inner.commit(batch)
     }
 
-    fn replicated(&self) -> bool {
-        self.0.inner.replicated()
-    }
-
     fn incarnation_of(&self, name: &str) -> Option<u64> {
         self.0.inner.incarnation_of(name)
     }
 }
 
 /// A node whose committer is gated (open), with a counter `c` at 1.
-async fn gated_counter(dir: &std::path::Path) -> (Host, Arc<Gated>) {
+async fn gated_counter(dir: &std::path::Path) -> (ClusterHost, Arc<Gated>) {
     let host = open(dir).await;
     let gated = Arc::new(Gated {
-        inner: host.committer(),
+        inner: host.host().committer(),
         open: watch::channel(true).0,
         handler_commits: AtomicUsize::new(0),
         refuse_next: AtomicBool::new(false),
     });
-    host.set_committer(Arc::new(GatedCommitter(gated.clone())));
+    host.host()
+        .set_committer(Arc::new(GatedCommitter(gated.clone())));
     common::install(&host, "c", "counter").await;
     assert_eq!(inc(&host).await.unwrap(), "1");
     (host, gated)
 }
 
-async fn inc(host: &Host) -> Result<String, ApiError> {
+async fn inc(host: &ClusterHost) -> Result<String, ApiError> {
     host.request(
         "c",
         b"inc".to_vec(),
@@ -84,7 +81,7 @@ async fn inc(host: &Host) -> Result<String, ApiError> {
 }
 
 /// `n` concurrent `inc` requests.
-fn incs(host: &Host, n: usize) -> Vec<JoinHandle<Result<String, ApiError>>> {
+fn incs(host: &ClusterHost, n: usize) -> Vec<JoinHandle<Result<String, ApiError>>> {
     (0..n)
         .map(|_| {
             let host = host.clone();
@@ -94,9 +91,9 @@ fn incs(host: &Host, n: usize) -> Vec<JoinHandle<Result<String, ApiError>>> {
 }
 
 /// Waits until `n` handler transactions of `c` wait for their commit.
-async fn until_waiting(host: &Host, n: usize) {
+async fn until_waiting(host: &ClusterHost, n: usize) {
     eventually(Duration::from_secs(60), || async {
-        (host.commits_waiting("c").await == Some(n)).then_some(())
+        (host.host().commits_waiting("c").await == Some(n)).then_some(())
     })
     .await;
 }
@@ -141,7 +138,7 @@ async fn an_actor_handles_its_next_messages_while_its_commit_is_in_flight() {
         (1..=2).contains(&commits),
         "{N} transactions took {commits} commits; the ones waiting behind a commit in flight go together"
     );
-    assert_eq!(host.commits_waiting("c").await, Some(0));
+    assert_eq!(host.host().commits_waiting("c").await, Some(0));
     assert_eq!(inc(&host).await.unwrap(), (N + 2).to_string());
 
     // And it is all durable: a restarted node has every increment.
@@ -177,7 +174,7 @@ async fn a_failed_commit_drops_what_waited_behind_it_and_the_actor_starts_again(
     }
     // Nothing of the dropped handlers is read, kept or numbered on: the count goes on
     // from the last committed value, with a fresh instance.
-    assert_eq!(host.commits_waiting("c").await, Some(0));
+    assert_eq!(host.host().commits_waiting("c").await, Some(0));
     assert_eq!(inc(&host).await.unwrap(), "2");
     assert_eq!(common::ask(&host, "c", "get").await.unwrap(), "2");
 }

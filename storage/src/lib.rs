@@ -36,7 +36,7 @@ pub use commit::{
 pub use error::{StorageError, WriteError};
 pub use image::{Pairs, StateImage};
 pub use in_flight::InFlightWrites;
-pub use names::validate_name;
+pub use names::{is_valid_name, name_problem, validate_name};
 pub use options::StorageOptions;
 pub use store::{CommitStats, Storage, BULK_CREATE_MIN};
 pub use txn::{Txn, TxnLimits};

@@ -8,15 +8,35 @@ pub(crate) const SYS_CF: &str = "sys";
 /// RocksDB's `default`.
 pub(crate) const COMPONENT_CF_PREFIX: &str = "c/";
 
+/// What is wrong with `name` as a component name (`[a-z0-9][a-z0-9-]{0,62}`), or `None`
+/// when it is valid. The one statement of the rule: the admin API, the host calls and the
+/// store all ask here.
+pub fn name_problem(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let Some(&first) = bytes.first() else {
+        return Some("a component name cannot be empty".into());
+    };
+    if bytes.len() > 63 {
+        return Some(format!(
+            "component name is {} characters long; at most 63 are allowed",
+            bytes.len()
+        ));
+    }
+    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+        return Some(format!(
+            "component name {name:?} must start with a lowercase letter or a digit"
+        ));
+    }
+    name.chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        .map(|bad| {
+            format!("component name {name:?} contains {bad:?}; only a-z, 0-9 and '-' are allowed")
+        })
+}
+
 /// Whether `name` is a valid component name: `[a-z0-9][a-z0-9-]{0,62}`.
 pub fn is_valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    name_problem(name).is_none()
 }
 
 /// Checks a component name, returning [`StorageError::InvalidName`] when it is not

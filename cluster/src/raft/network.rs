@@ -1,7 +1,7 @@
 //! openraft's network over the node's QUIC transport: each Raft RPC is one call.
 
 use super::types::{NodeInfo, TypeConfig};
-use crate::node::{PeerRequest, PeerResponse, SNAPSHOT_CHUNK_BYTES};
+use crate::peer::{PeerRequest, PeerResponse, SNAPSHOT_CHUNK_BYTES};
 use crate::placement::NodeId;
 use crate::transport::{Transport, TransportError};
 use crate::wire::WireError;
@@ -52,9 +52,7 @@ impl PeerLink {
             .call::<_, PeerResponse>(&self.addr, &req, option.hard_ttl())
             .await
         {
-            Ok(PeerResponse::Error(message)) => {
-                Err(RPCError::Network(NetworkError::new(&Remote(message))))
-            }
+            Ok(PeerResponse::Error(e)) => Err(RPCError::Network(NetworkError::new(&e))),
             Ok(resp) => {
                 self.transport.record_contact(self.target);
                 Ok(resp)

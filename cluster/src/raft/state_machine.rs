@@ -116,8 +116,10 @@ pub fn check_commit(registry: &Registry, batch: &CommitBatch) -> Result<CommitCh
             entry.owner, entry.generation
         )));
     }
+    // A peer numbered for incarnation 0 was not installed when the handler ran; it still
+    // is not (the message is answered `not-found` on delivery) or the commit is refused.
     if let Some((peer, numbered_for)) = fence.peers.iter().find(|(peer, incarnation)| {
-        registry.components.get(peer).map(|e| e.incarnation) != Some(*incarnation)
+        registry.components.get(peer).map_or(0, |e| e.incarnation) != *incarnation
     }) {
         return Err(Refusal::PeerChanged {
             component: fence.component.clone(),
@@ -1013,6 +1015,10 @@ mod tests {
             ),
             "{out:?}"
         );
+        // Numbered for a name not installed then (0), and still not installed: it goes
+        // (its receiver is missing; a request is answered `not-found` on delivery).
+        let (out, _) = apply_command(&mut reg, &members, true, 11, to_b(0));
+        assert_eq!(out, Outcome::Committed { duplicate: false });
     }
 
     #[test]

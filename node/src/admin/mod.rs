@@ -27,7 +27,7 @@ pub mod tls;
 
 pub use auth::{check_bearer, read_token_file, AdminAuth};
 pub use params::{
-    status_for, DEFAULT_REQUEST_TIMEOUT_MS, MAX_INSTALL_BYTES, MAX_PAYLOAD_BYTES,
+    status_for, DEFAULT_REQUEST_TIMEOUT_MS, MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES,
     MAX_REQUEST_TIMEOUT_MS,
 };
 
@@ -77,7 +77,7 @@ pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
         .route(
             "/v1/components/{name}",
             put(install::<B>)
-                .layer(DefaultBodyLimit::max(MAX_INSTALL_BYTES))
+                .layer(DefaultBodyLimit::max(MAX_BINARY_BYTES))
                 .get(describe::<B>)
                 .delete(remove::<B>)
                 .fallback(method_not_allowed),
@@ -189,7 +189,7 @@ async fn install<B: AdminBackend>(
 ) -> Result<(StatusCode, Json<ComponentInfo>), ApiError> {
     let name = name_of(path)?;
     let limits = params::parse_install_query(&query_of(query)?)?;
-    let binary = body_of(body, MAX_INSTALL_BYTES, "component binary")?;
+    let binary = body_of(body, MAX_BINARY_BYTES, "component binary")?;
     if binary.is_empty() {
         return Err(ApiError::new(
             ErrorKind::InvalidComponent,

@@ -7,10 +7,7 @@ use axum::http::StatusCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Largest component binary an install accepts (installs up to 64 MiB must work: a Python component is ~18 MB).
-pub const MAX_INSTALL_BYTES: usize = 64 * 1024 * 1024;
-/// Largest payload of a message or request sent through the admin API.
-pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+pub use crate::caps::{MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES};
 /// Request timeout when `timeout_ms` is not given.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Longest request timeout a client may ask for.
@@ -43,26 +40,9 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
     }
 }
 
-/// Checks a component name against `[a-z0-9][a-z0-9-]{0,62}`.
+/// Checks a component name ([`crate::names::validate`]) as an API error.
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
-    let bytes = name.as_bytes();
-    let first_ok = bytes
-        .first()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let rest_ok = bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-    if first_ok && rest_ok && bytes.len() <= 63 {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorKind::InvalidName,
-            format!(
-                "invalid component name {name:?}: use 1 to 63 characters of a-z, 0-9 and '-', \
-                 starting with a letter or digit"
-            ),
-        ))
-    }
+    crate::names::validate(name).map_err(|m| ApiError::new(ErrorKind::InvalidName, m))
 }
 
 /// Refuses a body over `cap` bytes; `what` names it in the message ("payload", …).

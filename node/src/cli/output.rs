@@ -197,7 +197,7 @@ pub fn state_label(state: &ComponentState) -> String {
             restarts,
             last_error,
         } => format!("restarting (after {restarts} restarts; last error: {last_error})"),
-        ComponentState::Failed { reason } => format!("failed: {reason}"),
+        ComponentState::Failed { reason, .. } => format!("failed: {reason}"),
         other => state_short(other).to_string(),
     }
 }
@@ -314,6 +314,7 @@ mod tests {
                 "bad",
                 ComponentState::Failed {
                     reason: "trap".into(),
+                    error: None,
                 },
             ),
         ]);
@@ -334,6 +335,7 @@ mod tests {
             "bad",
             ComponentState::Failed {
                 reason: "crashed 5 times".into(),
+                error: None,
             },
         ));
         assert!(d.contains("failed: crashed 5 times"), "{d}");

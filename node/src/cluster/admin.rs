@@ -8,10 +8,12 @@ use crate::api::{
     AdminBackend, ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, InstallRequest,
     NodeStatus,
 };
+use crate::caps::MAX_BINARY_BYTES;
 use crate::clock::now_ms;
-use crate::host::MAX_BINARY_BYTES;
 use crate::names;
-use airssys_cluster::{ClusterError, ClusterStatus, Command, ComponentSpec, Outcome, Refusal};
+use airssys_cluster::{
+    ClusterError, ClusterStatus, Command, ComponentSpec, Outcome, PeerError, Refusal,
+};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -20,11 +22,25 @@ const ACTIVATION_WAIT: Duration = Duration::from_secs(30);
 /// Extra time a forwarded request gets over its own timeout.
 const FORWARD_SLACK: Duration = Duration::from_secs(5);
 
+/// The one place a cluster failure becomes a user-facing kind.
 fn cluster_err(e: ClusterError) -> ApiError {
     let kind = match &e {
         ClusterError::NoLeader => ErrorKind::NotLeader,
-        ClusterError::Transport(_) | ClusterError::Remote(_) => ErrorKind::Unavailable,
-        _ => ErrorKind::Internal,
+        ClusterError::Peer(p) => match p {
+            PeerError::NotLeader { .. } | PeerError::NoLeader => ErrorKind::NotLeader,
+            PeerError::NotMember(_) => ErrorKind::NotFound,
+            PeerError::LastVoter => ErrorKind::BadRequest,
+            PeerError::WrongRequest(_) | PeerError::Unexpected(_) => ErrorKind::Internal,
+            PeerError::Raft(_)
+            | PeerError::Unreachable(_)
+            | PeerError::Snapshot(_)
+            | PeerError::Stopping => ErrorKind::Unavailable,
+        },
+        ClusterError::Transport(_) => ErrorKind::Unavailable,
+        ClusterError::Storage(_)
+        | ClusterError::Tls(_)
+        | ClusterError::Raft(_)
+        | ClusterError::Join(..) => ErrorKind::Internal,
     };
     ApiError::new(kind, e.to_string())
 }
@@ -77,8 +93,7 @@ impl ClusterHost {
         call: &AppCall,
         limit: Duration,
     ) -> Result<AppAnswer, ApiError> {
-        let body = serde_json::to_vec(call)
-            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+        let body = call.encode();
         let bytes = self
             .cluster
             .app_call(node, body, limit)
@@ -89,7 +104,7 @@ impl ClusterHost {
                     format!("node {node} does not answer: {e}"),
                 )
             })?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        AppAnswer::decode(&bytes).map_err(|e| {
             ApiError::new(
                 ErrorKind::Internal,
                 format!("unexpected answer from node {node}: {e}"),
@@ -198,19 +213,14 @@ impl AdminBackend for ClusterHost {
             }
         }
         let info = self.await_activation(&name).await?;
-        if let ComponentState::Failed { reason } = &info.state {
+        if let ComponentState::Failed { reason, error } = &info.state {
             // Leave nothing behind: the install did not happen.
             let _ = self
                 .cluster
                 .propose(Command::Remove { name: name.clone() })
                 .await;
-            let kind = if reason.contains("trapped") {
-                ErrorKind::Trapped
-            } else if reason.contains("rejected") {
-                ErrorKind::Rejected
-            } else {
-                ErrorKind::Unavailable
-            };
+            // A trap or a refusing `init` says so; anything else may pass on a retry.
+            let kind = error.unwrap_or(ErrorKind::Unavailable);
             return Err(ApiError::new(
                 kind,
                 format!("{reason}; nothing was installed"),
@@ -395,7 +405,7 @@ impl AdminBackend for ClusterHost {
     }
 
     async fn ready(&self) -> bool {
-        self.host.ready().await && self.cluster.is_ready()
+        self.host.ready() && self.cluster.is_ready()
     }
 
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {

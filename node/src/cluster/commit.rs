@@ -81,6 +81,13 @@ impl Committer for Arc<RaftCommitter> {
                         return Ok(());
                     }
                     Ok(other) => return Err(refused(other)),
+                    Err(e) if this.cluster.is_stopped() => {
+                        // Nothing more will apply here; the transaction is retried (its
+                        // durable input is still stored) when the node runs again.
+                        return Err(CommitError::Failed(format!(
+                            "the node stopped before the commit of {name} applied ({e})"
+                        )));
+                    }
                     Err(e) => {
                         // The registry applied here says whether the placement still
                         // stands, and if not, whether this commit made it in before it
@@ -122,10 +129,6 @@ impl Committer for Arc<RaftCommitter> {
                 Err(e) => Err(CommitError::Failed(format!("outcome unknown: {e}"))),
             }
         })
-    }
-
-    fn replicated(&self) -> bool {
-        true
     }
 
     fn incarnation_of(&self, name: &str) -> Option<u64> {

@@ -97,6 +97,14 @@ pub struct ClusterHost {
     /// incarnation changed (removed, maybe installed again) has its counters and marks
     /// forgotten by the actors here.
     seen: Arc<tokio::sync::Mutex<BTreeMap<String, u64>>>,
+    /// Set once by [`ClusterHost::shutdown`]: every loop of this node ends, so nothing
+    /// holds its storage afterwards (a restart in the same process opens it again).
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Resolves once the node is stopping.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 impl ClusterHost {
@@ -106,7 +114,7 @@ impl ClusterHost {
         config: NodeConfig,
         settings: ClusterSettings,
     ) -> Result<ClusterHost, ClusterHostError> {
-        let host = Host::open_bare(config.clone())?;
+        let storage = Host::open_storage(&config)?;
         let (ca_pem, cert) =
             tls_files::load_or_create(&config, &settings).map_err(ClusterHostError::Tls)?;
         let (cluster, inbox) = ClusterNode::start(
@@ -124,7 +132,7 @@ impl ClusterHost {
                 failure_timeout_ms: settings.failure_timeout_ms,
                 snapshot_every: settings.snapshot_every,
             },
-            host.storage().clone(),
+            storage.clone(),
             Arc::new(
                 |storage: &airssys_storage::Storage, name: &str, incarnation: u64| {
                     crate::host::removal_writes(storage, name, incarnation).unwrap_or_else(|e| {
@@ -135,8 +143,12 @@ impl ClusterHost {
             ),
         )
         .await?;
-        // Every transaction goes through the log from here on, before any actor starts.
-        host.set_committer(Arc::new(commit::RaftCommitter::new(cluster.clone())));
+        // Every transaction goes through the log.
+        let host = Host::new(
+            config.clone(),
+            storage,
+            Arc::new(commit::RaftCommitter::new(cluster.clone())),
+        )?;
         host.router().set_remote(Arc::new(route::ClusterRoute {
             cluster: cluster.clone(),
         }));
@@ -145,6 +157,7 @@ impl ClusterHost {
             cluster,
             warmed: Arc::default(),
             seen: Arc::default(),
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         };
         // The only voter has nobody to learn moves from: it runs what it owns before it
         // serves (a restarted single node answers at once). Others catch up first.
@@ -214,38 +227,67 @@ impl ClusterHost {
         let node = self.clone();
         // Subscribed before the first look at the registry, so no change is missed.
         let mut changes = self.cluster.view().subscribe();
+        let stop = self.stopping.subscribe();
         tokio::spawn(async move {
-            if !started {
-                // Nothing runs before this node has applied what the leader had committed:
-                // a node coming back must first learn which of its components moved away.
-                node.cluster.catch_up().await;
-                node.run_what_is_owned().await;
-            }
-            while changes.changed().await.is_ok() {
-                node.reconcile().await;
+            let follow = async {
+                if !started {
+                    // Nothing runs before this node has applied what the leader had
+                    // committed: a node coming back must first learn which of its
+                    // components moved away.
+                    node.cluster.catch_up().await;
+                    node.run_what_is_owned().await;
+                }
+                while changes.changed().await.is_ok() {
+                    node.reconcile().await;
+                }
+            };
+            tokio::select! {
+                () = stopped(stop) => {}
+                () = follow => {}
             }
         });
         let node = self.clone();
+        let stop = self.stopping.subscribe();
         tokio::spawn(async move {
-            while let Some((body, reply)) = calls.recv().await {
-                let node = node.clone();
-                tokio::spawn(async move {
-                    let answer = node.answer_app_call(&body).await;
-                    let _ = reply.send(answer);
-                });
+            let serve = async {
+                while let Some((body, reply)) = calls.recv().await {
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        let answer = node.answer_app_call(&body).await;
+                        let _ = reply.send(answer);
+                    });
+                }
+            };
+            tokio::select! {
+                () = stopped(stop) => {}
+                () = serve => {}
             }
         });
         let node = self.clone();
+        let stop = self.stopping.subscribe();
         tokio::spawn(async move {
-            while let Some(frame) = frames.recv().await {
-                route::on_lane_frame(node.host.router(), &frame);
+            let take = async {
+                while let Some(frame) = frames.recv().await {
+                    route::on_lane_frame(node.host.router(), &frame);
+                }
+            };
+            tokio::select! {
+                () = stopped(stop) => {}
+                () = take => {}
             }
         });
-        tokio::spawn(route::redeliver_loop(
+        let redeliver = route::redeliver_loop(
             self.host.router_arc(),
             self.host.storage().clone(),
             self.host.clone(),
-        ));
+        );
+        let stop = self.stopping.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stopped(stop) => {}
+                () = redeliver => {}
+            }
+        });
     }
 
     /// Brings local actors and stores in line with the applied registry.
@@ -333,8 +375,7 @@ impl ClusterHost {
     }
 
     async fn answer_app_call(&self, body: &[u8]) -> Vec<u8> {
-        use crate::api::AdminBackend;
-        let answer = match serde_json::from_slice::<AppCall>(body) {
+        let answer = match AppCall::decode(body) {
             Err(e) => AppAnswer::Sent(Err(ApiError::new(
                 ErrorKind::BadRequest,
                 format!("malformed call from a peer: {e}"),
@@ -378,13 +419,16 @@ impl ClusterHost {
                 )
             }
         };
-        serde_json::to_vec(&answer).unwrap_or_default()
+        answer.encode()
     }
 
-    /// Stops actors and the cluster transport.
+    /// Stops actors, this node's loops and the cluster transport: afterwards nothing of
+    /// the node holds its storage.
     pub async fn shutdown(&self) {
-        self.cluster.shutdown().await;
+        self.stopping.send_replace(true);
+        // Actors first, while the log still takes the commits of what they ran.
         self.host.shutdown().await;
+        self.cluster.shutdown().await;
     }
 }
 

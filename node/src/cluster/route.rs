@@ -7,6 +7,7 @@ use crate::messaging::{keys, Envelope, RemoteRoute, Router};
 use airssys_cluster::ClusterNode;
 use airssys_storage::Storage;
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +95,7 @@ pub async fn redeliver_loop(router: Arc<Router>, storage: Storage, host: crate::
             for (key, value) in &entries {
                 if resend.contains(key.as_slice()) {
                     if let Ok(env) = Envelope::decode(value) {
+                        router.metrics.redelivered.fetch_add(1, Ordering::Relaxed);
                         router.deliver(env);
                     }
                 }
@@ -101,6 +103,10 @@ pub async fn redeliver_loop(router: Arc<Router>, storage: Storage, host: crate::
             still.extend(stored);
         }
         waiting = still;
+        router
+            .metrics
+            .redelivery_sweeps
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 

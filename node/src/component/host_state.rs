@@ -15,8 +15,7 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Largest payload of one message (also the admin API's cap).
-pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+pub use crate::caps::MAX_PAYLOAD_BYTES;
 /// Most messages one handler call may queue.
 pub const MAX_OUTGOING_PER_CALL: usize = 1_024;
 /// Most bytes one handler's transaction may carry: its storage writes (keys and values)

@@ -5,11 +5,6 @@
 use super::*;
 use std::collections::BTreeMap;
 
-/// Marks that a component's `init` ran (replicated with the component's state).
-fn init_key(name: &str) -> Vec<u8> {
-    [b"init/".as_slice(), name.as_bytes()].concat()
-}
-
 /// The sys writes that remove `name` (incarnation `incarnation`) from the messaging
 /// state: its outbox, marks, counters and pending requests go, and so does every other
 /// component's counter and mark about it (a component installed later under the name starts
@@ -22,7 +17,7 @@ pub fn removal_writes(
     name: &str,
     incarnation: u64,
 ) -> Result<airssys_cluster::RemovalPlan, StorageError> {
-    let mut deletes = vec![keys::seq(name), init_key(name)];
+    let mut deletes = vec![keys::seq(name), keys::init_ran(name)];
     for prefix in [
         keys::outbox_for_receiver(name),
         keys::dedup_for_receiver(name),
@@ -107,7 +102,7 @@ impl Host {
         let shared = self.shared_for(&record, prepared).map_err(storage_err)?;
         let first = record.generation == record.incarnation
             && storage
-                .sys_get(&init_key(&name))
+                .sys_get(&keys::init_ran(&name))
                 .map_err(storage_err)?
                 .is_none();
         if first {
@@ -116,11 +111,11 @@ impl Host {
                 Err(e) => Err(RequestErr::Unavailable(e)),
             };
             if let Err(err) = init {
-                let mut e = admin::request_error_to_api(err);
+                let mut e = external::request_error_to_api(err);
                 e.message = format!("init failed: {}", e.message);
                 return Err(self.record_failure(record, e));
             }
-            let mut marker = CommitBatch::sys_only(vec![(init_key(&name), Some(vec![1]))]);
+            let mut marker = CommitBatch::sys_only(vec![(keys::init_ran(&name), Some(vec![1]))]);
             marker.fence = Some(Fence {
                 component: name.clone(),
                 node_id: record.node_id,
@@ -241,6 +236,7 @@ impl Host {
             generation: r.generation,
             state: ComponentState::Failed {
                 reason: e.to_string(),
+                error: Some(e.error),
             },
             mailbox_depth: 0,
             storage_bytes: self.inner.storage.usage_bytes(&r.name).unwrap_or(0),

@@ -1,40 +1,33 @@
-//! The node façade: opens storage and the engine, brings every installed component
-//! back after a restart (re-delivering committed messages that were not consumed),
-//! and serves install, remove, send and request for the admin API.
+//! The local runtime: the engine, the actors and the storage of one node. It runs what
+//! the cluster host tells it to ([`cluster_ops`]: activate, deactivate, replay), answers
+//! external sends and requests for the components running here ([`external`]), and knows
+//! nothing of the admin API, placement or other nodes.
 
-mod admin;
 mod cluster_ops;
+mod external;
 mod recovery;
 
 pub use cluster_ops::removal_writes;
 
-use admin::state_of;
+use external::state_of;
 use recovery::GatedFactory;
 
-use crate::api::{
-    AdminBackend, ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, InstallRequest,
-    Limits, NodeStatus,
-};
+use crate::api::{ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, Limits};
 use crate::clock::now_ms;
-use crate::commit::{CommitError, Committer, LocalCommitter};
+use crate::commit::{CommitError, Committer};
 use crate::component::{ComponentActor, ComponentFactory, ComponentShared};
 use crate::config::{NodeConfig, MAX_DEADLINE_MS, MAX_MAILBOX};
 use crate::engine::{EngineError, Prepared, WasmEngine, POOL_MAX_MEMORY_BYTES};
 use crate::messaging::{keys, Address, Body, Envelope, RequestErr, Router};
 use crate::names;
 use airssys_actor::{spawn_supervised, ActorHandle, ActorStatus, RestartPolicy};
-use airssys_cluster::{choose_node, NodeLoad, Placement};
 use airssys_storage::{CommitBatch, Fence, Storage, StorageError, StorageOptions};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
-
-/// Largest component binary accepted.
-pub const MAX_BINARY_BYTES: usize = 64 << 20;
 
 /// Why a node could not open.
 #[derive(Debug, thiserror::Error)]
@@ -143,26 +136,29 @@ fn storage_err(e: StorageError) -> ApiError {
 }
 
 impl Host {
-    /// Opens the node's data directory and brings back every installed component.
-    pub async fn open(config: NodeConfig) -> Result<Host, HostError> {
-        let host = Host::open_bare(config)?;
-        host.recover().await?;
-        Ok(host)
-    }
-
-    /// Opens storage and the engine without starting anything (a cluster node starts
-    /// what the replicated registry gives it, then calls [`Host::replay_stored`]).
-    pub(crate) fn open_bare(config: NodeConfig) -> Result<Host, HostError> {
+    /// Opens the node's storage: the Raft log, the registry and every component's state
+    /// live there.
+    pub(crate) fn open_storage(config: &NodeConfig) -> Result<Storage, HostError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| HostError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
-        let storage = Storage::open(&config.data_dir.join("db"), StorageOptions::default())?;
+        Ok(Storage::open(
+            &config.data_dir.join("db"),
+            StorageOptions::default(),
+        )?)
+    }
+
+    /// The local runtime on `storage`, committing through `committer` (the cluster's
+    /// log). Nothing runs until the cluster host activates what the registry gives this
+    /// node and then replays what is stored ([`Host::replay_stored`]).
+    pub(crate) fn new(
+        config: NodeConfig,
+        storage: Storage,
+        committer: Arc<dyn Committer>,
+    ) -> Result<Host, HostError> {
         let engine = WasmEngine::new(config.data_dir.join("compiled"), config.instance_pool)?;
         let router = Router::new(storage.clone());
-        let committer: Arc<dyn Committer> = Arc::new(LocalCommitter {
-            storage: storage.clone(),
-        });
         let (recovered, _) = watch::channel(false);
         Ok(Host {
             inner: Arc::new(Inner {
@@ -255,27 +251,6 @@ impl Host {
         }
     }
 
-    async fn start_component(&self, record: ComponentRecord) -> Result<Running, ApiError> {
-        let binary = self
-            .inner
-            .storage
-            .sys_get(&keys::binary(&record.sha256))
-            .map_err(storage_err)?
-            .ok_or_else(|| {
-                api_err(
-                    ErrorKind::Internal,
-                    format!("binary {} is missing from storage", record.sha256),
-                )
-            })?;
-        let prepared = self.prepare(binary, record.sha256.clone()).await?;
-        self.inner
-            .storage
-            .set_generation(&record.name, record.node_id, record.generation)
-            .map_err(storage_err)?;
-        let shared = self.shared_for(&record, prepared).map_err(storage_err)?;
-        Ok(self.spawn(record, shared))
-    }
-
     fn resolve_limits(&self, req: &crate::api::LimitsRequest) -> Result<Limits, ApiError> {
         let limits = Limits::resolve(req, &self.inner.config.default_limits);
         let max_mb = (POOL_MAX_MEMORY_BYTES >> 20) as u32;
@@ -322,32 +297,6 @@ impl Host {
         }
     }
 
-    /// Removes the component's stored data and registry record (not its CF).
-    fn removal_batch(
-        &self,
-        name: &str,
-        sha256: &str,
-        others_use_binary: bool,
-    ) -> Result<CommitBatch, StorageError> {
-        let s = &self.inner.storage;
-        let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            vec![(keys::registry(name), None), (keys::seq(name), None)];
-        for prefix in [
-            keys::outbox_for_receiver(name),
-            keys::dedup_for_receiver(name),
-            keys::pending_for(name),
-            keys::pair_seqs_of(name),
-        ] {
-            for (key, _) in s.sys_scan_prefix(&prefix)? {
-                sys.push((key, None));
-            }
-        }
-        if !others_use_binary {
-            sys.push((keys::binary(sha256), None));
-        }
-        Ok(CommitBatch::sys_only(sys))
-    }
-
     /// Stops every actor (graceful: queued requests are answered `unavailable`).
     pub async fn shutdown(&self) {
         let mut components = self.inner.components.lock().await;
@@ -361,152 +310,13 @@ impl Host {
         }
     }
 
-    fn check_target(&self, name: &str, payload: &[u8]) -> Result<(), ApiError> {
-        names::validate(name).map_err(|m| api_err(ErrorKind::InvalidName, m))?;
-        if payload.len() > crate::component::MAX_PAYLOAD_BYTES {
-            return Err(api_err(
-                ErrorKind::TooLarge,
-                format!(
-                    "payload is {} bytes; the cap is {}",
-                    payload.len(),
-                    crate::component::MAX_PAYLOAD_BYTES
-                ),
-            ));
-        }
-        match self.inner.router.mailbox_room(name) {
-            None => Err(api_err(
-                ErrorKind::NotFound,
-                format!("no component named {name}"),
-            )),
-            Some(0) => Err(api_err(
-                ErrorKind::MailboxFull,
-                format!("the mailbox of {name} is full; try again later"),
-            )),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// Sends a message or request from an admin client: a durable one is committed to
-    /// the outbox first; a fast one is handed over at once.
-    async fn send_external(
-        &self,
-        to: &str,
-        body: Body,
-        delivery: Delivery,
-    ) -> Result<(), ApiError> {
-        match delivery {
-            Delivery::Durable => self.send_external_durable(to, body).await,
-            Delivery::Fast => {
-                self.inner.router.deliver(Envelope {
-                    from: Address::External,
-                    from_incarnation: 0,
-                    to: to.to_string(),
-                    delivery,
-                    seq: 0,
-                    origin: 0,
-                    trace: crate::telemetry::current_traceparent(),
-                    body,
-                });
-                Ok(())
-            }
-        }
-    }
-
-    /// Commits an external durable message to the outbox, then delivers it. The commit is
-    /// fenced with the receiver's placement: only its owner numbers messages to it.
-    async fn send_external_durable(&self, to: &str, body: Body) -> Result<(), ApiError> {
-        let _serial = self.inner.external_send.lock().await;
-        let fence = {
-            let components = self.inner.components.lock().await;
-            let running = components.get(to).ok_or_else(|| {
-                api_err(
-                    ErrorKind::Unavailable,
-                    format!("{to} is not running on this node; retry"),
-                )
-            })?;
-            Fence {
-                component: to.to_string(),
-                node_id: running.record.node_id,
-                generation: running.shared.generation(),
-                commit: 0,
-                sequence: 0, // numbered below
-                peers: Vec::new(),
-            }
-        };
-        let external = Address::External;
-        let counter = keys::pair_seq(external.key_segment(), to);
-        let next = self
-            .inner
-            .storage
-            .sys_get(&counter)
-            .map_err(storage_err)?
-            .and_then(|v| keys::decode_u64(&v))
-            .unwrap_or(0)
-            + 1;
-        let env = Envelope {
-            from: external.clone(),
-            from_incarnation: 0,
-            to: to.to_string(),
-            delivery: Delivery::Durable,
-            seq: next,
-            origin: 0,
-            trace: crate::telemetry::current_traceparent(),
-            body,
-        };
-        let mut batch = CommitBatch::sys_only(vec![
-            (
-                keys::outbox(to, external.key_segment(), next),
-                Some(env.encode()),
-            ),
-            (counter, Some(keys::encode_u64(next))),
-        ]);
-        // Numbered in the fence too: the replicated log refuses it unless it is the next
-        // one, so a number read before an earlier send of unknown outcome applied is never
-        // applied twice (a 202 dropped as a duplicate).
-        batch.fence = Some(Fence {
-            sequence: next,
-            ..fence
-        });
-        self.committer().commit(batch).await.map_err(|e| match e {
-            CommitError::Fenced(m) => api_err(
-                ErrorKind::Unavailable,
-                format!("{to} is moving to another node; retry ({m})"),
-            ),
-            CommitError::Failed(m) => api_err(
-                ErrorKind::Unavailable,
-                format!("the message was not committed; it may be retried ({m})"),
-            ),
-        })?;
-        self.inner.router.deliver(env);
-        Ok(())
-    }
-
     /// A component is gone: every counter and mark other components here share with
     /// it is dropped, so one installed later under its name starts fresh pairs.
     pub(crate) async fn forget_peer(&self, name: &str) -> Result<(), ApiError> {
         for running in self.inner.components.lock().await.values() {
             running.shared.forget_peer(name);
         }
-        if self.committer().replicated() {
-            // The removal's own log entry deleted the stored counters and marks everywhere.
-            return Ok(());
-        }
-        let storage = &self.inner.storage;
-        let suffix = [b"/".as_slice(), name.as_bytes()].concat();
-        let mut sys: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        for prefix in [keys::PAIR_SEQ, keys::DEDUP] {
-            for (key, _) in storage.sys_scan_prefix(prefix).map_err(storage_err)? {
-                if key.ends_with(&suffix) {
-                    sys.push((key, None));
-                }
-            }
-        }
-        if !sys.is_empty() {
-            storage
-                .commit_async(CommitBatch::sys_only(sys))
-                .await
-                .map_err(storage_err)?;
-        }
+        // The removal's own log entry deleted the stored counters and marks everywhere.
         Ok(())
     }
 }

@@ -1,38 +1,11 @@
-//! Bringing a node back: every installed component is started again, pending durable
-//! requests get their clocks back, and every committed durable message not yet consumed
-//! is re-delivered in order before any actor runs (actors wait on the `recovered` gate).
+//! Bringing a node back: once the cluster host has activated what this node owns, pending
+//! durable requests get their clocks back, and every committed durable message not yet
+//! consumed is re-delivered in order before any actor runs (actors wait on the `recovered`
+//! gate).
 
 use super::*;
 
 impl Host {
-    pub(super) async fn recover(&self) -> Result<(), HostError> {
-        self.restart_registered().await?;
-        self.replay_stored().await
-    }
-
-    /// Starts every component of the local registry (single-node mode).
-    async fn restart_registered(&self) -> Result<(), HostError> {
-        let inner = &self.inner;
-        let mut components = inner.components.lock().await;
-        for (key, value) in inner.storage.sys_scan_prefix(keys::REGISTRY)? {
-            let name = String::from_utf8_lossy(&key[keys::REGISTRY.len()..]).into_owned();
-            let record: ComponentRecord =
-                serde_json::from_slice(&value).map_err(|e| HostError::Registry {
-                    name: name.clone(),
-                    message: e.to_string(),
-                })?;
-            match self.start_component(record.clone()).await {
-                Ok(running) => {
-                    components.insert(name, running);
-                }
-                // One broken component must not keep the node down: it is left out
-                // and the log says why.
-                Err(e) => tracing::error!(component = %name, "cannot start: {e}"),
-            }
-        }
-        Ok(())
-    }
-
     /// Gives pending requests their clocks back and re-delivers every stored durable
     /// message, then lets actors run.
     pub(crate) async fn replay_stored(&self) -> Result<(), HostError> {

@@ -3,21 +3,22 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `reg/<name>` | the component's registry record (JSON) |
-//! | `bin/<sha256>` | the component binary |
 //! | `ob/<receiver>/<sender>/<seq:be64>` | a committed durable message not yet consumed |
 //! | `dd/<receiver>/<sender>` | highest durable seq consumed from sender, with the sender's incarnation (de-dup mark, [`encode_mark`]) |
 //! | `seq/<sender>` | the sender's last used durable request id |
 //! | `ps/<sender>/<receiver>` | last durable sequence number committed on that pair (gapless per pair), with the receiver's incarnation ([`encode_mark`]) |
 //! | `pend/<requester>/<id:be64>` | a durable request awaiting its callback: deadline ms |
+//! | `init/<name>` | the incarnation's `init` ran |
+//!
+//! The registry and the binaries are the Raft state machine's (`raft/…` keys, in
+//! `airssys-cluster`).
 
-pub const REGISTRY: &[u8] = b"reg/";
-pub const BINARY: &[u8] = b"bin/";
 pub const OUTBOX: &[u8] = b"ob/";
 pub const DEDUP: &[u8] = b"dd/";
 pub const SEQ: &[u8] = b"seq/";
 pub const PENDING: &[u8] = b"pend/";
 pub const PAIR_SEQ: &[u8] = b"ps/";
+pub const INIT: &[u8] = b"init/";
 
 fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -30,12 +31,9 @@ fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     key
 }
 
-pub fn registry(name: &str) -> Vec<u8> {
-    join(REGISTRY, &[name.as_bytes()])
-}
-
-pub fn binary(sha256: &str) -> Vec<u8> {
-    join(BINARY, &[sha256.as_bytes()])
+/// Marks that a component's `init` ran (replicated with the component's state).
+pub fn init_ran(name: &str) -> Vec<u8> {
+    join(INIT, &[name.as_bytes()])
 }
 
 pub fn outbox(receiver: &str, sender: &str, seq: u64) -> Vec<u8> {

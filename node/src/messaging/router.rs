@@ -23,6 +23,9 @@ pub struct RouterMetrics {
     pub timeouts: AtomicU64,
     /// Envelopes handed to another node.
     pub forwarded: AtomicU64,
+    /// Redelivery sweeps run, and the stored durable messages they handed again.
+    pub redelivery_sweeps: AtomicU64,
+    pub redelivered: AtomicU64,
     /// Time each handler call took (instance call; its commit completes behind it).
     pub handler_latency: super::histogram::Histogram,
 }

@@ -1,12 +1,13 @@
 //! Shared helpers for the node's integration tests: the compiled example components
-//! and a host on a temporary data directory.
+//! and a one-node cluster on a temporary data directory (what `airssys node start`
+//! runs, with the Raft log, its state machine and its committer).
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod procs;
 
 use airssys_node::api::{AdminBackend, Delivery, InstallRequest, LimitsRequest};
+use airssys_node::cluster::{ClusterHost, ClusterSettings};
 use airssys_node::config::NodeConfig;
-use airssys_node::host::Host;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -42,28 +43,58 @@ pub fn config(dir: &std::path::Path) -> NodeConfig {
     }
 }
 
-/// Opens a host on `dir`. A reopen right after a drop may find RocksDB's lock still
-/// held for a moment by a background task finishing; that is retried briefly.
-pub async fn open(dir: &std::path::Path) -> Host {
+/// The ports a node on `dir` uses: chosen on its first start and kept in the directory,
+/// so a restarted node is the member its Raft log knows.
+fn ports(dir: &std::path::Path) -> (u16, u16) {
+    let file = dir.join("test-ports");
+    if let Some((admin, peer)) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| {
+            s.split_once(' ')
+                .map(|(a, p)| (a.parse(), p.trim().parse()))
+        })
+        .and_then(|(a, p)| Some((a.ok()?, p.ok()?)))
+    {
+        return (admin, peer);
+    }
+    let chosen = (procs::free_tcp(), procs::free_udp());
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&file, format!("{} {}", chosen.0, chosen.1)).unwrap();
+    chosen
+}
+
+/// Starts a one-node cluster on `dir` (or starts it again). A restart right after a
+/// shutdown may find RocksDB's lock still held for a moment by a background task
+/// finishing; that is retried briefly.
+pub async fn open(dir: &std::path::Path) -> ClusterHost {
+    let (admin_port, peer_port) = ports(dir);
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let mut config = config(dir);
+    config.admin_addr = admin;
     let start = Instant::now();
     loop {
-        match Host::open(config(dir)).await {
-            Ok(host) => return host,
+        match ClusterHost::start(config.clone(), ClusterSettings::local(admin, peer_port)).await {
+            Ok(node) => return node,
             Err(e)
                 if e.to_string().contains("lock") && start.elapsed() < Duration::from_secs(5) =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => panic!("cannot open the node: {e}"),
+            Err(e) => panic!("cannot start the node: {e}"),
         }
     }
 }
 
-pub async fn install(host: &Host, name: &str, example_name: &str) {
+pub async fn install(host: &ClusterHost, name: &str, example_name: &str) {
     install_with(host, name, example_name, LimitsRequest::default()).await
 }
 
-pub async fn install_with(host: &Host, name: &str, example_name: &str, limits: LimitsRequest) {
+pub async fn install_with(
+    host: &ClusterHost,
+    name: &str,
+    example_name: &str,
+    limits: LimitsRequest,
+) {
     host.install(InstallRequest {
         name: name.into(),
         binary: example(example_name),
@@ -75,7 +106,7 @@ pub async fn install_with(host: &Host, name: &str, example_name: &str, limits: L
 
 /// A durable request with a generous timeout; the reply as text.
 pub async fn ask(
-    host: &Host,
+    host: &ClusterHost,
     name: &str,
     payload: &str,
 ) -> Result<String, airssys_node::api::ApiError> {

@@ -1,0 +1,211 @@
+//! What the local runtime answers for a component running here: an external client's
+//! send or request (numbered and committed first when durable), and how a component's
+//! state and a request's failure read to the admin API. The admin API itself, with its
+//! validation and its routing to the owner, is the cluster host's ([`crate::cluster`]).
+
+use super::*;
+
+pub(super) fn state_of(status: ActorStatus) -> ComponentState {
+    match status {
+        ActorStatus::Starting => ComponentState::Starting,
+        ActorStatus::Running => ComponentState::Running,
+        ActorStatus::Restarting {
+            restarts,
+            last_error,
+        } => ComponentState::Restarting {
+            restarts,
+            last_error,
+        },
+        ActorStatus::Failed { reason } => ComponentState::Failed {
+            reason,
+            error: None,
+        },
+        ActorStatus::Stopped => ComponentState::Stopped,
+    }
+}
+
+pub(super) fn request_error_to_api(err: RequestErr) -> ApiError {
+    let kind = match &err {
+        RequestErr::NotFound => ErrorKind::NotFound,
+        RequestErr::Timeout => ErrorKind::Timeout,
+        RequestErr::MailboxFull => ErrorKind::MailboxFull,
+        RequestErr::Rejected(_) => ErrorKind::Rejected,
+        RequestErr::Trapped(_) => ErrorKind::Trapped,
+        RequestErr::Unavailable(_) => ErrorKind::Unavailable,
+    };
+    let message = match err {
+        RequestErr::NotFound => "no such component".to_string(),
+        RequestErr::Timeout => "no reply within the request's timeout".to_string(),
+        RequestErr::MailboxFull => "the component's mailbox is full".to_string(),
+        RequestErr::Rejected(t) => format!("the handler returned an error: {t}"),
+        RequestErr::Trapped(t) | RequestErr::Unavailable(t) => t,
+    };
+    api_err(kind, message)
+}
+
+impl Host {
+    /// Hands an external client's message to `name`, running here.
+    pub(crate) async fn send(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        delivery: Delivery,
+    ) -> Result<(), ApiError> {
+        self.check_room(name)?;
+        self.send_external(name, Body::Message { payload }, delivery)
+            .await
+    }
+
+    /// An external client's request to `name`, running here: its reply or why not.
+    pub(crate) async fn request(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+        delivery: Delivery,
+    ) -> Result<Vec<u8>, ApiError> {
+        self.check_room(name)?;
+        let (id, answer) = self
+            .inner
+            .router
+            .register_external(Instant::now() + timeout);
+        let body = Body::Request {
+            id,
+            payload,
+            deadline_ms: now_ms() + timeout.as_millis() as u64,
+        };
+        if let Err(e) = self.send_external(name, body, delivery).await {
+            self.inner.router.answer(
+                &Address::External,
+                id,
+                Err(RequestErr::Unavailable(e.message.clone())),
+            );
+            return Err(e);
+        }
+        match answer.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(request_error_to_api(e)),
+            Err(_) => Err(api_err(
+                ErrorKind::Internal,
+                "the request was dropped without an answer",
+            )),
+        }
+    }
+
+    /// Whether stored messages were handed to the components running here (nothing
+    /// runs before: a new message must not overtake an older one).
+    pub(crate) fn ready(&self) -> bool {
+        *self.inner.recovered.borrow()
+    }
+
+    /// A message for `name` finds its mailbox here with room (its name and size were
+    /// checked at the door).
+    fn check_room(&self, name: &str) -> Result<(), ApiError> {
+        match self.inner.router.mailbox_room(name) {
+            None => Err(api_err(
+                ErrorKind::NotFound,
+                format!("no component named {name}"),
+            )),
+            Some(0) => Err(api_err(
+                ErrorKind::MailboxFull,
+                format!("the mailbox of {name} is full; try again later"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Sends a message or request from an admin client: a durable one is committed to
+    /// the outbox first; a fast one is handed over at once.
+    async fn send_external(
+        &self,
+        to: &str,
+        body: Body,
+        delivery: Delivery,
+    ) -> Result<(), ApiError> {
+        match delivery {
+            Delivery::Durable => self.send_external_durable(to, body).await,
+            Delivery::Fast => {
+                self.inner.router.deliver(Envelope {
+                    from: Address::External,
+                    from_incarnation: 0,
+                    to: to.to_string(),
+                    delivery,
+                    seq: 0,
+                    origin: 0,
+                    trace: crate::telemetry::current_traceparent(),
+                    body,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Commits an external durable message to the outbox, then delivers it. The commit is
+    /// fenced with the receiver's placement: only its owner numbers messages to it.
+    async fn send_external_durable(&self, to: &str, body: Body) -> Result<(), ApiError> {
+        let _serial = self.inner.external_send.lock().await;
+        let fence = {
+            let components = self.inner.components.lock().await;
+            let running = components.get(to).ok_or_else(|| {
+                api_err(
+                    ErrorKind::Unavailable,
+                    format!("{to} is not running on this node; retry"),
+                )
+            })?;
+            Fence {
+                component: to.to_string(),
+                node_id: running.record.node_id,
+                generation: running.shared.generation(),
+                commit: 0,
+                sequence: 0, // numbered below
+                peers: Vec::new(),
+            }
+        };
+        let external = Address::External;
+        let counter = keys::pair_seq(external.key_segment(), to);
+        let next = self
+            .inner
+            .storage
+            .sys_get(&counter)
+            .map_err(storage_err)?
+            .and_then(|v| keys::decode_u64(&v))
+            .unwrap_or(0)
+            + 1;
+        let env = Envelope {
+            from: external.clone(),
+            from_incarnation: 0,
+            to: to.to_string(),
+            delivery: Delivery::Durable,
+            seq: next,
+            origin: 0,
+            trace: crate::telemetry::current_traceparent(),
+            body,
+        };
+        let mut batch = CommitBatch::sys_only(vec![
+            (
+                keys::outbox(to, external.key_segment(), next),
+                Some(env.encode()),
+            ),
+            (counter, Some(keys::encode_u64(next))),
+        ]);
+        // Numbered in the fence too: the replicated log refuses it unless it is the next
+        // one, so a number read before an earlier send of unknown outcome applied is never
+        // applied twice (a 202 dropped as a duplicate).
+        batch.fence = Some(Fence {
+            sequence: next,
+            ..fence
+        });
+        self.committer().commit(batch).await.map_err(|e| match e {
+            CommitError::Fenced(m) => api_err(
+                ErrorKind::Unavailable,
+                format!("{to} is moving to another node; retry ({m})"),
+            ),
+            CommitError::Failed(m) => api_err(
+                ErrorKind::Unavailable,
+                format!("the message was not committed; it may be retried ({m})"),
+            ),
+        })?;
+        self.inner.router.deliver(env);
+        Ok(())
+    }
+}
