@@ -314,9 +314,6 @@ impl AdminBackend for ClusterHost {
         self.host.check_message(name, &payload)?;
         let owner = self.owner(name)?;
         if owner == self.cluster.id() {
-            if !self.host.is_running(name) {
-                return Err(super::not_here(name));
-            }
             return self.host.send(name, payload, delivery).await;
         }
         let call = AppCall::Send {
@@ -348,9 +345,6 @@ impl AdminBackend for ClusterHost {
         let deadline = tokio::time::Instant::now() + timeout + FORWARD_SLACK;
         let owner = self.owner(name)?;
         if owner == self.cluster.id() {
-            if !self.host.is_running(name) {
-                return Err(super::not_here(name));
-            }
             return self.host.request(name, payload, timeout, delivery).await;
         }
         let call = AppCall::Request {

@@ -102,9 +102,17 @@ pub struct ClusterHost {
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-/// Resolves once the node is stopping.
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
+/// Runs `work` until it ends or the node is stopping, whichever comes first.
+fn spawn_until_stopped(
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            () = work => {}
+        }
+    });
 }
 
 impl ClusterHost {
@@ -227,67 +235,41 @@ impl ClusterHost {
         let node = self.clone();
         // Subscribed before the first look at the registry, so no change is missed.
         let mut changes = self.cluster.view().subscribe();
-        let stop = self.stopping.subscribe();
-        tokio::spawn(async move {
-            let follow = async {
-                if !started {
-                    // Nothing runs before this node has applied what the leader had
-                    // committed: a node coming back must first learn which of its
-                    // components moved away.
-                    node.cluster.catch_up().await;
-                    node.run_what_is_owned().await;
-                }
-                while changes.changed().await.is_ok() {
-                    node.reconcile().await;
-                }
-            };
-            tokio::select! {
-                () = stopped(stop) => {}
-                () = follow => {}
+        spawn_until_stopped(self.stopping.subscribe(), async move {
+            if !started {
+                // Nothing runs before this node has applied what the leader had committed:
+                // a node coming back must first learn which of its components moved away.
+                node.cluster.catch_up().await;
+                node.run_what_is_owned().await;
+            }
+            while changes.changed().await.is_ok() {
+                node.reconcile().await;
             }
         });
         let node = self.clone();
-        let stop = self.stopping.subscribe();
-        tokio::spawn(async move {
-            let serve = async {
-                while let Some((body, reply)) = calls.recv().await {
-                    let node = node.clone();
-                    tokio::spawn(async move {
-                        let answer = node.answer_app_call(&body).await;
-                        let _ = reply.send(answer);
-                    });
-                }
-            };
-            tokio::select! {
-                () = stopped(stop) => {}
-                () = serve => {}
+        spawn_until_stopped(self.stopping.subscribe(), async move {
+            while let Some((body, reply)) = calls.recv().await {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let answer = node.answer_app_call(&body).await;
+                    let _ = reply.send(answer);
+                });
             }
         });
         let node = self.clone();
-        let stop = self.stopping.subscribe();
-        tokio::spawn(async move {
-            let take = async {
-                while let Some(frame) = frames.recv().await {
-                    route::on_lane_frame(node.host.router(), &frame);
-                }
-            };
-            tokio::select! {
-                () = stopped(stop) => {}
-                () = take => {}
+        spawn_until_stopped(self.stopping.subscribe(), async move {
+            while let Some(frame) = frames.recv().await {
+                route::on_lane_frame(node.host.router(), &frame);
             }
         });
-        let redeliver = route::redeliver_loop(
-            self.host.router_arc(),
-            self.host.storage().clone(),
-            self.host.clone(),
+        spawn_until_stopped(
+            self.stopping.subscribe(),
+            route::redeliver_loop(
+                self.host.router_arc(),
+                self.host.storage().clone(),
+                self.host.clone(),
+            ),
         );
-        let stop = self.stopping.subscribe();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stopped(stop) => {}
-                () = redeliver => {}
-            }
-        });
     }
 
     /// Brings local actors and stores in line with the applied registry.
@@ -384,7 +366,7 @@ impl ClusterHost {
                 self.host
                     .local_info(&name)
                     .await
-                    .ok_or_else(|| not_here(&name)),
+                    .ok_or_else(|| crate::host::not_running_here(&name)),
             ),
             Ok(AppCall::List) => AppAnswer::List(self.host.local_infos().await),
             Ok(AppCall::Send {
@@ -430,11 +412,4 @@ impl ClusterHost {
         self.host.shutdown().await;
         self.cluster.shutdown().await;
     }
-}
-
-fn not_here(name: &str) -> ApiError {
-    ApiError::new(
-        ErrorKind::Unavailable,
-        format!("{name} is not running on its owner node (starting or moving); retry"),
-    )
 }

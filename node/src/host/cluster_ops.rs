@@ -203,11 +203,6 @@ impl Host {
         out
     }
 
-    /// Whether `name` has a mailbox here (its actor was started and not stopped).
-    pub(crate) fn is_running(&self, name: &str) -> bool {
-        self.inner.router.mailbox_room(name).is_some()
-    }
-
     /// Names of the components whose actors run here.
     pub(crate) async fn running_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.inner.components.lock().await.keys().cloned().collect();

@@ -43,6 +43,14 @@ pub(super) fn request_error_to_api(err: RequestErr) -> ApiError {
     api_err(kind, message)
 }
 
+/// The answer for a component this node owns but does not run at the moment.
+pub(crate) fn not_running_here(name: &str) -> ApiError {
+    api_err(
+        ErrorKind::Unavailable,
+        format!("{name} is not running on its owner node (starting or moving); retry"),
+    )
+}
+
 impl Host {
     /// Hands an external client's message to `name`, running here.
     pub(crate) async fn send(
@@ -98,14 +106,12 @@ impl Host {
         *self.inner.recovered.borrow()
     }
 
-    /// A message for `name` finds its mailbox here with room (its name and size were
-    /// checked at the door).
+    /// A message for `name` finds its mailbox here with room (its name, size and owner
+    /// were checked at the door: a component without a mailbox here is starting or moving,
+    /// whichever node asked).
     fn check_room(&self, name: &str) -> Result<(), ApiError> {
         match self.inner.router.mailbox_room(name) {
-            None => Err(api_err(
-                ErrorKind::NotFound,
-                format!("no component named {name}"),
-            )),
+            None => Err(not_running_here(name)),
             Some(0) => Err(api_err(
                 ErrorKind::MailboxFull,
                 format!("the mailbox of {name} is full; try again later"),

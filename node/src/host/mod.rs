@@ -7,6 +7,8 @@ mod cluster_ops;
 mod external;
 mod recovery;
 
+pub(crate) use external::not_running_here;
+
 pub use cluster_ops::removal_writes;
 
 use external::state_of;
@@ -22,7 +24,6 @@ use crate::messaging::{keys, Address, Body, Envelope, RequestErr, Router};
 use crate::names;
 use airssys_actor::{spawn_supervised, ActorHandle, ActorStatus, RestartPolicy};
 use airssys_storage::{CommitBatch, Fence, Storage, StorageError, StorageOptions};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,12 +42,10 @@ pub enum HostError {
     Storage(#[from] StorageError),
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
-    #[error("registry record of {name} is corrupt: {message}")]
-    Registry { name: String, message: String },
 }
 
-/// What the registry keeps about an installed component (JSON under `reg/<name>`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What the local runtime keeps about a component it runs (from the replicated registry).
+#[derive(Debug, Clone)]
 pub(crate) struct ComponentRecord {
     pub name: String,
     pub sha256: String,
@@ -55,13 +54,8 @@ pub(crate) struct ComponentRecord {
     pub node_id: u64,
     pub generation: u64,
     /// The generation this incarnation of the name began at (`init` runs only then).
-    #[serde(default = "first_generation")]
     pub incarnation: u64,
     pub installed_at_ms: u64,
-}
-
-fn first_generation() -> u64 {
-    1
 }
 
 /// How long stopping a component waits for its commits in flight.
