@@ -152,15 +152,16 @@ fn transport_with_secret(ca: &ClusterCa, id: u64, at: SocketAddr, secret: &[u8])
     .unwrap()
 }
 
-/// A node killed and started again on the same port: the caller's cached connection belongs
-/// to the dead process. The new process signs a stateless reset with the key the old one
-/// used (both derive it from the node's secret), so the caller's next call on that
-/// connection fails at once with a stream error (not by timing out), and the call after it
-/// reaches the new process.
-#[test]
-fn a_restarted_peer_resets_its_previous_lifes_connections() {
+/// A node killed and started again on the same port, with the reset secret `second_secret`
+/// (the first life used `first_secret`): the caller's cached connection belongs to the dead
+/// process. Returns what the caller's first call after the restart got (bounded well under
+/// the 4 s idle timeout, so that only a stateless reset can end the old connection in time),
+/// and what the call after it got.
+fn restart_then_call(
+    first_secret: &[u8],
+    second_secret: &[u8],
+) -> (Result<String, TransportError>, Result<String, TransportError>) {
     let ca = ClusterCa::generate("t").unwrap();
-    let secret = b"node 1 private key";
     let main = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -175,7 +176,12 @@ fn a_restarted_peer_resets_its_previous_lifes_connections() {
         .build()
         .unwrap();
     let addr = first_life.block_on(async {
-        let server = transport_with_secret(&ca, 1, SocketAddr::from(([127, 0, 0, 1], 0)), secret);
+        let server = transport_with_secret(
+            &ca,
+            1,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            first_secret,
+        );
         server.serve(Arc::new(Echo::default()));
         server.local_addr().unwrap()
     });
@@ -192,20 +198,45 @@ fn a_restarted_peer_resets_its_previous_lifes_connections() {
     first_life.shutdown_timeout(LIMIT);
 
     main.block_on(async {
-        let second = transport_with_secret(&ca, 1, addr, secret);
+        let second = transport_with_secret(&ca, 1, addr, second_secret);
         second.serve(Arc::new(Echo::default()));
-        // Well under the 4 s idle timeout: only a reset can end this call before it.
         let stale = client
             .call::<_, String>(&target, &"two".to_string(), Duration::from_secs(2))
             .await;
-        assert!(
-            matches!(stale, Err(TransportError::Stream { .. })),
-            "the stale connection must be reset, not time out: {stale:?}"
-        );
-        let answer: String = client
-            .call(&target, &"three".to_string(), LIMIT)
-            .await
-            .unwrap();
-        assert_eq!(answer, "echo:three");
-    });
+        let next = client
+            .call::<_, String>(&target, &"three".to_string(), LIMIT)
+            .await;
+        (stale, next)
+    })
+}
+
+/// The new process signs a stateless reset with the key the old one used (both derive it
+/// from the node's secret), so the old connection ends at once instead of by timing out.
+/// Either the caller's call is the first packet the new process sees on it (the call fails
+/// at once with a stream error), or a keep-alive sent since the new process bound already
+/// drew the reset (the cached connection is closed, so the call dials afresh and is
+/// answered). Either way the call after it reaches the new process.
+#[test]
+fn a_restarted_peer_resets_its_previous_lifes_connections() {
+    let secret = b"node 1 private key";
+    let (stale, next) = restart_then_call(secret, secret);
+    match &stale {
+        Err(TransportError::Stream { .. }) => {}
+        Ok(answer) => assert_eq!(answer, "echo:two"),
+        Err(other) => panic!("the stale connection must be reset, not time out: {other:?}"),
+    }
+    assert_eq!(next.unwrap(), "echo:three");
+}
+
+/// The judge for the test above: a restarted process whose reset key differs (a node that
+/// did not derive it from its secret) cannot end the old connection, so the caller's call
+/// waits on the dead connection and times out. If this stopped timing out, the test above
+/// could not tell a reset from luck.
+#[test]
+fn without_the_same_reset_key_the_stale_connection_only_times_out() {
+    let (stale, _) = restart_then_call(b"node 1 private key", b"another key");
+    assert!(
+        matches!(stale, Err(TransportError::Timeout(_))),
+        "a reset signed with another key must be ignored: {stale:?}"
+    );
 }
