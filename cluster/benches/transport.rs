@@ -10,7 +10,7 @@
 //! AIRSSYS_BENCH_MESSAGES to change the counts).
 
 use airssys_cluster::tls::{client_config, server_config, ClusterCa};
-use airssys_cluster::transport::{Lanes, PeerService, Transport};
+use airssys_cluster::transport::{Caller, Lanes, PeerService, Transport};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,11 +42,11 @@ impl PeerService for Counter {
     type Request = Vec<u8>;
     type Response = Vec<u8>;
 
-    async fn call(&self, request: Vec<u8>) -> Vec<u8> {
+    async fn call(&self, _caller: Caller, request: Vec<u8>) -> Vec<u8> {
         request
     }
 
-    async fn lane_frame(&self, _frame: Vec<u8>) {
+    async fn lane_frame(&self, _caller: Caller, _frame: Vec<u8>) {
         self.frames.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -20,6 +20,7 @@ pub mod failure;
 pub mod group_commit;
 pub mod node;
 pub mod peer;
+pub mod peer_identity;
 pub mod placement;
 pub mod raft;
 pub mod tls;
@@ -32,7 +33,7 @@ pub use node::{
 };
 pub use peer::{PeerError, PeerRequest, PeerResponse};
 pub use placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
-pub use raft::state_machine::{check_commit, is_log_key, RemovalKeys, RemovalPlan};
+pub use raft::state_machine::{check_commit, is_log_key, Keyspace, KeyspaceRules, RemovalPlan};
 pub use raft::types::{
     commit_fate, Command, CommitFate, ComponentEntry, ComponentSpec, EndedGeneration, NodeInfo,
     Outcome, Refusal, Registry, ENDED_KEPT,

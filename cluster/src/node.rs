@@ -6,13 +6,14 @@
 use crate::failure::{down_members, Heard};
 use crate::group_commit::{self, Queued};
 use crate::peer::{PeerError, PeerRequest, PeerResponse};
+use crate::peer_identity;
 use crate::placement::{choose_node, failover_moves, rebalance_moves, NodeId, NodeLoad, Placement};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
-use crate::raft::state_machine::{RegistryView, RemovalKeys, StateMachine};
+use crate::raft::state_machine::{KeyspaceRules, RegistryView, StateMachine};
 use crate::raft::types::{Command, ComponentSpec, NodeInfo, Outcome, TypeConfig};
 use crate::tls::{self, NodeCert};
-use crate::transport::{Lanes, PeerService, Transport, TransportError};
+use crate::transport::{Caller, Lanes, PeerService, Transport, TransportError};
 use airssys_storage::{CommitBatch, Storage};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState, Snapshot};
@@ -112,11 +113,15 @@ pub struct ClusterStatus {
 }
 
 /// What the node layer receives from peers.
+/// Lane frames a node takes from peers before its node layer handles them.
+const APP_FRAMES_WAITING: usize = 4096;
+
 pub struct AppInbox {
     /// Calls: the request body and where the answer goes.
     pub calls: mpsc::Receiver<(Vec<u8>, oneshot::Sender<Vec<u8>>)>,
-    /// Lane frames, in arrival order per lane.
-    pub frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    /// Lane frames, in arrival order per lane. Bounded: while the node layer is behind,
+    /// lanes stop reading and their peers are held back by QUIC's flow control.
+    pub frames: mpsc::Receiver<Vec<u8>>,
 }
 
 /// Figures for `/metrics`.
@@ -143,7 +148,7 @@ struct Inner {
     view: Arc<RegistryView>,
     storage: Storage,
     app_calls: mpsc::Sender<(Vec<u8>, oneshot::Sender<Vec<u8>>)>,
-    app_frames: mpsc::UnboundedSender<Vec<u8>>,
+    app_frames: mpsc::Sender<Vec<u8>>,
     /// The snapshot being received in chunks: its id and the bytes so far.
     incoming_snapshot: Mutex<Option<(String, Vec<u8>)>>,
     failure_timeout: Duration,
@@ -161,12 +166,20 @@ impl PeerService for Service {
     type Request = PeerRequest;
     type Response = PeerResponse;
 
-    async fn call(&self, request: PeerRequest) -> PeerResponse {
+    async fn call(&self, caller: Caller, request: PeerRequest) -> PeerResponse {
+        // A request that speaks for a node (a vote, an append, a commit's fence, a join)
+        // must come from that node's certificate.
+        let membership = self.node.inner.view.membership();
+        let is_member = |n: NodeId| membership.membership().get_node(&n).is_some();
+        if let Err(e) = peer_identity::check_claim(caller.node_id, &request, is_member) {
+            tracing::warn!(peer = %caller.addr, "refused a peer's request: {e}");
+            return PeerResponse::Error(e);
+        }
         self.node.serve(request).await
     }
 
-    async fn lane_frame(&self, frame: Vec<u8>) {
-        let _ = self.node.inner.app_frames.send(frame);
+    async fn lane_frame(&self, _caller: Caller, frame: Vec<u8>) {
+        let _ = self.node.inner.app_frames.send(frame).await;
     }
 }
 
@@ -193,11 +206,11 @@ impl ClusterNode {
     pub async fn start(
         config: ClusterConfig,
         storage: Storage,
-        removal_keys: RemovalKeys,
+        keyspace: KeyspaceRules,
     ) -> Result<(ClusterNode, AppInbox), ClusterError> {
         let log =
             LogStore::open(storage.clone()).map_err(|e| ClusterError::Storage(e.to_string()))?;
-        let sm = StateMachine::open(storage.clone(), removal_keys)
+        let sm = StateMachine::open(storage.clone(), keyspace)
             .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let view = sm.view();
         let transport = Transport::bind_with_reset_secret(
@@ -234,7 +247,7 @@ impl ClusterNode {
         .await
         .map_err(raft_err)?;
         let (app_calls, calls) = mpsc::channel(1024);
-        let (app_frames, frames) = mpsc::unbounded_channel();
+        let (app_frames, frames) = mpsc::channel(APP_FRAMES_WAITING);
         let (commits, queued) = mpsc::unbounded_channel();
         let node = ClusterNode {
             inner: Arc::new(Inner {
@@ -422,7 +435,10 @@ impl ClusterNode {
             .get_node(&self.inner.id)
             .is_some();
         let caught_up = m.last_applied.map(|l| l.index) == m.last_log_index;
-        member && m.current_leader.is_some() && caught_up
+        // A Raft that stopped (an apply or a log write failed: a full or failing disk)
+        // keeps its last figures; this node serves nothing until it restarts.
+        let running = m.running_state.is_ok();
+        running && member && m.current_leader.is_some() && caught_up
     }
 
     /// Runs `req` on the leader: here when this node leads, else over QUIC. Waits for
@@ -689,7 +705,10 @@ impl ClusterNode {
     /// Stops Raft and closes the endpoint.
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
-        self.inner.transport.close();
+        self.inner
+            .transport
+            .close_and_wait(Duration::from_secs(2))
+            .await;
     }
 
     async fn serve(&self, request: PeerRequest) -> PeerResponse {
@@ -758,6 +777,9 @@ impl ClusterNode {
                     Err(_) => PeerResponse::Error(PeerError::Stopping),
                 }
             }
+            // Commits are checked against the node that sends them, so they are never
+            // relayed: a node that does not lead sends the caller to the leader.
+            PeerRequest::Commits(_) if !self.is_leader() => PeerResponse::Error(self.not_leader()),
             // Writes and status: only the leader serves them; others forward.
             other => match self.on_leader(other).await {
                 Ok(r) => r,
@@ -825,6 +847,11 @@ impl ClusterNode {
     }
 
     async fn write(&self, command: Command) -> Result<Outcome, ClusterError> {
+        // The state machine refuses the same commands; checked here first, a bad one costs
+        // no log entry.
+        if let Err(refusal) = crate::raft::command_check::check_command(&command) {
+            return Ok(Outcome::Refused(refusal));
+        }
         match self.inner.raft.client_write(command).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

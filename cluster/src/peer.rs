@@ -141,9 +141,22 @@ pub enum PeerError {
     Snapshot(String),
     #[error("the node is stopping")]
     Stopping,
+    /// A request that speaks for another node than the one the caller's certificate
+    /// names (`None`: it names none).
+    #[error("a {request} request claims node {claimed}, but the peer's certificate is {}", certified_as(*.certified))]
+    NotThisPeer {
+        request: String,
+        claimed: NodeId,
+        certified: Option<NodeId>,
+    },
     /// The answer was not the kind the request calls for (a bug, or mixed versions).
     #[error("unexpected answer {0}")]
     Unexpected(String),
+}
+
+fn certified_as(node: Option<NodeId>) -> String {
+    node.map(|n| format!("node {n}'s"))
+        .unwrap_or_else(|| "no node's".into())
 }
 
 fn leader_hint(leader: Option<NodeId>) -> String {

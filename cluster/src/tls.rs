@@ -35,6 +35,9 @@ pub enum TlsError {
     /// A host name is neither an IP address nor a valid DNS name.
     #[error("invalid host name {0:?}")]
     InvalidHost(String),
+    /// A host that is another node's name (`node-N.airssys`).
+    #[error("host {0:?} is another node's name; a node certificate names only its own node")]
+    ForeignNodeName(String),
     /// rustls rejected the configuration (bad key, no usable protocol version, ...).
     #[error("rustls: {0}")]
     Rustls(#[from] rustls::Error),
@@ -105,8 +108,11 @@ pub const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "localhost"];
 
 /// The DNS name every node certificate carries: `node-<id>.airssys`.
 pub fn node_dns_name(node_id: u64) -> String {
-    format!("node-{node_id}.airssys")
+    format!("node-{node_id}{NODE_NAME_SUFFIX}")
 }
+
+/// The domain of every node's name in its certificate (`node-N.airssys`).
+pub const NODE_NAME_SUFFIX: &str = ".airssys";
 
 impl ClusterCa {
     /// Generates a new self-signed CA for the cluster `cluster_name`.
@@ -174,6 +180,14 @@ impl ClusterCa {
             .chain(std::iter::once(node_name.clone()))
             .chain(loopback)
             .collect();
+        // A certificate names one node: another node's name among its hosts would let
+        // its holder speak for that node (see `peer_identity`).
+        if let Some(other) = hosts
+            .iter()
+            .find(|h| crate::peer_identity::node_id_of_dns_name(h).is_some_and(|id| id != node_id))
+        {
+            return Err(TlsError::ForeignNodeName(other.clone()));
+        }
         let mut sans = Vec::with_capacity(all.len());
         for host in &all {
             let san = match host.parse::<IpAddr>() {

@@ -9,8 +9,9 @@
 //! code; the connection and the node carry on.
 
 use crate::placement::NodeId;
-use crate::wire::{self, FrameDecoder, WireError, MAX_FRAME_BYTES};
+use crate::wire::{self, WireError, MAX_FRAME_BYTES};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Stream error code sent when a received frame is malformed.
 pub const MALFORMED_FRAME: u32 = 1;
@@ -57,14 +58,43 @@ fn liveness_config() -> quinn::TransportConfig {
     t
 }
 
+/// Who sent a call or a lane frame: the connection's address, and the node the
+/// certificate it was verified with names (`None`: it names no single node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub addr: SocketAddr,
+    pub node_id: Option<NodeId>,
+}
+
+impl Caller {
+    fn of(conn: &Connection) -> Caller {
+        let node_id = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|chain| {
+                chain
+                    .first()
+                    .and_then(|leaf| crate::peer_identity::node_id_of_cert(leaf))
+            });
+        Caller {
+            addr: conn.remote_address(),
+            node_id,
+        }
+    }
+}
+
 /// What the server side does with incoming traffic.
 pub trait PeerService: Send + Sync + 'static {
     type Request: DeserializeOwned + Send + 'static;
     type Response: Serialize + Send + 'static;
-    /// Answers one call.
-    fn call(&self, request: Self::Request) -> impl Future<Output = Self::Response> + Send;
+    /// Answers one call from `caller`.
+    fn call(
+        &self,
+        caller: Caller,
+        request: Self::Request,
+    ) -> impl Future<Output = Self::Response> + Send;
     /// Takes one frame from a lane; frames of one lane arrive here in order.
-    fn lane_frame(&self, frame: Vec<u8>) -> impl Future<Output = ()> + Send;
+    fn lane_frame(&self, caller: Caller, frame: Vec<u8>) -> impl Future<Output = ()> + Send;
 }
 
 #[derive(Clone)]
@@ -83,7 +113,18 @@ struct Inner {
     conns: Mutex<HashMap<String, ConnSlot>>,
     /// Last time a call to each node succeeded (the leader's liveness view).
     contacts: Mutex<HashMap<NodeId, Instant>>,
+    /// Bytes of incoming frames held now, across every peer and stream (see
+    /// [`INBOUND_BUDGET_BYTES`]), in [`BUDGET_UNIT`]s.
+    inbound: Arc<Semaphore>,
 }
+
+/// The most bytes of incoming frames a node holds at once, across every peer and stream.
+/// A frame is read only once its whole length fits (its header says how long it is), so a
+/// peer that sends faster than the node handles is held back by QUIC's flow control and
+/// never grows the node's memory; a frame being handled keeps its share until it is done.
+pub const INBOUND_BUDGET_BYTES: usize = 256 << 20;
+/// The budget is counted in KiB (a semaphore counts in `u32`).
+const BUDGET_UNIT: usize = 1024;
 
 /// The key that signs stateless resets, derived from a node's long-lived secret (its private
 /// key): the same across restarts, unknown to anyone else.
@@ -169,6 +210,7 @@ impl Transport {
                 endpoint,
                 conns: Mutex::new(HashMap::new()),
                 contacts: Mutex::new(HashMap::new()),
+                inbound: Arc::new(Semaphore::new(INBOUND_BUDGET_BYTES / BUDGET_UNIT)),
             }),
         })
     }
@@ -297,12 +339,14 @@ impl Transport {
     /// Accepts connections until the endpoint closes, serving calls and lanes.
     pub fn serve<S: PeerService>(&self, service: Arc<S>) {
         let endpoint = self.inner.endpoint.clone();
+        let budget = self.inner.inbound.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let service = service.clone();
+                let budget = budget.clone();
                 tokio::spawn(async move {
                     match incoming.await {
-                        Ok(conn) => serve_connection(conn, service).await,
+                        Ok(conn) => serve_connection(conn, service, budget).await,
                         // A peer without a certificate from our CA, or garbage: refused.
                         Err(e) => tracing::warn!("peer connection refused: {e}"),
                     }
@@ -317,23 +361,34 @@ impl Transport {
             .endpoint
             .close(VarInt::from_u32(0), b"node stopping");
     }
+
+    /// Closes the endpoint and waits (at most `limit`) until its connections have told
+    /// their peers, so the socket is free for a node started again in the same process.
+    pub async fn close_and_wait(&self, limit: Duration) {
+        self.close();
+        let _ = tokio::time::timeout(limit, self.inner.endpoint.wait_idle()).await;
+    }
 }
 
-async fn serve_connection<S: PeerService>(conn: Connection, service: Arc<S>) {
-    let remote = conn.remote_address();
+async fn serve_connection<S: PeerService>(
+    conn: Connection,
+    service: Arc<S>,
+    budget: Arc<Semaphore>,
+) {
+    let caller = Caller::of(&conn);
     loop {
         tokio::select! {
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
-                    let service = service.clone();
-                    tokio::spawn(async move { serve_call(send, recv, service).await });
+                    let (service, budget) = (service.clone(), budget.clone());
+                    tokio::spawn(async move { serve_call(send, recv, service, caller, budget).await });
                 }
                 Err(_) => return,
             },
             uni = conn.accept_uni() => match uni {
                 Ok(recv) => {
-                    let service = service.clone();
-                    tokio::spawn(async move { serve_lane(recv, service, remote).await });
+                    let (service, budget) = (service.clone(), budget.clone());
+                    tokio::spawn(async move { serve_lane(recv, service, caller, budget).await });
                 }
                 Err(_) => return,
             },
@@ -341,24 +396,74 @@ async fn serve_connection<S: PeerService>(conn: Connection, service: Arc<S>) {
     }
 }
 
-async fn serve_call<S: PeerService>(mut send: SendStream, mut recv: RecvStream, service: Arc<S>) {
-    let bytes = match recv.read_to_end(MAX_FRAME_BYTES + wire::HEADER_BYTES).await {
-        Ok(b) => b,
+/// Why an incoming frame could not be read.
+#[derive(Debug, thiserror::Error)]
+enum FrameReadError {
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("stream: {0}")]
+    Stream(String),
+}
+
+/// Reads one whole frame (header and body) from `recv`, once the inbound budget has room
+/// for all of it; `None` when the stream ended cleanly before a frame began. The permit is
+/// the frame's share of the budget: hold it while the frame (or what it decodes to) lives.
+async fn read_frame(
+    recv: &mut RecvStream,
+    budget: &Arc<Semaphore>,
+) -> Result<Option<(Vec<u8>, OwnedSemaphorePermit)>, FrameReadError> {
+    let mut header = [0u8; wire::HEADER_BYTES];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(FrameReadError::Stream(e.to_string())),
+    }
+    let len = wire::announced_len(header)?;
+    let units = u32::try_from(len.div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX);
+    let permit = budget
+        .clone()
+        .acquire_many_owned(units)
+        .await
+        .map_err(|e| FrameReadError::Stream(e.to_string()))?;
+    let mut frame = vec![0u8; wire::HEADER_BYTES + len];
+    frame[..wire::HEADER_BYTES].copy_from_slice(&header);
+    recv.read_exact(&mut frame[wire::HEADER_BYTES..])
+        .await
+        .map_err(|e| FrameReadError::Stream(e.to_string()))?;
+    Ok(Some((frame, permit)))
+}
+
+async fn serve_call<S: PeerService>(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    service: Arc<S>,
+    caller: Caller,
+    budget: Arc<Semaphore>,
+) {
+    let (frame, _permit) = match read_frame(&mut recv, &budget).await {
+        Ok(Some(read)) => read,
+        Ok(None) => return,
         Err(e) => {
-            tracing::debug!("call stream ended early: {e}");
+            match e {
+                FrameReadError::Wire(e) => {
+                    tracing::warn!(peer = %caller.addr, "malformed call frame from a peer: {e}")
+                }
+                FrameReadError::Stream(e) => tracing::debug!("call stream ended early: {e}"),
+            }
             let _ = send.reset(VarInt::from_u32(MALFORMED_FRAME));
             return;
         }
     };
-    let request: S::Request = match wire::decode_frame(&bytes) {
+    let request: S::Request = match wire::decode_frame(&frame) {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!("malformed call frame from a peer: {e}");
+            tracing::warn!(peer = %caller.addr, "malformed call frame from a peer: {e}");
             let _ = send.reset(VarInt::from_u32(MALFORMED_FRAME));
             return;
         }
     };
-    let response = service.call(request).await;
+    drop(frame);
+    let response = service.call(caller, request).await;
     match wire::encode_frame(&response) {
         Ok(frame) => {
             if send.write_all(&frame).await.is_ok() {
@@ -372,23 +477,30 @@ async fn serve_call<S: PeerService>(mut send: SendStream, mut recv: RecvStream, 
     }
 }
 
-async fn serve_lane<S: PeerService>(mut recv: RecvStream, service: Arc<S>, remote: SocketAddr) {
-    let mut decoder = FrameDecoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
+async fn serve_lane<S: PeerService>(
+    mut recv: RecvStream,
+    service: Arc<S>,
+    caller: Caller,
+    budget: Arc<Semaphore>,
+) {
     loop {
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => decoder.push(&buf[..n]),
-            Ok(None) | Err(_) => return,
-        }
-        loop {
-            match decoder.next_frame::<Vec<u8>>() {
-                Ok(Some(frame)) => service.lane_frame(frame).await,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(peer = %remote, "malformed lane frame, closing the lane: {e}");
-                    let _ = recv.stop(VarInt::from_u32(MALFORMED_FRAME));
-                    return;
-                }
+        let (frame, _permit) = match read_frame(&mut recv, &budget).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return,
+            Err(FrameReadError::Stream(_)) => return,
+            Err(FrameReadError::Wire(e)) => {
+                tracing::warn!(peer = %caller.addr, "malformed lane frame, closing the lane: {e}");
+                let _ = recv.stop(VarInt::from_u32(MALFORMED_FRAME));
+                return;
+            }
+        };
+        match wire::decode_frame::<Vec<u8>>(&frame) {
+            // Held until the service took it: a slow service slows this lane's reading.
+            Ok(body) => service.lane_frame(caller, body).await,
+            Err(e) => {
+                tracing::warn!(peer = %caller.addr, "malformed lane frame, closing the lane: {e}");
+                let _ = recv.stop(VarInt::from_u32(MALFORMED_FRAME));
+                return;
             }
         }
     }

@@ -113,6 +113,12 @@ pub fn decode_frame<T: DeserializeOwned>(frame: &[u8]) -> Result<T, WireError> {
     Ok(msg)
 }
 
+/// The length a frame's header announces (version byte and body), checked against the cap:
+/// what a reader may reserve before it reads the rest.
+pub fn announced_len(header: [u8; HEADER_BYTES]) -> Result<usize, WireError> {
+    check_header(&header)?.ok_or(WireError::Truncated)
+}
+
 /// Checks what the start of a frame says, as soon as the bytes are there: the length prefix
 /// against the cap (4 bytes), then the version (5th byte). Returns the announced length once
 /// the prefix is complete.

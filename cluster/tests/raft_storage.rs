@@ -6,12 +6,25 @@
 use airssys_cluster::raft::log_store::LogStore;
 use airssys_cluster::raft::state_machine::StateMachine;
 use airssys_cluster::raft::types::TypeConfig;
+use airssys_cluster::{Keyspace, RemovalPlan};
 use airssys_storage::{Storage, StorageOptions};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use std::sync::Arc;
 
 struct OnRocksDb;
+
+/// Keyspace rules for a state machine with no messaging records.
+struct NoMessaging;
+
+impl Keyspace for NoMessaging {
+    fn removal_plan(&self, _: &Storage, _: &str, _: u64) -> RemovalPlan {
+        RemovalPlan::default()
+    }
+    fn commit_may_write(&self, _: &str, _: &[u8], _: bool) -> bool {
+        false
+    }
+}
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnRocksDb {
     async fn build(
@@ -20,10 +33,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnR
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
         let log = LogStore::open(storage.clone())?;
-        let sm = StateMachine::open(
-            storage,
-            Arc::new(|_: &Storage, _: &str, _: u64| Default::default()),
-        )?;
+        let sm = StateMachine::open(storage, Arc::new(NoMessaging))?;
         Ok((dir, log, sm))
     }
 }
@@ -42,10 +52,6 @@ fn opening_the_state_machine_drops_stores_the_registry_does_not_hold() {
     let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
     storage.create_component("orphan").unwrap();
     assert!(storage.has_component("orphan"));
-    let _sm = StateMachine::open(
-        storage.clone(),
-        Arc::new(|_: &Storage, _: &str, _: u64| Default::default()),
-    )
-    .unwrap();
+    let _sm = StateMachine::open(storage.clone(), Arc::new(NoMessaging)).unwrap();
     assert!(!storage.has_component("orphan"));
 }

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use airssys_cluster::tls::{client_config, server_config, ClusterCa};
-use airssys_cluster::transport::{Lanes, PeerService, Transport, TransportError, MALFORMED_FRAME};
+use airssys_cluster::transport::{
+    Caller, Lanes, PeerService, Transport, TransportError, MALFORMED_FRAME,
+};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,11 +22,15 @@ impl PeerService for Echo {
     type Request = String;
     type Response = String;
 
-    async fn call(&self, request: String) -> String {
-        format!("echo:{request}")
+    async fn call(&self, caller: Caller, request: String) -> String {
+        match request.as_str() {
+            // Who the transport says called, from the caller's certificate.
+            "who" => format!("{:?}", caller.node_id),
+            _ => format!("echo:{request}"),
+        }
     }
 
-    async fn lane_frame(&self, frame: Vec<u8>) {
+    async fn lane_frame(&self, _caller: Caller, frame: Vec<u8>) {
         self.lane.lock().unwrap().push(frame);
     }
 }
@@ -50,6 +56,9 @@ async fn calls_lanes_and_malformed_frames() {
 
     let answer: String = client.call(&addr, &"hi".to_string(), LIMIT).await.unwrap();
     assert_eq!(answer, "echo:hi");
+    // The server knows the caller by the node its certificate names.
+    let who: String = client.call(&addr, &"who".to_string(), LIMIT).await.unwrap();
+    assert_eq!(who, "Some(2)");
 
     // A lane keeps order.
     let lanes = Lanes::new(client.clone());
@@ -160,7 +169,10 @@ fn transport_with_secret(ca: &ClusterCa, id: u64, at: SocketAddr, secret: &[u8])
 fn restart_then_call(
     first_secret: &[u8],
     second_secret: &[u8],
-) -> (Result<String, TransportError>, Result<String, TransportError>) {
+) -> (
+    Result<String, TransportError>,
+    Result<String, TransportError>,
+) {
     let ca = ClusterCa::generate("t").unwrap();
     let main = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -176,12 +188,8 @@ fn restart_then_call(
         .build()
         .unwrap();
     let addr = first_life.block_on(async {
-        let server = transport_with_secret(
-            &ca,
-            1,
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            first_secret,
-        );
+        let server =
+            transport_with_secret(&ca, 1, SocketAddr::from(([127, 0, 0, 1], 0)), first_secret);
         server.serve(Arc::new(Echo::default()));
         server.local_addr().unwrap()
     });

@@ -70,4 +70,70 @@ impl Limits {
             fuel: req.fuel.or(defaults.fuel),
         }
     }
+
+    /// What is out of range in these limits, or `None`. The one statement of the rule: an
+    /// install is refused with it, and an activation checks the limits a registry entry
+    /// carries again (an entry comes from a peer; a deadline near `u64::MAX` would
+    /// overflow the actor's clock).
+    pub fn problem(&self) -> Option<String> {
+        let max_mb = (crate::engine::POOL_MAX_MEMORY_BYTES >> 20) as u32;
+        if self.memory_mb == 0 || self.memory_mb > max_mb {
+            return Some(format!("memory_mb must be between 1 and {max_mb}"));
+        }
+        if self.deadline_ms == 0 || self.deadline_ms > MAX_DEADLINE_MS {
+            return Some(format!(
+                "deadline_ms must be between 1 and {MAX_DEADLINE_MS}"
+            ));
+        }
+        if self.mailbox == 0 || self.mailbox > MAX_MAILBOX {
+            return Some(format!("mailbox must be between 1 and {MAX_MAILBOX}"));
+        }
+        if self.quota_mb > crate::admin::params::MAX_QUOTA_MB {
+            return Some(format!(
+                "quota_mb must be at most {}",
+                crate::admin::params::MAX_QUOTA_MB
+            ));
+        }
+        if self.fuel == Some(0) {
+            return Some("fuel must be at least 1".into());
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_out_of_range_are_named() {
+        assert_eq!(DEFAULT_LIMITS.problem(), None);
+        let cases = [
+            Limits {
+                memory_mb: 0,
+                ..DEFAULT_LIMITS
+            },
+            Limits {
+                deadline_ms: u64::MAX,
+                ..DEFAULT_LIMITS
+            },
+            Limits {
+                mailbox: 0,
+                ..DEFAULT_LIMITS
+            },
+            Limits {
+                quota_mb: u64::MAX,
+                ..DEFAULT_LIMITS
+            },
+            Limits {
+                fuel: Some(0),
+                ..DEFAULT_LIMITS
+            },
+        ];
+        let named = ["memory_mb", "deadline_ms", "mailbox", "quota_mb", "fuel"];
+        for (limits, field) in cases.iter().zip(named) {
+            let problem = limits.problem().unwrap_or_default();
+            assert!(problem.contains(field), "{limits:?}: {problem:?}");
+        }
+    }
 }

@@ -105,3 +105,88 @@ async fn bad_names_limits_and_duplicates_are_refused() {
     assert_eq!(err.error, ErrorKind::TooLarge);
     host.shutdown().await;
 }
+
+/// A component with every export the host wants, whose core module's start function never
+/// returns: instantiating it runs guest code outside any handler. `spin` chooses between
+/// that loop and a start function that returns at once (the same component otherwise).
+fn start_function_component(spin: bool) -> Vec<u8> {
+    let start = if spin {
+        "(loop $forever (br $forever))"
+    } else {
+        "(nop)"
+    };
+    wat::parse_str(format!(
+        r#"(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 64))
+    (func (export "init") (result i32) (i32.const 0))
+    (func (export "handle-message") (param i32 i32 i32 i32 i32 i32) (result i32) (i32.const 0))
+    (func (export "handle-callback") (param i64 i32 i32 i32 i32) (result i32) (i32.const 0))
+    (func $start {start})
+    (start $start))
+  (core instance $i (instantiate $m))
+  (type $sender (variant (case "component" string) (case "external")))
+  (type $message (record (field "sender" $sender) (field "payload" (list u8)) (field "is-request" bool)))
+  (type $request-error (variant (case "not-found") (case "timeout") (case "mailbox-full")
+    (case "rejected" string) (case "trapped" string) (case "unavailable" string)))
+  (func $init (result (result (error string)))
+    (canon lift (core func $i "init") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+  (func $handle (param "msg" $message) (result (result (option (list u8)) (error string)))
+    (canon lift (core func $i "handle-message") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+  (func $callback (param "id" u64) (param "outcome" (result (list u8) (error $request-error)))
+    (result (result (error string)))
+    (canon lift (core func $i "handle-callback") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+  (instance $guest
+    (export "sender" (type $sender))
+    (export "message" (type $message))
+    (export "request-error" (type $request-error))
+    (export "init" (func $init))
+    (export "handle-message" (func $handle))
+    (export "handle-callback" (func $callback)))
+  (export "airssys:component/guest@0.1.0" (instance $guest)))"#
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_function_that_never_returns_is_stopped_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    // The same component with a start function that returns installs: the hostile one
+    // below fails only for its loop.
+    host.install(InstallRequest {
+        name: "polite".into(),
+        binary: start_function_component(false),
+        limits: LimitsRequest::default(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the well-behaved twin must install: {e}"));
+
+    let install = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            host.install(InstallRequest {
+                name: "spinner".into(),
+                binary: start_function_component(true),
+                limits: LimitsRequest {
+                    deadline_ms: Some(300),
+                    ..Default::default()
+                },
+            })
+            .await
+        })
+    };
+    // While it spins, the node answers everything else.
+    install_with(&host, "echo", "echo", LimitsRequest::default()).await;
+    assert_eq!(ask(&host, "echo", "hi").await.unwrap(), "hi");
+    assert!(host.list().await.is_ok());
+
+    let err = install.await.unwrap().unwrap_err();
+    assert!(
+        err.message.contains("start function") && err.message.contains("300 ms"),
+        "{err:?}"
+    );
+    assert_eq!(ask(&host, "echo", "still").await.unwrap(), "still");
+    host.shutdown().await;
+}

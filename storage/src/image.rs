@@ -12,7 +12,7 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::{encode_usage, is_reserved, usage_key};
-use crate::names::{cf_name, SYS_CF};
+use crate::names::{cf_name, validate_name, SYS_CF};
 use crate::store::{component_cf, lock, write, Db};
 use crate::{Storage, StorageError};
 
@@ -91,13 +91,18 @@ impl Storage {
         image: &StateImage,
         replaced_sys: impl Fn(&[u8]) -> bool,
     ) -> Result<(), StorageError> {
-        let wanted: BTreeSet<&str> = image.components.iter().map(|(n, _)| n.as_str()).collect();
-        for name in self.component_names() {
-            if !wanted.contains(name.as_str()) {
-                self.drop_component(&name)?;
-            }
+        // Everything is checked before anything changes: an image from a buggy or hostile
+        // peer leaves this database as it was.
+        for (name, _) in &image.components {
+            validate_name(name)?;
         }
+        if image.sys.iter().any(|(k, _)| is_reserved(k)) {
+            return Err(StorageError::ReservedKey);
+        }
+        let wanted: BTreeSet<&str> = image.components.iter().map(|(n, _)| n.as_str()).collect();
         let names: Vec<&str> = wanted.iter().copied().collect();
+        // New families first (empty until the write): a crash before the write leaves
+        // only empty stores the registry does not name, which the next open drops.
         self.create_components(&names)?;
 
         let core = self.core();
@@ -136,9 +141,6 @@ impl Storage {
             }
             it.status()?;
             for (k, v) in &image.sys {
-                if is_reserved(k) {
-                    return Err(StorageError::ReservedKey);
-                }
                 wb.put_cf(&sys, k, v);
             }
             let mut wo = rocksdb::WriteOptions::default();
@@ -148,6 +150,15 @@ impl Storage {
         let mut usage = write(&core.usage);
         for (name, used) in usage_after {
             usage.insert(name, used);
+        }
+        drop(usage);
+        drop(_placements);
+        // Families the image does not hold go only once its data is in: a failed write
+        // above leaves them as they were.
+        for name in self.component_names() {
+            if !wanted.contains(name.as_str()) {
+                self.drop_component(&name)?;
+            }
         }
         Ok(())
     }
@@ -214,5 +225,30 @@ mod tests {
         drop(b);
         let b = Storage::open(b_dir.path(), StorageOptions::default()).unwrap();
         assert_eq!(b.usage_bytes("counter").unwrap(), 3);
+    }
+
+    /// An image no node could have built (a peer's crafted snapshot) is refused whole: the
+    /// database keeps every component and record it had, the ones the image leaves out too.
+    #[test]
+    fn a_bad_image_is_refused_before_anything_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        db.create_component("kept").unwrap();
+        db.commit(put("kept", "n", "7")).unwrap();
+        let bad_name = StateImage {
+            components: vec![("../evil".into(), Vec::new())],
+            sys: Vec::new(),
+        };
+        let reserved = StateImage {
+            components: vec![("other".into(), Vec::new())],
+            sys: vec![(usage_key("kept"), encode_usage(0).to_vec())],
+        };
+        for image in [bad_name, reserved] {
+            assert!(db.import_image(&image, |_| true).is_err(), "{image:?}");
+            assert_eq!(db.component_names(), vec!["kept".to_string()]);
+            assert_eq!(db.get("kept", b"n").unwrap(), Some(b"7".to_vec()));
+            assert_eq!(db.sys_get(b"ob/kept").unwrap(), Some(b"x".to_vec()));
+            assert_eq!(db.usage_bytes("kept").unwrap(), 2);
+        }
     }
 }

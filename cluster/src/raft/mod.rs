@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod command_check;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

@@ -10,6 +10,7 @@
 //! from one RocksDB snapshot.
 
 use super::codec::{self, SM_COMPONENT_PREFIX, SM_META_KEY, SNAPSHOT_KEY};
+use super::command_check;
 use super::types::{
     commit_fate, Command, CommitFate, ComponentEntry, NodeInfo, Outcome, Refusal, Registry,
     TypeConfig,
@@ -66,6 +67,16 @@ pub enum CommitCheck {
     AlreadyApplied,
 }
 
+/// A key a peer chose, for an error message: printable, at most 80 bytes.
+fn shown_key(key: &[u8]) -> String {
+    let cut = &key[..key.len().min(80)];
+    let mut shown = String::from_utf8_lossy(cut).escape_debug().to_string();
+    if key.len() > cut.len() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// Sys keys only Raft itself may write (a commit carrying one is malformed).
 fn is_raft_key(key: &[u8]) -> bool {
     key.starts_with(b"raft/") || key.starts_with(&[0xff, 0xff])
@@ -75,7 +86,11 @@ fn is_raft_key(key: &[u8]) -> bool {
 /// and generation, it may write only that component's store, never Raft's keys, every
 /// component it numbers messages to must still be the incarnation it numbered them for, and a
 /// numbered commit must be the next one (or a retry of the last: applied once, answered again).
-pub fn check_commit(registry: &Registry, batch: &CommitBatch) -> Result<CommitCheck, Refusal> {
+pub fn check_commit(
+    registry: &Registry,
+    keyspace: &dyn Keyspace,
+    batch: &CommitBatch,
+) -> Result<CommitCheck, Refusal> {
     let Some(fence) = &batch.fence else {
         return Err(Refusal::MalformedCommit("a commit needs a fence".into()));
     };
@@ -93,6 +108,18 @@ pub fn check_commit(registry: &Registry, batch: &CommitBatch) -> Result<CommitCh
         return Err(Refusal::MalformedCommit(
             "a commit may not write Raft's keys".into(),
         ));
+    }
+    if let Some((key, value)) = batch
+        .sys
+        .iter()
+        .find(|(k, v)| !keyspace.commit_may_write(&fence.component, k, v.is_some()))
+    {
+        return Err(Refusal::MalformedCommit(format!(
+            "a commit fenced on {} may not {} the system record {}",
+            fence.component,
+            if value.is_some() { "write" } else { "delete" },
+            shown_key(key)
+        )));
     }
     let fenced = |now: String| Refusal::Fenced {
         component: fence.component.clone(),
@@ -155,6 +182,7 @@ pub fn apply_command(
     members: &BTreeSet<NodeId>,
     binary_known: bool,
     index: u64,
+    keyspace: &dyn Keyspace,
     command: Command,
 ) -> (Outcome, Effects) {
     let mut effects = Effects::default();
@@ -164,7 +192,9 @@ pub fn apply_command(
             owner,
             binary,
         } => {
-            if registry.components.contains_key(&spec.name) {
+            if let Err(refusal) = command_check::check_install(&spec, &binary) {
+                Outcome::Refused(refusal)
+            } else if registry.components.contains_key(&spec.name) {
                 Outcome::Refused(Refusal::AlreadyExists(spec.name))
             } else if !members.contains(&owner) {
                 Outcome::Refused(Refusal::UnknownNode(owner))
@@ -207,11 +237,11 @@ pub fn apply_command(
                 }
             }
         }
-        Command::Commit(batch) => apply_commit(registry, batch, &mut effects),
+        Command::Commit(batch) => apply_commit(registry, keyspace, batch, &mut effects),
         Command::Commits(batches) => Outcome::Many(
             batches
                 .into_iter()
-                .map(|batch| apply_commit(registry, batch, &mut effects))
+                .map(|batch| apply_commit(registry, keyspace, batch, &mut effects))
                 .collect(),
         ),
     };
@@ -220,8 +250,13 @@ pub fn apply_command(
 
 /// One handler transaction: checked against the registry as it stands after everything
 /// before it (in this entry too), its writes added to `effects` when accepted.
-fn apply_commit(registry: &mut Registry, mut batch: CommitBatch, effects: &mut Effects) -> Outcome {
-    match check_commit(registry, &batch) {
+fn apply_commit(
+    registry: &mut Registry,
+    keyspace: &dyn Keyspace,
+    mut batch: CommitBatch,
+    effects: &mut Effects,
+) -> Outcome {
+    match check_commit(registry, keyspace, &batch) {
         Err(refusal) => Outcome::Refused(refusal),
         Ok(CommitCheck::AlreadyApplied) => Outcome::Committed { duplicate: true },
         Ok(CommitCheck::Apply) => {
@@ -295,12 +330,22 @@ impl RegistryView {
     }
 }
 
-/// The sys writes that remove a component's messaging state (given its name and
-/// incarnation): its outbox, marks, counters, other components' marks and counters about
-/// it, and what becomes of the messages it sent that were not consumed yet. The node layer
-/// knows that keyspace; the writes must depend on the stored state only (every node applies
-/// them).
-pub type RemovalKeys = Arc<dyn Fn(&Storage, &str, u64) -> RemovalPlan + Send + Sync>;
+/// What the state machine must know of the node layer's sys keyspace (outboxes, marks,
+/// counters), which it applies without knowing its layout. Both answers must depend on
+/// the stored state and the arguments only: every node applies them alike.
+pub trait Keyspace: Send + Sync {
+    /// The sys writes that remove a component's messaging state (given its name and
+    /// incarnation): its outbox, marks, counters, other components' marks and counters
+    /// about it, and what becomes of the messages it sent that were not consumed yet.
+    fn removal_plan(&self, storage: &Storage, name: &str, incarnation: u64) -> RemovalPlan;
+
+    /// Whether a commit fenced on `component` may write (`put`) or delete `key`: a commit
+    /// comes from a peer, and one fenced on `a` must not touch `b`'s records.
+    fn commit_may_write(&self, component: &str, key: &[u8], put: bool) -> bool;
+}
+
+/// The node layer's keyspace rules, shared by the state machine's clones.
+pub type KeyspaceRules = Arc<dyn Keyspace>;
 
 /// What removing a component does to the messaging state besides dropping its store.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -328,7 +373,7 @@ pub fn is_log_key(key: &[u8]) -> bool {
 pub struct StateMachine {
     storage: Storage,
     view: Arc<RegistryView>,
-    removal_keys: RemovalKeys,
+    keyspace: KeyspaceRules,
     /// Where the last snapshot built or installed is kept (next to the database).
     snapshot_file: PathBuf,
 }
@@ -384,7 +429,7 @@ impl StateMachine {
     /// Loads the last applied registry from storage.
     pub fn open(
         storage: Storage,
-        removal_keys: RemovalKeys,
+        keyspace: KeyspaceRules,
     ) -> Result<StateMachine, StorageError<NodeId>> {
         let (meta, registry) = load_state(&storage)?;
         drop_orphan_stores(&storage, &registry)?;
@@ -396,7 +441,7 @@ impl StateMachine {
                 state: RwLock::new((meta, registry)),
                 changes,
             }),
-            removal_keys,
+            keyspace,
             snapshot_file,
         })
     }
@@ -553,8 +598,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     if !matches!(command, Command::Commit(_) | Command::Commits(_)) {
                         placement_changed = true;
                     }
-                    let (outcome, effects) =
-                        apply_command(&mut registry, &members, known, entry.log_id.index, command);
+                    let (outcome, effects) = apply_command(
+                        &mut registry,
+                        &members,
+                        known,
+                        entry.log_id.index,
+                        self.keyspace.as_ref(),
+                        command,
+                    );
                     if let Outcome::Refused(r) = &outcome {
                         tracing::debug!(index = entry.log_id.index, "refused: {r}");
                     }
@@ -670,7 +721,9 @@ impl StateMachine {
         }
         if let Some((name, incarnation)) = effects.drop_store {
             self.flush(pending, meta, registry).await?;
-            let plan = (self.removal_keys)(&self.storage, &name, incarnation);
+            let plan = self
+                .keyspace
+                .removal_plan(&self.storage, &name, incarnation);
             if !plan.writes.is_empty() {
                 self.storage
                     .commit_async(CommitBatch::sys_only(plan.writes))
@@ -695,6 +748,19 @@ mod tests {
     use super::*;
     use crate::raft::types::ComponentSpec;
 
+    /// Keyspace rules for tests of everything else: a commit may write any record but
+    /// those under `other/`.
+    struct Open;
+
+    impl Keyspace for Open {
+        fn removal_plan(&self, _: &Storage, _: &str, _: u64) -> RemovalPlan {
+            RemovalPlan::default()
+        }
+        fn commit_may_write(&self, _: &str, key: &[u8], _: bool) -> bool {
+            !key.starts_with(b"other/")
+        }
+    }
+
     /// Applies a command as the entry at index 1: every install starts at generation 1.
     fn apply(
         registry: &mut Registry,
@@ -702,24 +768,29 @@ mod tests {
         binary_known: bool,
         command: Command,
     ) -> (Outcome, Effects) {
-        apply_command(registry, members, binary_known, 1, command)
+        apply_command(registry, members, binary_known, 1, &Open, command)
     }
 
-    fn spec(name: &str, sha: &str) -> ComponentSpec {
+    /// The digest of the test binary `label` (its bytes are the label's).
+    fn sha(label: &str) -> String {
+        command_check::sha256_hex(label.as_bytes())
+    }
+
+    fn spec(name: &str, label: &str) -> ComponentSpec {
         ComponentSpec {
             name: name.into(),
-            sha256: sha.into(),
-            size_bytes: 1,
+            sha256: sha(label),
+            size_bytes: label.len() as u64,
             config: Vec::new(),
             installed_at_ms: 0,
         }
     }
 
-    fn install(name: &str, sha: &str, owner: NodeId) -> Command {
+    fn install(name: &str, label: &str, owner: NodeId) -> Command {
         Command::Install {
-            spec: spec(name, sha),
+            spec: spec(name, label),
             owner,
-            binary: vec![1],
+            binary: label.as_bytes().to_vec(),
         }
     }
 
@@ -735,7 +806,7 @@ mod tests {
                 generation: 1
             }
         );
-        assert_eq!(fx.store, Some(("s1".into(), vec![1])));
+        assert_eq!(fx.store, Some((sha("s1"), b"s1".to_vec())));
         let (out, _) = apply(&mut reg, &members, true, install("a", "s1", 3));
         assert_eq!(out, Outcome::Refused(Refusal::AlreadyExists("a".into())));
         let (out, _) = apply(
@@ -772,7 +843,7 @@ mod tests {
             Command::Remove { name: "a".into() },
         );
         assert_eq!(out, Outcome::Removed);
-        assert_eq!(fx.delete, Some("s1".into()));
+        assert_eq!(fx.delete, Some(sha("s1")));
         let (out, _) = apply(
             &mut reg,
             &members,
@@ -810,7 +881,7 @@ mod tests {
             binary: Vec::new(),
         };
         let (out, _) = apply(&mut reg, &members, false, cmd);
-        assert_eq!(out, Outcome::Refused(Refusal::MissingBinary("s".into())));
+        assert_eq!(out, Outcome::Refused(Refusal::MissingBinary(sha("s"))));
         assert!(reg.components.is_empty());
     }
 
@@ -885,7 +956,7 @@ mod tests {
     fn a_reinstalled_name_starts_a_new_incarnation_that_no_earlier_commit_reaches() {
         let members = BTreeSet::from([1]);
         let mut reg = Registry::default();
-        let (out, _) = apply_command(&mut reg, &members, false, 5, install("a", "s", 1));
+        let (out, _) = apply_command(&mut reg, &members, false, 5, &Open, install("a", "s", 1));
         assert_eq!(
             out,
             Outcome::Installed {
@@ -895,7 +966,7 @@ mod tests {
             "an install's generation is its entry's index"
         );
         for n in 1..=2 {
-            let (out, _) = apply_command(&mut reg, &members, true, 6, commit("a", 1, 5, n));
+            let (out, _) = apply_command(&mut reg, &members, true, 6, &Open, commit("a", 1, 5, n));
             assert_eq!(out, Outcome::Committed { duplicate: false });
         }
         apply_command(
@@ -903,9 +974,10 @@ mod tests {
             &members,
             true,
             8,
+            &Open,
             Command::Remove { name: "a".into() },
         );
-        let (out, _) = apply_command(&mut reg, &members, false, 9, install("a", "s", 1));
+        let (out, _) = apply_command(&mut reg, &members, false, 9, &Open, install("a", "s", 1));
         assert_eq!(
             out,
             Outcome::Installed {
@@ -916,13 +988,13 @@ mod tests {
         assert_eq!(reg.components["a"].commits, 0, "the numbering starts again");
         // A commit of the removed incarnation (a retry of its third) is refused, and the
         // new one's first commit is number 1.
-        let (out, fx) = apply_command(&mut reg, &members, true, 10, commit("a", 1, 5, 3));
+        let (out, fx) = apply_command(&mut reg, &members, true, 10, &Open, commit("a", 1, 5, 3));
         assert!(
             matches!(out, Outcome::Refused(Refusal::Fenced { .. })),
             "{out:?}"
         );
         assert!(fx.commits.is_empty());
-        let (out, _) = apply_command(&mut reg, &members, true, 11, commit("a", 1, 9, 1));
+        let (out, _) = apply_command(&mut reg, &members, true, 11, &Open, commit("a", 1, 9, 1));
         assert_eq!(out, Outcome::Committed { duplicate: false });
     }
 
@@ -958,8 +1030,8 @@ mod tests {
     fn a_commit_numbered_for_an_ended_incarnation_of_its_receiver_is_refused() {
         let members = BTreeSet::from([1]);
         let mut reg = Registry::default();
-        apply_command(&mut reg, &members, false, 1, install("a", "s", 1));
-        apply_command(&mut reg, &members, true, 2, install("b", "s", 1));
+        apply_command(&mut reg, &members, false, 1, &Open, install("a", "s", 1));
+        apply_command(&mut reg, &members, true, 2, &Open, install("b", "s", 1));
         let to_b = |incarnation: u64| {
             let Command::Commit(mut b) = commit("a", 1, 1, 0) else {
                 unreachable!()
@@ -969,7 +1041,7 @@ mod tests {
             }
             Command::Commit(b)
         };
-        let (out, _) = apply_command(&mut reg, &members, true, 3, to_b(2));
+        let (out, _) = apply_command(&mut reg, &members, true, 3, &Open, to_b(2));
         assert_eq!(out, Outcome::Committed { duplicate: false });
         // b removed and installed again (incarnation 5): numbers given for 2 are refused.
         apply_command(
@@ -977,10 +1049,11 @@ mod tests {
             &members,
             true,
             4,
+            &Open,
             Command::Remove { name: "b".into() },
         );
-        apply_command(&mut reg, &members, true, 5, install("b", "s", 1));
-        let (out, fx) = apply_command(&mut reg, &members, true, 6, to_b(2));
+        apply_command(&mut reg, &members, true, 5, &Open, install("b", "s", 1));
+        let (out, fx) = apply_command(&mut reg, &members, true, 6, &Open, to_b(2));
         assert_eq!(
             out,
             Outcome::Refused(Refusal::PeerChanged {
@@ -994,10 +1067,10 @@ mod tests {
             fx.commits.is_empty(),
             "nothing of a refused commit is written"
         );
-        let (out, _) = apply_command(&mut reg, &members, true, 7, to_b(5));
+        let (out, _) = apply_command(&mut reg, &members, true, 7, &Open, to_b(5));
         assert_eq!(out, Outcome::Committed { duplicate: false });
         // Numbered by a node that did not know b at all (0) while it is installed: refused.
-        let (out, _) = apply_command(&mut reg, &members, true, 8, to_b(0));
+        let (out, _) = apply_command(&mut reg, &members, true, 8, &Open, to_b(0));
         assert!(matches!(out, Outcome::Refused(Refusal::PeerChanged { .. })));
         // Removed for good: refused as well (its messages would wait forever).
         apply_command(
@@ -1005,9 +1078,10 @@ mod tests {
             &members,
             true,
             9,
+            &Open,
             Command::Remove { name: "b".into() },
         );
-        let (out, _) = apply_command(&mut reg, &members, true, 10, to_b(5));
+        let (out, _) = apply_command(&mut reg, &members, true, 10, &Open, to_b(5));
         assert!(
             matches!(
                 out,
@@ -1017,7 +1091,7 @@ mod tests {
         );
         // Numbered for a name not installed then (0), and still not installed: it goes
         // (its receiver is missing; a request is answered `not-found` on delivery).
-        let (out, _) = apply_command(&mut reg, &members, true, 11, to_b(0));
+        let (out, _) = apply_command(&mut reg, &members, true, 11, &Open, to_b(0));
         assert_eq!(out, Outcome::Committed { duplicate: false });
     }
 
@@ -1119,7 +1193,7 @@ mod tests {
         apply(&mut reg, &members, true, install("b", "s", 1));
         let mut unfenced = CommitBatch::sys_only(vec![(b"ob/a".to_vec(), None)]);
         assert!(matches!(
-            check_commit(&reg, &unfenced),
+            check_commit(&reg, &Open, &unfenced),
             Err(Refusal::MalformedCommit(_))
         ));
         unfenced.fence = Some(airssys_storage::Fence {
@@ -1130,13 +1204,13 @@ mod tests {
             sequence: 0,
             peers: Vec::new(),
         });
-        assert_eq!(check_commit(&reg, &unfenced), Ok(CommitCheck::Apply));
+        assert_eq!(check_commit(&reg, &Open, &unfenced), Ok(CommitCheck::Apply));
         let Command::Commit(mut other_store) = commit("a", 1, 1, 1) else {
             unreachable!()
         };
         other_store.components[0].component = "b".into();
         assert!(matches!(
-            check_commit(&reg, &other_store),
+            check_commit(&reg, &Open, &other_store),
             Err(Refusal::MalformedCommit(_))
         ));
         let Command::Commit(mut raft_key) = commit("a", 1, 1, 1) else {
@@ -1144,8 +1218,19 @@ mod tests {
         };
         raft_key.sys.push((b"raft/vote".to_vec(), Some(vec![0])));
         assert!(matches!(
-            check_commit(&reg, &raft_key),
+            check_commit(&reg, &Open, &raft_key),
             Err(Refusal::MalformedCommit(_))
         ));
+        // A record the keyspace rules give to another component, put or deleted.
+        for value in [Some(vec![1]), None] {
+            let Command::Commit(mut foreign) = commit("a", 1, 1, 1) else {
+                unreachable!()
+            };
+            foreign.sys.push((b"other/b".to_vec(), value));
+            assert!(matches!(
+                check_commit(&reg, &Open, &foreign),
+                Err(Refusal::MalformedCommit(m)) if m.contains("other/b")
+            ));
+        }
     }
 }

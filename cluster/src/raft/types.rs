@@ -255,6 +255,10 @@ pub enum Refusal {
         got: u64,
         next: u64,
     },
+    /// A command no node may apply (a malformed name, digest or binary): refused the same
+    /// way on every node, so it cannot stop the state machine (see `command_check`).
+    #[error("invalid command: {0}")]
+    Invalid(String),
 }
 
 /// The replicated registry: every component, its owner and generation.

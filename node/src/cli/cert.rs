@@ -124,6 +124,9 @@ fn tls_error(what: &str, e: TlsError) -> CliError {
         TlsError::InvalidHost(host) => CliError::Usage(format!(
             "--host {host:?} is neither an IP address nor a valid DNS name"
         )),
+        TlsError::ForeignNodeName(host) => CliError::Usage(format!(
+            "--host {host:?} is another node's name; each node's certificate names only its own node"
+        )),
         other => CliError::io(what, std::io::Error::other(other)),
     }
 }

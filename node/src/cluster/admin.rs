@@ -4,13 +4,13 @@
 
 use super::proto::{AppAnswer, AppCall};
 use super::ClusterHost;
+use crate::admin::params;
 use crate::api::{
     AdminBackend, ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, InstallRequest,
     NodeStatus,
 };
-use crate::caps::MAX_BINARY_BYTES;
+use crate::caps::{MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES};
 use crate::clock::now_ms;
-use crate::names;
 use airssys_cluster::{
     ClusterError, ClusterStatus, Command, ComponentSpec, Outcome, PeerError, Refusal,
 };
@@ -19,6 +19,11 @@ use std::time::Duration;
 
 /// How long install waits for the owner to start the component.
 const ACTIVATION_WAIT: Duration = Duration::from_secs(30);
+/// How often an install asks another node whether its component runs yet, at most.
+const REMOTE_POLL_MAX: Duration = Duration::from_millis(50);
+/// How long an install waits on a local activation before it looks again at where the
+/// component is placed.
+const LOCAL_RECHECK: Duration = Duration::from_millis(500);
 /// Extra time a forwarded request gets over its own timeout.
 const FORWARD_SLACK: Duration = Duration::from_secs(5);
 
@@ -31,6 +36,8 @@ fn cluster_err(e: ClusterError) -> ApiError {
             PeerError::NotMember(_) => ErrorKind::NotFound,
             PeerError::LastVoter => ErrorKind::BadRequest,
             PeerError::WrongRequest(_) | PeerError::Unexpected(_) => ErrorKind::Internal,
+            // A node whose certificate is not the node it says it is: a set-up fault.
+            PeerError::NotThisPeer { .. } => ErrorKind::Internal,
             PeerError::Raft(_)
             | PeerError::Unreachable(_)
             | PeerError::Snapshot(_)
@@ -56,6 +63,8 @@ fn refusal(r: Refusal) -> ApiError {
         Refusal::Fenced { .. } => ErrorKind::Unavailable,
         Refusal::MalformedCommit(_) => ErrorKind::Internal,
         Refusal::OutOfTurn { .. } | Refusal::PeerChanged { .. } => ErrorKind::Unavailable,
+        // The admin API checks names and hashes the binary itself before it proposes.
+        Refusal::Invalid(_) => ErrorKind::BadRequest,
     };
     ApiError::new(kind, r.to_string())
 }
@@ -79,7 +88,7 @@ impl ClusterHost {
     }
 
     fn owner(&self, name: &str) -> Result<u64, ApiError> {
-        names::validate(name).map_err(|m| ApiError::new(ErrorKind::InvalidName, m))?;
+        params::validate_name(name)?;
         self.cluster
             .view()
             .owner_of(name)
@@ -149,8 +158,11 @@ impl ClusterHost {
     }
 
     /// Waits until the owner runs the component (or reports that it failed).
+    /// Here, it waits on the activation itself; for another node's component it asks
+    /// again, soon at first and then every [`REMOTE_POLL_MAX`].
     async fn await_activation(&self, name: &str) -> Result<ComponentInfo, ApiError> {
         let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
         loop {
             match self.describe(name).await {
                 Ok(info) if info.state != ComponentState::Starting => return Ok(info),
@@ -158,7 +170,19 @@ impl ClusterHost {
                 Ok(_) | Err(_) if started.elapsed() > ACTIVATION_WAIT => {
                     return self.describe(name).await
                 }
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => {}
+            }
+            let placed = self.cluster.view().owner_of(name);
+            match placed {
+                Some((owner, generation)) if owner == self.cluster.id() => {
+                    // Bounded: the component may move away while we wait.
+                    let settled = self.host.settled(name, generation);
+                    let _ = tokio::time::timeout(LOCAL_RECHECK, settled).await;
+                }
+                _ => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(REMOTE_POLL_MAX);
+                }
             }
         }
     }
@@ -167,16 +191,8 @@ impl ClusterHost {
 impl AdminBackend for ClusterHost {
     async fn install(&self, req: InstallRequest) -> Result<ComponentInfo, ApiError> {
         let name = req.name;
-        names::validate(&name).map_err(|m| ApiError::new(ErrorKind::InvalidName, m))?;
-        if req.binary.len() > MAX_BINARY_BYTES {
-            return Err(ApiError::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "the binary is {} bytes; the cap is {MAX_BINARY_BYTES}",
-                    req.binary.len()
-                ),
-            ));
-        }
+        params::validate_name(&name)?;
+        params::check_size(req.binary.len(), MAX_BINARY_BYTES, "component binary")?;
         let limits = self.host.limits_for(&req.limits)?;
         if self.cluster.view().owner_of(&name).is_some() {
             return Err(refusal(Refusal::AlreadyExists(name)));
@@ -311,8 +327,8 @@ impl AdminBackend for ClusterHost {
     }
 
     async fn send(&self, name: &str, payload: Vec<u8>, delivery: Delivery) -> Result<(), ApiError> {
-        self.host.check_message(name, &payload)?;
         let owner = self.owner(name)?;
+        params::check_size(payload.len(), MAX_PAYLOAD_BYTES, "payload")?;
         if owner == self.cluster.id() {
             return self.host.send(name, payload, delivery).await;
         }
@@ -341,9 +357,9 @@ impl AdminBackend for ClusterHost {
         timeout: Duration,
         delivery: Delivery,
     ) -> Result<Vec<u8>, ApiError> {
-        self.host.check_message(name, &payload)?;
         let deadline = tokio::time::Instant::now() + timeout + FORWARD_SLACK;
         let owner = self.owner(name)?;
+        params::check_size(payload.len(), MAX_PAYLOAD_BYTES, "payload")?;
         if owner == self.cluster.id() {
             return self.host.request(name, payload, timeout, delivery).await;
         }

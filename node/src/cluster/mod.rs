@@ -115,6 +115,27 @@ fn spawn_until_stopped(
     });
 }
 
+/// The messaging keyspace's rules, as the state machine applies them (see `keys.rs`).
+struct MessagingKeyspace;
+
+impl airssys_cluster::Keyspace for MessagingKeyspace {
+    fn removal_plan(
+        &self,
+        storage: &airssys_storage::Storage,
+        name: &str,
+        incarnation: u64,
+    ) -> airssys_cluster::RemovalPlan {
+        crate::host::removal_writes(storage, name, incarnation).unwrap_or_else(|e| {
+            tracing::error!(component = name, "cannot list its state to delete: {e}");
+            Default::default()
+        })
+    }
+
+    fn commit_may_write(&self, component: &str, key: &[u8], put: bool) -> bool {
+        crate::messaging::keys::commit_may_write(component, key, put)
+    }
+}
+
 impl ClusterHost {
     /// Opens the node, starts Raft and the transport, runs what the registry already
     /// gives this node, then bootstraps or joins (once; a node with state does neither).
@@ -141,14 +162,7 @@ impl ClusterHost {
                 snapshot_every: settings.snapshot_every,
             },
             storage.clone(),
-            Arc::new(
-                |storage: &airssys_storage::Storage, name: &str, incarnation: u64| {
-                    crate::host::removal_writes(storage, name, incarnation).unwrap_or_else(|e| {
-                        tracing::error!(component = name, "cannot list its state to delete: {e}");
-                        Default::default()
-                    })
-                },
-            ),
+            Arc::new(MessagingKeyspace),
         )
         .await?;
         // Every transaction goes through the log.

@@ -12,8 +12,11 @@
 //! message is handled twice.
 
 use super::host_state::{CallContext, HostState};
-use super::pipeline::{PendingReply, Release, Tentative};
-use super::shared::{is_durable_request, Arrival, ComponentShared, PairNumbering};
+use super::pipeline::{Release, Tentative};
+use super::shared::{Arrival, ComponentShared};
+use super::transaction::{
+    consumption, duplicate_cleared, transaction, Handled, Incoming, Me, Now, Seqs,
+};
 use crate::api::Delivery;
 use crate::clock::now_ms;
 use crate::commit::CommitError;
@@ -47,19 +50,6 @@ enum Outcome {
     Trapped(String),
 }
 
-/// The parts of an incoming envelope the commit needs after the handler ran.
-struct Incoming {
-    from: Address,
-    /// The sender's incarnation (0: an external client, or an envelope of an earlier build).
-    from_incarnation: u64,
-    delivery: Delivery,
-    seq: u64,
-    /// `Some(id)` when the sender waits for a reply.
-    request_id: Option<u64>,
-    /// `Some(id)` when this is the callback of our own request `id`.
-    callback_id: Option<u64>,
-}
-
 impl ComponentActor {
     /// A fresh instance of the component.
     pub async fn instantiate(shared: Arc<ComponentShared>) -> Result<ComponentActor, String> {
@@ -67,11 +57,13 @@ impl ComponentActor {
         let mut store = Store::new(&engine, HostState::new(shared.clone()));
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_callback(|ctx| {
-            let expired = ctx
-                .data()
+            let data = ctx.data();
+            let deadline = data
                 .call
                 .as_ref()
-                .is_some_and(|c| Instant::now() >= c.deadline);
+                .map(|c| c.deadline)
+                .or(data.instantiating_until);
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
             // Yield at every tick so a long handler does not hold a runtime thread;
             // interrupt once the handler's deadline has passed.
             Ok(if expired {
@@ -81,15 +73,30 @@ impl ComponentActor {
             })
         });
         store.set_epoch_deadline(1);
+        // Instantiating runs guest code too (a core module's start function): it gets the
+        // handler's deadline and fuel, so a start function that never returns is stopped.
+        let deadline_ms = shared
+            .limits
+            .deadline_ms
+            .min(crate::config::MAX_DEADLINE_MS);
+        store.data_mut().instantiating_until =
+            Some(Instant::now() + Duration::from_millis(deadline_ms));
         store
-            .set_fuel(u64::MAX)
+            .set_fuel(shared.limits.fuel.unwrap_or(u64::MAX))
             .map_err(|e| format!("cannot set fuel: {e}"))?;
         let instance = shared
             .prepared
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| format!("instantiation failed: {e:#}"))?;
+            .map_err(|e| match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => format!(
+                    "instantiation ran past the {deadline_ms} ms deadline (a start function that does not return)"
+                ),
+                Some(Trap::OutOfFuel) => "instantiation ran out of fuel".to_string(),
+                _ => format!("instantiation failed: {e:#}"),
+            })?;
+        store.data_mut().instantiating_until = None;
         Ok(ComponentActor {
             shared,
             store,
@@ -106,14 +113,7 @@ impl ComponentActor {
             .call_init(&mut self.store)
             .await;
         let outcome = self.classify(result.map(|r| r.map(|()| None)));
-        let incoming = Incoming {
-            from: Address::External,
-            from_incarnation: 0,
-            delivery: Delivery::Fast,
-            seq: 0,
-            request_id: None,
-            callback_id: None,
-        };
+        let incoming = Incoming::init();
         match outcome {
             Outcome::Ok(_) => {
                 let call = self.end_call();
@@ -144,7 +144,12 @@ impl ComponentActor {
 
     fn begin_call(&mut self) -> Result<(), String> {
         let shared = &self.shared;
-        let deadline = Instant::now() + Duration::from_millis(shared.limits.deadline_ms);
+        // Capped again here: an entry from a peer may carry any number (see `Limits::problem`).
+        let deadline_ms = shared
+            .limits
+            .deadline_ms
+            .min(crate::config::MAX_DEADLINE_MS);
+        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
         let fuel = shared.limits.fuel.unwrap_or(u64::MAX);
         let seq_at_start = shared.last_seq();
         let data = self.store.data_mut();
@@ -229,219 +234,91 @@ impl ComponentActor {
         let Some(call) = call else {
             return Err(Crash::new("handler finished without a call context"));
         };
-        let shared = self.shared.clone();
-        let me = shared.name.as_str();
-        let seq_before = call.seq_at_start;
-        let mut batch = self.batch_consuming(&incoming);
-        let mut usage_after = None;
-        if let Some(txn) = call.txn.filter(|t| !t.is_empty()) {
-            usage_after = Some(txn.usage_bytes());
-            batch.components.push(txn.into_writes());
-        }
-
-        let mut release = Vec::with_capacity(call.outgoing.len() + 1);
-        let mut requests = Vec::new();
-        let mut numbering = shared.pair_numbering();
-        for out in call.outgoing {
-            let seq = match out.delivery {
-                Delivery::Durable => numbering.take(
-                    &out.target,
-                    |r| shared.receiver_incarnation(r),
-                    |r, inc| shared.last_pair_seq(r, inc),
-                ),
-                Delivery::Fast => 0,
-            };
-            let body = match out.request {
-                Some((id, timeout_ms)) => {
-                    let deadline_ms = now_ms() + u64::from(timeout_ms);
-                    requests.push((
-                        id,
-                        Instant::now() + Duration::from_millis(timeout_ms.into()),
-                    ));
-                    if out.delivery == Delivery::Durable {
-                        batch
-                            .sys
-                            .push((keys::pending(me, id), Some(keys::encode_u64(deadline_ms))));
-                    }
-                    Body::Request {
-                        id,
-                        payload: out.payload,
-                        deadline_ms,
-                    }
-                }
-                None => Body::Message {
-                    payload: out.payload,
-                },
-            };
-            let env = Envelope {
-                from: Address::Component(me.to_string()),
-                from_incarnation: shared.incarnation,
-                to: out.target,
-                delivery: out.delivery,
-                seq,
-                origin: 0,
-                trace: crate::telemetry::current_traceparent(),
-                body,
-            };
-            if env.is_durable() {
-                batch
-                    .sys
-                    .push((keys::outbox(&env.to, me, seq), Some(env.encode())));
-            }
-            release.push(env);
-        }
-
-        let reply = incoming.request_id.and_then(|id| {
-            self.reply_envelope(
-                &incoming,
-                id,
-                Ok(reply.unwrap_or_default()),
-                &mut batch,
-                &mut numbering,
-            )
-        });
-
-        if shared.last_seq() != seq_before {
-            batch
-                .sys
-                .push((keys::seq(me), Some(keys::encode_u64(shared.last_seq()))));
-        }
-        batch.sys.extend(numbering.writes(me));
-        let peers = shared.adopt_pair_numbering(numbering);
-        let release = Release {
-            requests,
-            envelopes: release,
-            reply,
+        let handled = Handled {
+            writes: call.txn.filter(|t| !t.is_empty()).map(|t| {
+                let usage = t.usage_bytes();
+                (t.into_writes(), usage)
+            }),
+            outgoing: call.outgoing,
+            answer: Ok(reply.unwrap_or_default()),
         };
-        Self::submit(
-            shared.clone(),
-            batch,
-            peers,
-            usage_after,
-            &incoming,
-            release,
-            done,
-        )
-        .await;
+        let seqs = Seqs {
+            at_start: call.seq_at_start,
+            now: self.shared.last_seq(),
+        };
+        self.commit(incoming, handled, seqs, done).await;
         Ok(())
     }
 
     /// Commits what a failed handler must still leave behind (its input consumed, the
     /// error answer to its requester) and sends that answer.
     async fn fail(&mut self, incoming: Incoming, err: RequestErr) {
+        let seqs = Seqs::unchanged(self.shared.last_seq());
+        self.commit(incoming, Handled::failed(err), seqs, None)
+            .await;
+    }
+
+    /// Makes the handler's transaction from what it did (the pure part, in
+    /// `transaction.rs`) and hands it to the pipeline.
+    async fn commit(
+        &mut self,
+        incoming: Incoming,
+        handled: Handled,
+        seqs: Seqs,
+        done: Option<tokio::sync::oneshot::Sender<Result<(), CommitError>>>,
+    ) {
         let shared = self.shared.clone();
-        let seq_before = shared.last_seq();
-        let mut batch = self.batch_consuming(&incoming);
-        let mut numbering = shared.pair_numbering();
-        let reply = incoming.request_id.and_then(|id| {
-            self.reply_envelope(&incoming, id, Err(err), &mut batch, &mut numbering)
-        });
-        if shared.last_seq() != seq_before {
-            batch.sys.push((
-                keys::seq(&shared.name),
-                Some(keys::encode_u64(shared.last_seq())),
-            ));
-        }
-        batch.sys.extend(numbering.writes(&shared.name));
-        let peers = shared.adopt_pair_numbering(numbering);
-        let release = Release {
-            reply,
-            ..Release::default()
+        let me = self.me();
+        let ends_former = self.ends_former_sender(&incoming);
+        let now = Now {
+            ms: now_ms(),
+            instant: Instant::now(),
+            traceparent: crate::telemetry::current_traceparent(),
         };
-        Self::submit(shared.clone(), batch, peers, None, &incoming, release, None).await;
+        let t = transaction(
+            &me,
+            &incoming,
+            ends_former,
+            handled,
+            seqs,
+            shared.as_ref(),
+            &now,
+        );
+        let peers = shared.adopt_pair_numbering(t.numbering);
+        Self::submit(
+            shared.clone(),
+            t.batch,
+            peers,
+            t.usage_after,
+            &incoming,
+            t.release,
+            done,
+        )
+        .await;
     }
 
-    /// A batch that consumes the incoming durable message (outbox entry deleted,
-    /// de-dup mark advanced) and, for the callback of a durable request, its pending
-    /// record.
-    fn batch_consuming(&self, incoming: &Incoming) -> CommitBatch {
-        let me = self.shared.name.as_str();
-        // The fence is added in `commit`, only when there is something to commit.
-        let mut batch = CommitBatch::sys_only(Vec::new());
-        if incoming.delivery == Delivery::Durable {
-            let sender = incoming.from.key_segment();
-            batch
-                .sys
-                .push((keys::outbox(me, sender, incoming.seq), None));
-            let mark = if self.last_from_former_sender(sender, incoming.seq) {
-                // A removed sender's last message: its mark goes with it (the in-memory
-                // one stays, so a copy still on its way is known for a repeat).
-                None
-            } else {
-                Some(keys::encode_mark(keys::Mark {
-                    incarnation: incoming.from_incarnation,
-                    seq: incoming.seq,
-                }))
-            };
-            batch.sys.push((keys::dedup(me, sender), mark));
+    fn me(&self) -> Me<'_> {
+        Me {
+            name: &self.shared.name,
+            incarnation: self.shared.incarnation,
         }
-        if let Some(id) = incoming.callback_id {
-            if is_durable_request(id) {
-                batch.sys.push((keys::pending(me, id), None));
-            }
-        }
-        batch
     }
 
-    /// True when `sender` is a removed sender's former name and nothing it sent after
-    /// `seq` waits in storage: it can send nothing more, so its mark is no longer needed.
-    fn last_from_former_sender(&self, sender: &str, seq: u64) -> bool {
-        if keys::is_live_name(sender) {
+    /// True when the input is a durable message from a removed sender's former name and
+    /// nothing it sent after it waits in storage: it can send nothing more, so its mark is
+    /// no longer needed.
+    fn ends_former_sender(&self, incoming: &Incoming) -> bool {
+        let sender = incoming.from.key_segment();
+        if incoming.delivery != Delivery::Durable || keys::is_live_name(sender) {
             return false;
         }
         let prefix = keys::outbox_pair(&self.shared.name, sender);
         match self.shared.storage.sys_scan_prefix(&prefix) {
             Ok(waiting) => waiting
                 .iter()
-                .all(|(key, _)| keys::outbox_seq(key).is_some_and(|s| s <= seq)),
+                .all(|(key, _)| keys::outbox_seq(key).is_some_and(|s| s <= incoming.seq)),
             // Unsure: keep the mark.
             Err(_) => false,
-        }
-    }
-
-    fn reply_envelope(
-        &self,
-        incoming: &Incoming,
-        id: u64,
-        outcome: Result<Vec<u8>, RequestErr>,
-        batch: &mut CommitBatch,
-        numbering: &mut PairNumbering,
-    ) -> Option<PendingReply> {
-        let me = self.shared.name.as_str();
-        match &incoming.from {
-            Address::External => Some(PendingReply::External { id, outcome }),
-            // Asked by a component since removed (its request outlived it under its former
-            // name): no one can take the answer, and nothing is left waiting for one.
-            Address::Component(requester) if !keys::is_live_name(requester) => None,
-            Address::Component(requester) => {
-                let seq = match incoming.delivery {
-                    // Numbered for the incarnation that asked.
-                    Delivery::Durable => numbering.take(
-                        requester,
-                        |_| incoming.from_incarnation,
-                        |r, inc| self.shared.last_pair_seq(r, inc),
-                    ),
-                    Delivery::Fast => 0,
-                };
-                let env = Envelope {
-                    from: Address::Component(me.to_string()),
-                    from_incarnation: self.shared.incarnation,
-                    to: requester.clone(),
-                    delivery: incoming.delivery,
-                    seq,
-                    origin: 0,
-                    trace: crate::telemetry::current_traceparent(),
-                    body: Body::Reply { id, outcome },
-                };
-                if env.is_durable() {
-                    // A durable request's reply is part of this commit: exactly once
-                    // end to end.
-                    batch
-                        .sys
-                        .push((keys::outbox(requester, me, seq), Some(env.encode())));
-                }
-                Some(PendingReply::Component(env))
-            }
         }
     }
 
@@ -640,10 +517,7 @@ impl ComponentActor {
                     // Handled before (a replay or a resend): only clear the leftover
                     // entry (on every node). The de-dup mark
                     // stays where it is: writing this older seq would move it back.
-                    let batch = CommitBatch::sys_only(vec![(
-                        keys::outbox(&self.shared.name, incoming.from.key_segment(), incoming.seq),
-                        None,
-                    )]);
+                    let batch = duplicate_cleared(&self.me(), &incoming);
                     Self::submit_bookkeeping(self.shared.clone(), batch, &incoming).await;
                     return Ok(());
                 }
@@ -699,7 +573,8 @@ impl ComponentActor {
                 // Late (the request timed out and its callback ran): consumed, not handled.
                 self.end_call();
                 incoming.callback_id = Some(id);
-                let batch = self.batch_consuming(&incoming);
+                let ends_former = self.ends_former_sender(&incoming);
+                let batch = consumption(&self.me(), &incoming, ends_former);
                 Self::submit_bookkeeping(self.shared.clone(), batch, &incoming).await;
                 return Ok(());
             }

@@ -75,6 +75,8 @@ pub struct HostState {
     pub(crate) last_stderr: LastLine,
     /// Set for the duration of a handler call.
     pub call: Option<CallContext>,
+    /// Set while the instance is being created (start functions run): when it must be done.
+    pub(crate) instantiating_until: Option<Instant>,
 }
 
 impl HostState {
@@ -98,6 +100,7 @@ impl HostState {
             shared,
             last_stderr,
             call: None,
+            instantiating_until: None,
         }
     }
 

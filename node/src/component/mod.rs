@@ -8,6 +8,7 @@ mod host_state;
 mod limiter;
 mod pipeline;
 mod shared;
+mod transaction;
 
 pub use actor::{ComponentActor, ComponentFactory};
 pub use host_state::{CallContext, HostState, Outgoing, MAX_PAYLOAD_BYTES};

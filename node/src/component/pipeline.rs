@@ -277,21 +277,6 @@ pub fn takes_more(count: usize, bytes: usize) -> bool {
     count < MAX_MERGED_TRANSACTIONS && bytes < MAX_MERGED_BYTES
 }
 
-/// Keys and values a batch writes, in bytes.
-pub fn batch_bytes(batch: &CommitBatch) -> usize {
-    let pairs = |w: &[(Vec<u8>, Option<Vec<u8>>)]| -> usize {
-        w.iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum()
-    };
-    batch
-        .components
-        .iter()
-        .map(|c| pairs(&c.writes))
-        .sum::<usize>()
-        + pairs(&batch.sys)
-}
-
 /// Every (receiver, incarnation) of the merged transactions, once each. Two incarnations
 /// of one receiver both stay: the log then refuses the commit, as one of them has ended.
 pub fn merge_peers<'a>(peers: impl IntoIterator<Item = &'a [(String, u64)]>) -> Vec<(String, u64)> {
@@ -314,12 +299,12 @@ pub fn merge(batches: impl IntoIterator<Item = CommitBatch>) -> CommitBatch {
 
 async fn run(mut rx: mpsc::Receiver<Queued>) {
     while let Some(first) = rx.recv().await {
-        let mut bytes = batch_bytes(&first.item.batch);
+        let mut bytes = first.item.batch.approx_bytes();
         let mut group = vec![first];
         while takes_more(group.len(), bytes) {
             match rx.try_recv() {
                 Ok(q) => {
-                    bytes += batch_bytes(&q.item.batch);
+                    bytes += q.item.batch.approx_bytes();
                     group.push(q);
                 }
                 Err(_) => break,
@@ -425,7 +410,7 @@ mod tests {
         assert!(!takes_more(MAX_MERGED_TRANSACTIONS, 0));
         assert!(!takes_more(2, MAX_MERGED_BYTES));
         assert_eq!(
-            batch_bytes(&batch(&[("ab", Some("cde"))], &[("k", None)])),
+            batch(&[("ab", Some("cde"))], &[("k", None)]).approx_bytes(),
             6
         );
     }

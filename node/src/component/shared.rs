@@ -193,12 +193,6 @@ impl ComponentShared {
 
     /// A handler's tentative pair numbering: taken from the counters, adopted when its
     /// transaction goes to the pipeline (a rolled-back handler leaves no gap).
-    pub fn pair_numbering(&self) -> PairNumbering {
-        PairNumbering {
-            taken: HashMap::new(),
-        }
-    }
-
     /// The last number given on the pair (this component → incarnation `incarnation` of
     /// `receiver`), commits in flight included: 0 when the last one was given to another
     /// incarnation (a new one starts its pairs afresh).
@@ -324,7 +318,19 @@ pub fn classify_arrival(last_consumed: Option<Mark>, sender_incarnation: u64, se
     }
 }
 
+/// A handler's transaction reads the pairs through this (see `transaction.rs`).
+impl super::transaction::PairBook for ComponentShared {
+    fn receiver_incarnation(&self, receiver: &str) -> u64 {
+        ComponentShared::receiver_incarnation(self, receiver)
+    }
+
+    fn last_pair_seq(&self, receiver: &str, incarnation: u64) -> u64 {
+        ComponentShared::last_pair_seq(self, receiver, incarnation)
+    }
+}
+
 /// Pair sequence numbers a handler takes, per receiver, each for one incarnation of it.
+#[derive(Default)]
 pub struct PairNumbering {
     taken: HashMap<String, Mark>,
 }

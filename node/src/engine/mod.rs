@@ -51,7 +51,7 @@ pub struct Prepared {
 pub struct WasmEngine {
     engine: wasmtime::Engine,
     linker: Arc<Linker<HostState>>,
-    cache_dir: PathBuf,
+    cache: cache::CodeCache,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -97,17 +97,14 @@ impl WasmEngine {
         )
         .map_err(|e| EngineError::Setup(format!("linking airssys imports: {e}")))?;
 
-        std::fs::create_dir_all(&cache_dir).map_err(|e| EngineError::Cache {
-            path: cache_dir.clone(),
-            message: e.to_string(),
-        })?;
+        let cache = cache::CodeCache::open(cache_dir)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
         Ok(WasmEngine {
             engine,
             linker: Arc::new(linker),
-            cache_dir,
+            cache,
             ticker_stop,
         })
     }
@@ -121,7 +118,7 @@ impl WasmEngine {
     /// thread.
     pub fn prepare(&self, binary: &[u8], sha256: &str) -> Result<Prepared, EngineError> {
         validate::check_is_component(binary)?;
-        let component = cache::load_or_compile(&self.engine, &self.cache_dir, binary, sha256)?;
+        let component = self.cache.load_or_compile(&self.engine, binary)?;
         self.link(component, sha256)
     }
 

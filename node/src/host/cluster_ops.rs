@@ -86,6 +86,15 @@ impl Host {
         record: ComponentRecord,
         binary: Vec<u8>,
     ) -> Result<(), ApiError> {
+        if let Some(problem) = record.limits.problem() {
+            // Checked at install; an entry that gets here anyway came from a peer that did
+            // not check. It does not run (it is reported failed), and nothing else stops.
+            let e = api_err(
+                ErrorKind::InvalidComponent,
+                format!("the registry's limits for it are out of range: {problem}"),
+            );
+            return Err(self.record_failure(record, e));
+        }
         let name = record.name.clone();
         let generation = record.generation;
         let storage = &self.inner.storage;
@@ -138,6 +147,7 @@ impl Host {
             .lock()
             .await
             .insert(name.clone(), running);
+        self.inner.activations.send_modify(|n| *n += 1);
         // Messages stored for it while it was not running here, and the clocks of its
         // durable requests still waiting (it may have moved here with them).
         if *self.inner.recovered.borrow() {
@@ -160,7 +170,43 @@ impl Host {
         if let Ok(mut f) = self.inner.failed.lock() {
             f.insert(record.name.clone(), (record, e.clone()));
         }
+        self.inner.activations.send_modify(|n| *n += 1);
         e
+    }
+
+    /// Returns once generation `generation` of `name` (or a later one) has settled here:
+    /// its activation failed, or its actor left `Starting` (running, restarting or failed). Waits on the activation and the actor's
+    /// status rather than polling; the caller bounds the wait (the component may never
+    /// come to this node).
+    pub(crate) async fn settled(&self, name: &str, generation: u64) {
+        let mut activations = self.inner.activations.subscribe();
+        loop {
+            let status = self
+                .inner
+                .components
+                .lock()
+                .await
+                .get(name)
+                .filter(|r| r.record.generation >= generation)
+                .map(|r| r.handle.subscribe());
+            if let Some(mut status) = status {
+                let _ = status
+                    .wait_for(|s| !matches!(s, airssys_actor::ActorStatus::Starting))
+                    .await;
+                return;
+            }
+            let failed = self
+                .inner
+                .failed
+                .lock()
+                .is_ok_and(|f| f.get(name).is_some_and(|(r, _)| r.generation >= generation));
+            if failed {
+                return;
+            }
+            if activations.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Stops a component here (it moved away or was removed). Its store stays.
@@ -250,22 +296,6 @@ impl Host {
             }
         }
         out
-    }
-
-    /// Checks a send's target name and payload size (not where it runs).
-    pub(crate) fn check_message(&self, name: &str, payload: &[u8]) -> Result<(), ApiError> {
-        names::validate(name).map_err(|m| api_err(ErrorKind::InvalidName, m))?;
-        if payload.len() > crate::component::MAX_PAYLOAD_BYTES {
-            return Err(api_err(
-                ErrorKind::TooLarge,
-                format!(
-                    "payload is {} bytes; the cap is {}",
-                    payload.len(),
-                    crate::component::MAX_PAYLOAD_BYTES
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Compiles (and so validates) a binary, as install does before anything is stored.

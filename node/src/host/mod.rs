@@ -18,10 +18,9 @@ use crate::api::{ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, L
 use crate::clock::now_ms;
 use crate::commit::{CommitError, Committer};
 use crate::component::{ComponentActor, ComponentFactory, ComponentShared};
-use crate::config::{NodeConfig, MAX_DEADLINE_MS, MAX_MAILBOX};
-use crate::engine::{EngineError, Prepared, WasmEngine, POOL_MAX_MEMORY_BYTES};
+use crate::config::NodeConfig;
+use crate::engine::{EngineError, Prepared, WasmEngine};
 use crate::messaging::{keys, Address, Body, Envelope, RequestErr, Router};
-use crate::names;
 use airssys_actor::{spawn_supervised, ActorHandle, ActorStatus, RestartPolicy};
 use airssys_storage::{CommitBatch, Fence, Storage, StorageError, StorageOptions};
 use std::collections::HashMap;
@@ -119,6 +118,9 @@ struct Inner {
     replayed: std::sync::atomic::AtomicU64,
     /// Components this node should run but could not start (cluster mode), and why.
     failed: std::sync::Mutex<HashMap<String, (ComponentRecord, ApiError)>>,
+    /// Bumped each time an activation here ends (spawned, or failed): what an install
+    /// waits on instead of polling.
+    activations: watch::Sender<u64>,
 }
 
 fn api_err(kind: ErrorKind, message: impl Into<String>) -> ApiError {
@@ -167,6 +169,7 @@ impl Host {
                 started: Instant::now(),
                 replayed: std::sync::atomic::AtomicU64::new(0),
                 failed: std::sync::Mutex::new(HashMap::new()),
+                activations: watch::channel(0).0,
             }),
         })
     }
@@ -247,29 +250,10 @@ impl Host {
 
     fn resolve_limits(&self, req: &crate::api::LimitsRequest) -> Result<Limits, ApiError> {
         let limits = Limits::resolve(req, &self.inner.config.default_limits);
-        let max_mb = (POOL_MAX_MEMORY_BYTES >> 20) as u32;
-        if limits.memory_mb == 0 || limits.memory_mb > max_mb {
-            return Err(api_err(
-                ErrorKind::BadRequest,
-                format!("memory_mb must be between 1 and {max_mb}"),
-            ));
+        match limits.problem() {
+            Some(problem) => Err(api_err(ErrorKind::BadRequest, problem)),
+            None => Ok(limits),
         }
-        if limits.deadline_ms == 0 || limits.deadline_ms > MAX_DEADLINE_MS {
-            return Err(api_err(
-                ErrorKind::BadRequest,
-                format!("deadline_ms must be between 1 and {MAX_DEADLINE_MS}"),
-            ));
-        }
-        if limits.mailbox == 0 || limits.mailbox > MAX_MAILBOX {
-            return Err(api_err(
-                ErrorKind::BadRequest,
-                format!("mailbox must be between 1 and {MAX_MAILBOX}"),
-            ));
-        }
-        if limits.fuel == Some(0) {
-            return Err(api_err(ErrorKind::BadRequest, "fuel must be at least 1"));
-        }
-        Ok(limits)
     }
 
     fn info(&self, running: &Running) -> ComponentInfo {

@@ -176,6 +176,70 @@ pub fn is_live_name(name: &str) -> bool {
     !name.contains('~')
 }
 
+/// The sender segment of an external client's messages (`Address::External`).
+const EXTERNAL: &[u8] = b"@external";
+
+/// Whether a commit fenced on `component` may write (`put`) or delete (`!put`) the sys
+/// record `key`: only records of its own side of the messaging state. A commit comes from
+/// the component's owner node, as a peer of the cluster, so this is checked where it is
+/// applied, on every node alike; a record of another component (its marks, its counters,
+/// messages another component sent) is never touched by it.
+///
+/// - `ob/R/S/n`: put by the sender (`S`), or by `R` for an external client's message to it;
+///   deleted by the receiver (`R`) that consumed it.
+/// - `dd/R/S`, `pend/R/…`: the receiver's / requester's.
+/// - `seq/S`, `init/N`: the component's own.
+/// - `ps/S/R`: the sender's, or `R`'s for the external client's pair to it.
+pub fn commit_may_write(component: &str, key: &[u8], put: bool) -> bool {
+    let me = component.as_bytes();
+    if let Some(rest) = key.strip_prefix(OUTBOX) {
+        // `R/S/` then 8 bytes of sequence number (which may hold any byte, '/' too).
+        let Some(pair) = rest.len().checked_sub(8).map(|end| &rest[..end]) else {
+            return false;
+        };
+        let Some(pair) = pair.strip_suffix(b"/") else {
+            return false;
+        };
+        let Some((receiver, sender)) = split_once(pair) else {
+            return false;
+        };
+        return if put {
+            sender == me || (receiver == me && sender == EXTERNAL)
+        } else {
+            receiver == me
+        };
+    }
+    if let Some(rest) = key.strip_prefix(DEDUP) {
+        return split_once(rest).is_some_and(|(receiver, sender)| {
+            receiver == me && !sender.is_empty() && !sender.contains(&b'/')
+        });
+    }
+    if let Some(rest) = key.strip_prefix(PENDING) {
+        return rest.len() == me.len() + 1 + 8 && rest.starts_with(me) && rest[me.len()] == b'/';
+    }
+    if let Some(rest) = key.strip_prefix(PAIR_SEQ) {
+        return split_once(rest).is_some_and(|(sender, receiver)| {
+            !receiver.contains(&b'/')
+                && !receiver.is_empty()
+                && (sender == me || (sender == EXTERNAL && receiver == me))
+        });
+    }
+    if let Some(rest) = key.strip_prefix(SEQ) {
+        return rest == me;
+    }
+    if let Some(rest) = key.strip_prefix(INIT) {
+        return rest == me;
+    }
+    false
+}
+
+/// `a/b` split at its first `/` (neither side empty).
+fn split_once(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let slash = bytes.iter().position(|&b| b == b'/')?;
+    let (a, b) = (&bytes[..slash], &bytes[slash + 1..]);
+    (!a.is_empty() && !b.is_empty()).then_some((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +308,52 @@ mod tests {
         assert_eq!(pending_id(b"x"), None);
         assert_eq!(decode_u64(&encode_u64(9)), Some(9));
         assert_eq!(decode_u64(b"123"), None);
+    }
+
+    #[test]
+    fn a_commit_may_write_only_its_own_side_of_the_messaging_state() {
+        let may = |key: &[u8], put| commit_may_write("a", key, put);
+        // Sending: a message into b's outbox, its pair counter.
+        assert!(may(&outbox("b", "a", 7), true));
+        assert!(may(&pair_seq("a", "b"), true));
+        // Consuming: a message from b, the mark, a pending request's record.
+        assert!(may(&outbox("a", "b", 0x2f2f), false));
+        assert!(may(&dedup("a", "b~3"), true));
+        assert!(may(&dedup("a", "b~3"), false));
+        assert!(may(&pending("a", 9), true));
+        assert!(may(&seq("a"), true));
+        assert!(may(&init_ran("a"), true));
+        // An external client's message to it, and that pair's counter.
+        assert!(may(&outbox("a", "@external", 3), true));
+        assert!(may(&pair_seq("@external", "a"), true));
+
+        // Never another component's records.
+        assert!(!may(&outbox("b", "c", 7), true), "a message forged from c");
+        assert!(
+            !may(&outbox("b", "a", 7), false),
+            "taking back a message b has not consumed"
+        );
+        assert!(!may(&outbox("a", "b", 7), true), "a message forged from b");
+        assert!(!may(&outbox("b", "@external", 7), true));
+        assert!(!may(&dedup("b", "a"), true));
+        assert!(!may(&pair_seq("b", "a"), true));
+        assert!(!may(&pair_seq("@external", "b"), true));
+        assert!(!may(&pending("ab", 9), true));
+        assert!(!may(&pending("b", 9), false));
+        assert!(!may(&seq("b"), true));
+        assert!(!may(&seq("ab"), true));
+        assert!(!may(&init_ran("b"), false));
+        // Nor anything outside the layout, nor a torn key.
+        for key in [
+            &b"raft/sm/c/a"[..],
+            b"zz/a",
+            b"ob/a",
+            b"ob/a/b/",
+            b"dd/a",
+            b"dd/a/",
+            b"",
+        ] {
+            assert!(!may(key, true), "{key:?}");
+        }
     }
 }
