@@ -22,6 +22,17 @@ fail() { echo "smoke: $*" >&2; exit 1; }
 at 1 component install echo "$WASM/echo.wasm" >/dev/null
 at 2 component install counter "$WASM/counter.wasm" >/dev/null
 at 3 component install ping "$WASM/ping.wasm" >/dev/null
+# Nodes that joined a moment ago receive their share by rebalancing (one move every 2 s).
+# A request racing a move is answered "may or may not have been applied", rightly, and
+# retrying it could count twice: start once every placement has held for 3 s.
+last="" held=0
+for _ in $(seq 1 120); do
+  now=$(at 1 component list --json | grep -Eo '"(name|node_id|generation|state)": *("[^"]*"|[0-9]+)' | tr -d ' \n')
+  if [ -n "$now" ] && [ "$now" = "$last" ]; then held=$((held + 1)); else held=0; last=$now; fi
+  [ "$held" -ge 6 ] && break
+  sleep 0.5
+done
+[ "$held" -ge 6 ] || fail "placements did not settle within a minute: $last"
 for i in 1 2 3; do
   [ "$(at "$i" request echo "hi $i")" = "hi $i" ] || fail "echo through node $i"
   at "$i" request counter inc >/dev/null || fail "counter through node $i"
