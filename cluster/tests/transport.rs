@@ -248,3 +248,112 @@ fn without_the_same_reset_key_the_stale_connection_only_times_out() {
         "a reset signed with another key must be ignored: {stale:?}"
     );
 }
+
+/// Holds every call until released, counting how many it holds at once.
+#[derive(Default)]
+struct Holding {
+    held: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    release: tokio::sync::Notify,
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl PeerService for Holding {
+    type Request = String;
+    type Response = usize;
+
+    async fn call(&self, _caller: Caller, request: String) -> usize {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.held.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        while !self.released.load(SeqCst) {
+            let notified = self.release.notified();
+            if self.released.load(SeqCst) {
+                break;
+            }
+            notified.await;
+        }
+        self.held.fetch_sub(1, SeqCst);
+        request.len()
+    }
+
+    async fn lane_frame(&self, _caller: Caller, _frame: Vec<u8>) {}
+}
+
+/// The resident set of this process, in bytes (Linux).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A peer that floods a node with more large calls than it handles (48 frames of 16 MiB,
+/// 768 MiB, against a service that holds every call) makes it hold at most what the
+/// inbound budget allows: the frames past it wait in the peer's QUIC flow control. Once the
+/// service lets go, every call is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_is_held_to_the_inbound_budget() {
+    use airssys_cluster::transport::INBOUND_BUDGET_BYTES;
+    use std::sync::atomic::Ordering::SeqCst;
+    const CALLS: usize = 48;
+    const BODY: usize = 16 << 20;
+    let ca = ClusterCa::generate("t").unwrap();
+    let server = transport(&ca, 1);
+    let service = Arc::new(Holding::default());
+    server.serve(service.clone());
+    let addr: SocketAddr = server.local_addr().unwrap();
+    let before = rss_bytes();
+
+    // One encoded frame, written on every stream (the flooder's own memory stays small).
+    let frame = Arc::new(airssys_cluster::wire::encode_frame(&"x".repeat(BODY)).unwrap());
+    let cert = ca.issue_node_cert(2, &["127.0.0.1".into()]).unwrap();
+    let mut raw = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    raw.set_default_client_config(client_config(ca.cert_pem(), &cert).unwrap());
+    let conn = raw.connect(addr, "127.0.0.1").unwrap().await.unwrap();
+    let mut calls = Vec::new();
+    for _ in 0..CALLS {
+        let (conn, frame) = (conn.clone(), frame.clone());
+        calls.push(tokio::spawn(async move {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&frame).await.unwrap();
+            send.finish().unwrap();
+            recv.read_to_end(1 << 10).await.unwrap()
+        }));
+    }
+
+    // The budget fits this many frames (each counted in whole KiB).
+    let fits = INBOUND_BUDGET_BYTES / (frame.len().div_ceil(1024) * 1024);
+    timeout(Duration::from_secs(60), async {
+        while service.held.load(SeqCst) < fits {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the node should take calls up to its budget");
+    // The flood goes on; give the rest every chance to get in.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = rss_bytes().saturating_sub(before);
+    assert_eq!(
+        service.most.load(SeqCst),
+        fits,
+        "held more calls than the budget fits"
+    );
+    eprintln!(
+        "flood: {CALLS} x {} MiB offered; {fits} held at once; the process grew {} MiB",
+        BODY >> 20,
+        peak >> 20
+    );
+
+    service.released.store(true, SeqCst);
+    service.release.notify_waiters();
+    for call in calls {
+        let answer = timeout(LIMIT * 6, call).await.unwrap().unwrap();
+        assert_eq!(
+            airssys_cluster::wire::decode_frame::<usize>(&answer).unwrap(),
+            BODY
+        );
+    }
+}

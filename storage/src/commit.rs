@@ -77,7 +77,9 @@ pub struct ComponentWrites {
     pub component: String,
     /// Key writes in key order; `None` deletes the key.
     pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// Change of the component's usage (sum of key + value lengths) these writes cause.
+    /// Change of the component's usage (sum of key + value lengths) these writes cause, as
+    /// the writer computed it (its own quota check). Storage does not trust it: applying a
+    /// commit recomputes the change from what is stored.
     pub usage_delta: i64,
 }
 
@@ -155,14 +157,54 @@ fn apply_delta(component: &str, base: u64, delta: i64) -> u64 {
     u64::try_from(next.max(0)).unwrap_or(u64::MAX)
 }
 
+/// A component's key, within one group's apply.
+type ComponentKey<'b> = (&'b str, &'b [u8]);
+
+/// Bytes a stored pair counts for in its component's usage: key plus value.
+fn pair_bytes(key: &[u8], value: Option<usize>) -> Option<u64> {
+    value.map(|v| (key.len() + v) as u64)
+}
+
+/// The change of usage `cw`'s writes make, from what is stored (and what earlier batches of
+/// this group write, in `written`), never from the batch's own claim: a commit comes from a
+/// peer, and a made-up delta would let a component past its quota. Each written key's size
+/// after this batch is added to `staged_sizes`.
+fn usage_change<'b>(
+    db: &Db,
+    cf: &Arc<BoundColumnFamily<'_>>,
+    cw: &'b ComponentWrites,
+    written: &HashMap<ComponentKey<'b>, Option<u64>>,
+    staged_sizes: &mut Vec<(ComponentKey<'b>, Option<u64>)>,
+) -> Result<i64, StorageError> {
+    let name = cw.component.as_str();
+    let mut change: i128 = 0;
+    for (k, v) in &cw.writes {
+        let key = (name, k.as_slice());
+        let before = match staged_sizes.iter().rev().find(|(at, _)| *at == key) {
+            Some((_, size)) => *size,
+            None => match written.get(&key) {
+                Some(size) => *size,
+                None => pair_bytes(k, db.get_pinned_cf(cf, k)?.map(|v| v.len())),
+            },
+        };
+        let after = pair_bytes(k, v.as_ref().map(Vec::len));
+        change += i128::from(after.unwrap_or(0)) - i128::from(before.unwrap_or(0));
+        staged_sizes.push((key, after));
+    }
+    Ok(i64::try_from(change).unwrap_or(if change < 0 { i64::MIN } else { i64::MAX }))
+}
+
 /// Checks one batch and, when it is valid, appends it to `wb` and records its usage changes in
-/// `new_usage`. A refused batch appends nothing.
+/// `new_usage` (computed from the writes, see [`usage_change`]). A refused batch appends
+/// nothing.
+#[allow(clippy::too_many_arguments)] // one group's shared state, each part distinct
 fn stage<'db, 'b>(
     db: &'db Db,
     sys: &Arc<BoundColumnFamily<'db>>,
     placements: &HashMap<String, Placement>,
     usage: &HashMap<String, u64>,
     new_usage: &mut HashMap<&'b str, u64>,
+    written: &mut HashMap<ComponentKey<'b>, Option<u64>>,
     batch: &'b CommitBatch,
     wb: &mut WriteBatch,
 ) -> Result<(), StorageError> {
@@ -177,6 +219,7 @@ fn stage<'db, 'b>(
     }
     let mut cfs = Vec::with_capacity(batch.components.len());
     let mut staged: Vec<(&'b str, u64)> = Vec::new();
+    let mut staged_sizes = Vec::new();
     for cw in &batch.components {
         let name = cw.component.as_str();
         let cf = component_cf(db, name)?;
@@ -187,7 +230,8 @@ fn stage<'db, 'b>(
                 None => return Err(StorageError::UnknownComponent(name.to_string())),
             },
         };
-        let next = apply_delta(name, base, cw.usage_delta);
+        let change = usage_change(db, &cf, cw, written, &mut staged_sizes)?;
+        let next = apply_delta(name, base, change);
         match staged.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = next,
             None => staged.push((name, next)),
@@ -209,6 +253,7 @@ fn stage<'db, 'b>(
         }
     }
     new_usage.extend(staged);
+    written.extend(staged_sizes);
     Ok(())
 }
 
@@ -231,11 +276,23 @@ pub(crate) fn apply_group(
     };
     let mut wb = WriteBatch::default();
     let mut new_usage: HashMap<&str, u64> = HashMap::new();
+    let mut written = HashMap::new();
     let mut results = {
         let usage = read(&core.usage);
         batches
             .iter()
-            .map(|b| stage(db, &sys, &placements, &usage, &mut new_usage, b, &mut wb))
+            .map(|b| {
+                stage(
+                    db,
+                    &sys,
+                    &placements,
+                    &usage,
+                    &mut new_usage,
+                    &mut written,
+                    b,
+                    &mut wb,
+                )
+            })
             .collect::<Vec<_>>()
     };
     if results.iter().all(Result::is_err) {

@@ -842,3 +842,46 @@ async fn async_commit_of_same_component_applies_in_call_order() {
     assert_eq!(st.get("a", b"k").unwrap(), Some(b("49")));
     assert_eq!(st.usage_bytes("a").unwrap(), 1 + 2);
 }
+
+/// A commit's usage is what its writes change in the store, whatever its `usage_delta`
+/// claims (a commit comes from a peer: a made-up delta would take a component past its
+/// quota). Several writes of one key in one commit are counted in order.
+#[test]
+fn usage_is_recomputed_from_the_writes_not_taken_from_the_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = open(dir.path());
+    st.create_component("a").unwrap();
+    let writes = |writes: Vec<(Vec<u8>, Option<Vec<u8>>)>, claim: i64| CommitBatch {
+        components: vec![ComponentWrites {
+            component: "a".into(),
+            writes,
+            usage_delta: claim,
+        }],
+        ..Default::default()
+    };
+    // 1 + 4 bytes, claimed as a huge release of space.
+    st.commit(writes(vec![(b("k"), Some(b("vvvv")))], -1_000_000))
+        .unwrap();
+    assert_eq!(st.usage_bytes("a").unwrap(), 5);
+    // Overwriting with a longer value counts the difference; a claim of 0 changes nothing.
+    st.commit(writes(vec![(b("k"), Some(b("vvvvvvvv")))], 0))
+        .unwrap();
+    assert_eq!(st.usage_bytes("a").unwrap(), 9);
+    // One batch carrying several transactions' writes (as a Raft entry's apply merges
+    // them): a put, then a delete of the same key, then another key, each counted after
+    // the one before.
+    let mut merged = writes(vec![(b("k"), Some(b("v")))], 0);
+    merged
+        .components
+        .push(writes(vec![(b("k"), None)], 77).components.remove(0));
+    merged.components.push(
+        writes(vec![(b("other"), Some(b("xy")))], -5)
+            .components
+            .remove(0),
+    );
+    st.commit(merged).unwrap();
+    assert_eq!(st.usage_bytes("a").unwrap(), 7);
+    // Deleting what is not there frees nothing.
+    st.commit(writes(vec![(b("missing"), None)], -100)).unwrap();
+    assert_eq!(st.usage_bytes("a").unwrap(), 7);
+}
