@@ -190,3 +190,33 @@ async fn a_start_function_that_never_returns_is_stopped_at_the_deadline() {
     assert_eq!(ask(&host, "echo", "still").await.unwrap(), "still");
     host.shutdown().await;
 }
+
+/// A component whose memory at start is more than its limit can never run: the install
+/// says so once, as `invalid-component` naming the limit and what it needs (not
+/// `unavailable`, which tells a client to retry), and the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_memory_to_start_is_a_permanent_error_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    // Every Rust-built example asks for more than 1 MiB of linear memory at start.
+    let err = host
+        .install(InstallRequest {
+            name: "tiny".into(),
+            binary: example("counter"),
+            limits: LimitsRequest {
+                memory_mb: Some(1),
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.error, ErrorKind::InvalidComponent, "{err:?}");
+    assert!(
+        err.message.contains("memory_mb limit is 1 MiB") && err.message.contains("needs"),
+        "{}",
+        err.message
+    );
+    install(&host, "counter", "counter").await;
+    assert_eq!(ask(&host, "counter", "inc").await.unwrap(), "1");
+    host.shutdown().await;
+}

@@ -50,9 +50,23 @@ enum Outcome {
     Trapped(String),
 }
 
+/// Why an instance could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstantiateError {
+    /// The component as built does not fit its limits (memory at start, a start function
+    /// past its deadline or trapping): it fails the same way every time.
+    #[error("{0}")]
+    Permanent(String),
+    /// It may work later (a resource of the node's ran short).
+    #[error("{0}")]
+    Transient(String),
+}
+
 impl ComponentActor {
     /// A fresh instance of the component.
-    pub async fn instantiate(shared: Arc<ComponentShared>) -> Result<ComponentActor, String> {
+    pub async fn instantiate(
+        shared: Arc<ComponentShared>,
+    ) -> Result<ComponentActor, InstantiateError> {
         let engine = shared.prepared.pre.engine().clone();
         let mut store = Store::new(&engine, HostState::new(shared.clone()));
         store.limiter(|s| &mut s.memory);
@@ -83,19 +97,36 @@ impl ComponentActor {
             Some(Instant::now() + Duration::from_millis(deadline_ms));
         store
             .set_fuel(shared.limits.fuel.unwrap_or(u64::MAX))
-            .map_err(|e| format!("cannot set fuel: {e}"))?;
-        let instance = shared
-            .prepared
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| match e.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => format!(
-                    "instantiation ran past the {deadline_ms} ms deadline (a start function that does not return)"
-                ),
-                Some(Trap::OutOfFuel) => "instantiation ran out of fuel".to_string(),
-                _ => format!("instantiation failed: {e:#}"),
-            })?;
+            .map_err(|e| InstantiateError::Transient(format!("cannot set fuel: {e}")))?;
+        let instance = match shared.prepared.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            Err(e) => {
+                let memory = &store.data().memory;
+                let limit_mb = shared.limits.memory_mb;
+                return Err(if memory.hit {
+                    let needs_mb = memory.wanted_bytes.div_ceil(1 << 20);
+                    InstantiateError::Permanent(format!(
+                        "the component needs {needs_mb} MiB of memory to start; its memory_mb limit is {limit_mb} MiB"
+                    ))
+                } else {
+                    match e.downcast_ref::<Trap>() {
+                        Some(Trap::Interrupt) => InstantiateError::Permanent(format!(
+                            "instantiation ran past the {deadline_ms} ms deadline (a start function that does not return)"
+                        )),
+                        Some(Trap::OutOfFuel) => InstantiateError::Permanent(
+                            "instantiation ran out of fuel".to_string(),
+                        ),
+                        // A start function that traps traps every time.
+                        Some(trap) => InstantiateError::Permanent(format!(
+                            "instantiation trapped: {trap}"
+                        )),
+                        None => InstantiateError::Transient(format!(
+                            "instantiation failed: {e:#}"
+                        )),
+                    }
+                });
+            }
+        };
         store.data_mut().instantiating_until = None;
         Ok(ComponentActor {
             shared,
@@ -412,7 +443,7 @@ impl ComponentActor {
     async fn reinstantiate(&mut self) -> Result<(), Crash> {
         let fresh = ComponentActor::instantiate(self.shared.clone())
             .await
-            .map_err(Crash::new)?;
+            .map_err(|e| Crash::new(e.to_string()))?;
         *self = fresh;
         Ok(())
     }
@@ -641,7 +672,7 @@ impl ActorFactory for ComponentFactory {
         }
         ComponentActor::instantiate(self.shared.clone())
             .await
-            .map_err(Crash::new)
+            .map_err(|e| Crash::new(e.to_string()))
     }
 
     fn reject(&mut self, env: Envelope, why: &Rejection) {

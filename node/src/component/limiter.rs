@@ -19,6 +19,8 @@ pub(crate) struct MemoryCap {
     /// Bytes of all linear memories of the instance so far.
     used_bytes: usize,
     pub(crate) hit: bool,
+    /// The most memory a refused growth asked for (what the component would have used).
+    pub(crate) wanted_bytes: usize,
 }
 
 impl MemoryCap {
@@ -27,6 +29,7 @@ impl MemoryCap {
             max_bytes,
             used_bytes: 0,
             hit: false,
+            wanted_bytes: 0,
         }
     }
 
@@ -39,6 +42,7 @@ impl MemoryCap {
             .saturating_add(desired);
         if after > self.max_bytes {
             self.hit = true;
+            self.wanted_bytes = self.wanted_bytes.max(after);
             return false;
         }
         self.used_bytes = after;

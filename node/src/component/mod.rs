@@ -10,7 +10,7 @@ mod pipeline;
 mod shared;
 mod transaction;
 
-pub use actor::{ComponentActor, ComponentFactory};
+pub use actor::{ComponentActor, ComponentFactory, InstantiateError};
 pub use host_state::{CallContext, HostState, Outgoing, MAX_PAYLOAD_BYTES};
 pub use pipeline::CommitPipeline;
 pub use shared::ComponentShared;

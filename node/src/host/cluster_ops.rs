@@ -117,7 +117,12 @@ impl Host {
         if first {
             let init = match ComponentActor::instantiate(shared.clone()).await {
                 Ok(mut actor) => actor.run_init().await,
-                Err(e) => Err(RequestErr::Unavailable(e)),
+                Err(InstantiateError::Permanent(why)) => {
+                    // It will never start with these limits: say so once, not "retry".
+                    let e = api_err(ErrorKind::InvalidComponent, format!("cannot start: {why}"));
+                    return Err(self.record_failure(record, e));
+                }
+                Err(InstantiateError::Transient(why)) => Err(RequestErr::Unavailable(why)),
             };
             if let Err(err) = init {
                 let mut e = external::request_error_to_api(err);

@@ -17,7 +17,7 @@ use recovery::GatedFactory;
 use crate::api::{ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, Limits};
 use crate::clock::now_ms;
 use crate::commit::{CommitError, Committer};
-use crate::component::{ComponentActor, ComponentFactory, ComponentShared};
+use crate::component::{ComponentActor, ComponentFactory, ComponentShared, InstantiateError};
 use crate::config::NodeConfig;
 use crate::engine::{EngineError, Prepared, WasmEngine};
 use crate::messaging::{keys, Address, Body, Envelope, RequestErr, Router};
