@@ -89,6 +89,24 @@ async fn spin_is_stopped_by_the_deadline() {
     host.shutdown().await;
 }
 
+/// Recursion without end traps with an error that names the stack limit; the node and the
+/// component (a fresh instance) keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_traps_naming_the_stack_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "crash", "crash").await;
+    let err = ask(&host, "crash", "recurse").await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::Trapped);
+    assert!(
+        err.message.contains("stack overflow") && err.message.contains("512 KiB"),
+        "{}",
+        err.message
+    );
+    assert_eq!(ask(&host, "crash", "hello").await.unwrap(), "ok");
+    host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oom_is_stopped_by_the_memory_cap() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,7 +25,7 @@ const POISON: &str = "poison";
 /// Memory grabbed by `oom`; a static so the allocations can never be elided.
 static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// A component that traps, spins, exhausts memory or fails on request.
+/// A component that traps, spins, recurses without end, exhausts memory or fails on request.
 struct Crash;
 
 impl Component for Crash {
@@ -41,6 +41,7 @@ impl Component for Crash {
                 storage::get(POISON).unwrap_or_else(|| b"none".to_vec()),
             )),
             "spin" => spin(),
+            "recurse" => Ok(Some(recurse(u64::MAX).to_string().into_bytes())),
             "oom" => oom(),
             "fail" => Err("failed on purpose".to_string()),
             "snoop" => Ok(Some(snoop().into_bytes())),
@@ -90,6 +91,15 @@ fn spin() -> ! {
     loop {
         i = std::hint::black_box(i.wrapping_add(1));
     }
+}
+
+/// Recursion with no end in sight: every frame lives on the native wasm stack (no locals
+/// in linear memory), so this exhausts the host's call stack limit.
+fn recurse(depth: u64) -> u64 {
+    if std::hint::black_box(depth) == 0 {
+        return 0;
+    }
+    std::hint::black_box(recurse(depth - 1)).wrapping_add(1)
 }
 
 /// Allocates 1 MiB blocks, writes every page of each, and keeps them all, until the

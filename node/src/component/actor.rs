@@ -238,6 +238,10 @@ impl ComponentActor {
                             "out of fuel: the handler used more than {} units",
                             limits.fuel.unwrap_or(u64::MAX)
                         ),
+                        Some(Trap::StackOverflow) => format!(
+                            "stack overflow: the handler went past the {} KiB call stack limit (deep recursion)",
+                            crate::engine::MAX_WASM_STACK_BYTES >> 10
+                        ),
                         Some(trap) => trap.to_string(),
                         None => first_line(&format!("{err:#}")).to_string(),
                     }

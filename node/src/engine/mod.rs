@@ -27,6 +27,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Largest memory any component may be given (the pooling allocator reserves this
 /// much address space per slot).
 pub const POOL_MAX_MEMORY_BYTES: usize = 1 << 30;
+/// The native call stack a handler may use (deep recursion traps past it, named in the
+/// error; the node's own threads are never at risk).
+pub const MAX_WASM_STACK_BYTES: usize = 512 << 10;
 
 /// Errors of engine set-up and compilation.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,7 @@ impl WasmEngine {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.consume_fuel(true);
+        config.max_wasm_stack(MAX_WASM_STACK_BYTES);
         let mut pool = PoolingAllocationConfig::default();
         // A Rust component has one memory and a few core instances and tables (its
         // main module plus wit-component shims).
