@@ -235,6 +235,10 @@ pub struct ComponentInfo {
     /// Crashes since the actor was (re)started on this node.
     pub restarts: u32,
     pub installed_at_ms: u64,
+    /// Lines of its log (stdout, stderr, the `log` import) dropped past its allowance since
+    /// it started on this node.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
 }
 
 /// An install: name, binary and limits.

@@ -127,6 +127,13 @@ pub async fn render(host: &Host) -> String {
     );
     family(
         &mut out,
+        "airssys_component_log_lines_dropped_total",
+        "counter",
+        "Log lines a component wrote past its allowance (100 a second, bursts of 500), dropped.",
+        &per_component(|f| f.log_lines_dropped),
+    );
+    family(
+        &mut out,
         "airssys_storage_bytes",
         "gauge",
         "Storage in use per component.",

@@ -111,6 +111,7 @@ impl AdminBackend for Fake {
             storage_bytes: 0,
             restarts: 0,
             installed_at_ms: 42,
+            log_lines_dropped: 0,
         };
         map.insert(req.name, info.clone());
         Ok(info)

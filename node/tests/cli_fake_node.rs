@@ -39,6 +39,7 @@ impl AdminBackend for Fake {
             storage_bytes: 2048,
             restarts: 0,
             installed_at_ms: 0,
+            log_lines_dropped: 0,
         };
         self.components
             .lock()

@@ -89,6 +89,31 @@ async fn spin_is_stopped_by_the_deadline() {
     host.shutdown().await;
 }
 
+/// A component that logs in a loop gets its allowance (a burst of 500 lines) and the rest
+/// is dropped and counted, in `describe` and in `/metrics`; it keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_logging_in_a_loop_is_cut_off_and_the_drops_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "crash", "crash").await;
+    assert_eq!(ask(&host, "crash", "chatter 5000").await.unwrap(), "5000");
+    let info = host.describe("crash").await.unwrap();
+    // At most the burst plus what the rate refilled while it ran got through.
+    assert!(
+        info.log_lines_dropped > 0 && info.log_lines_dropped <= 4_500,
+        "{}",
+        info.log_lines_dropped
+    );
+    let metrics = host.metrics().await;
+    let line = format!(
+        "airssys_component_log_lines_dropped_total{{component=\"crash\"}} {}",
+        info.log_lines_dropped
+    );
+    assert!(metrics.contains(&line), "{line} not in metrics");
+    assert_eq!(ask(&host, "crash", "hello").await.unwrap(), "ok");
+    host.shutdown().await;
+}
+
 /// Recursion without end traps with an error that names the stack limit; the node and the
 /// component (a fresh instance) keep serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

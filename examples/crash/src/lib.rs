@@ -47,7 +47,10 @@ impl Component for Crash {
             "snoop" => Ok(Some(snoop().into_bytes())),
             other => match other.strip_prefix("hog ") {
                 Some(args) => hog(args),
-                None => Ok(Some(b"ok".to_vec())),
+                None => match other.strip_prefix("chatter ") {
+                    Some(lines) => chatter(lines),
+                    None => Ok(Some(b"ok".to_vec())),
+                },
             },
         }
     }
@@ -91,6 +94,18 @@ fn spin() -> ! {
     loop {
         i = std::hint::black_box(i.wrapping_add(1));
     }
+}
+
+/// `chatter N`: N lines on stdout in one handler (a component that logs in a loop).
+fn chatter(lines: &str) -> HandlerResult {
+    let n: u64 = lines
+        .trim()
+        .parse()
+        .map_err(|_| "usage: chatter N".to_string())?;
+    for i in 0..n {
+        println!("chatter line {i}");
+    }
+    Ok(Some(n.to_string().into_bytes()))
 }
 
 /// Recursion with no end in sight: every frame lives on the native wasm stack (no locals

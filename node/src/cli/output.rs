@@ -92,6 +92,7 @@ pub fn format_component(c: &ComponentInfo) -> String {
             ),
         ),
         ("restarts", c.restarts.to_string()),
+        ("log lines dropped", c.log_lines_dropped.to_string()),
         ("memory limit", format!("{} MiB", c.limits.memory_mb)),
         ("deadline", format!("{} ms", c.limits.deadline_ms)),
         ("fuel", fuel),
@@ -291,6 +292,7 @@ mod tests {
             storage_bytes: 1536,
             restarts: 0,
             installed_at_ms: 1,
+            log_lines_dropped: 0,
         }
     }
 

@@ -137,6 +137,7 @@ impl ClusterHost {
             storage_bytes: 0,
             restarts: 0,
             installed_at_ms: entry.spec.installed_at_ms,
+            log_lines_dropped: 0,
         }
     }
 

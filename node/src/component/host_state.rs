@@ -89,8 +89,18 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(LogPipe::new(name.clone(), "stdout", None))
-            .stderr(LogPipe::new(name, "stderr", Some(last_stderr.clone())))
+            .stdout(LogPipe::new(
+                name.clone(),
+                "stdout",
+                None,
+                shared.log_budget.clone(),
+            ))
+            .stderr(LogPipe::new(
+                name,
+                "stderr",
+                Some(last_stderr.clone()),
+                shared.log_budget.clone(),
+            ))
             .build();
         let max_bytes = (shared.limits.memory_mb as usize).saturating_mul(1 << 20);
         HostState {
@@ -227,6 +237,9 @@ impl host::Host for HostState {
     }
 
     fn log(&mut self, level: types::LogLevel, text: String) -> wasmtime::Result<()> {
+        if !self.shared.log_budget.take() {
+            return Ok(());
+        }
         let text = truncate(&text, MAX_LOG_TEXT);
         let name = self.shared.name.as_str();
         match level {

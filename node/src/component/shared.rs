@@ -53,6 +53,8 @@ pub struct ComponentShared {
     pair_seqs: Mutex<HashMap<String, Mark>>,
     /// Crashes since this activation started.
     pub restarts: AtomicU32,
+    /// How much it may log; shared by its instances, so a restart does not refill it.
+    pub log_budget: Arc<crate::engine::log_budget::LogBudget>,
     /// Where its handlers' transactions wait for their commit.
     pub pipeline: CommitPipeline,
 }
@@ -114,6 +116,7 @@ impl ComponentShared {
             dedup: Mutex::new(dedup),
             pair_seqs: Mutex::new(pair_seqs),
             restarts: AtomicU32::new(0),
+            log_budget: Arc::default(),
             pipeline: CommitPipeline::start(),
         })
     }

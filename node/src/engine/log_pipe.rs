@@ -38,15 +38,23 @@ pub(crate) struct LogPipe {
     line: Arc<Mutex<Vec<u8>>>,
     /// Where to keep the last lines, for streams whose words explain a trap.
     last: Option<LastLine>,
+    /// The component's logging allowance (see `log_budget`).
+    budget: Arc<super::log_budget::LogBudget>,
 }
 
 impl LogPipe {
-    pub(crate) fn new(component: Arc<str>, stream: &'static str, last: Option<LastLine>) -> Self {
+    pub(crate) fn new(
+        component: Arc<str>,
+        stream: &'static str,
+        last: Option<LastLine>,
+        budget: Arc<super::log_budget::LogBudget>,
+    ) -> Self {
         LogPipe {
             component,
             stream,
             line: Arc::new(Mutex::new(Vec::new())),
             last,
+            budget,
         }
     }
 
@@ -66,12 +74,16 @@ impl LogPipe {
 
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        tracing::info!(
-            target: "component",
-            component = %self.component,
-            stream = self.stream,
-            "{text}"
-        );
+        // Past the component's allowance a line is counted, not logged; its last words
+        // are still kept for a trap's message.
+        if self.budget.take() {
+            tracing::info!(
+                target: "component",
+                component = %self.component,
+                stream = self.stream,
+                "{text}"
+            );
+        }
         let Some(last) = &self.last else {
             return;
         };

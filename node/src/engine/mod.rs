@@ -5,6 +5,7 @@
 
 pub mod bindings;
 mod cache;
+pub mod log_budget;
 pub(crate) mod log_pipe;
 mod validate;
 

@@ -288,6 +288,7 @@ impl Host {
             storage_bytes: self.inner.storage.usage_bytes(&r.name).unwrap_or(0),
             restarts: 0,
             installed_at_ms: r.installed_at_ms,
+            log_lines_dropped: 0,
         })
     }
 

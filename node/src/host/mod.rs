@@ -67,6 +67,7 @@ pub struct ComponentFigures {
     pub restarts: u32,
     pub storage_bytes: u64,
     pub commits_waiting: u64,
+    pub log_lines_dropped: u64,
 }
 
 struct Running {
@@ -272,6 +273,7 @@ impl Host {
             storage_bytes: self.inner.storage.usage_bytes(&r.name).unwrap_or(0),
             restarts,
             installed_at_ms: r.installed_at_ms,
+            log_lines_dropped: running.shared.log_budget.dropped(),
         }
     }
 
@@ -312,6 +314,7 @@ impl Host {
                     restarts: r.shared.restarts.load(Ordering::Relaxed),
                     storage_bytes: self.inner.storage.usage_bytes(&name).unwrap_or(0),
                     commits_waiting: r.shared.pipeline.waiting() as u64,
+                    log_lines_dropped: r.shared.log_budget.dropped(),
                     name,
                 }
             })
