@@ -785,3 +785,77 @@ async fn client_reports_an_unreachable_node_clearly() {
     assert!(msg.contains("airssys node start"), "{msg}");
     assert_eq!(err.kind_name(), "unreachable");
 }
+
+/// Install bodies are held in memory whole, so a node takes at most
+/// `MAX_CONCURRENT_INSTALLS` at once: with that many uploads under way (bodies announced
+/// large and still coming), one more is refused at once as `unavailable`, before its body
+/// is read; once they end, installs go through again.
+#[tokio::test]
+async fn concurrent_install_uploads_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start().await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut uploads = Vec::new();
+    for i in 0..admin::MAX_CONCURRENT_INSTALLS {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "PUT /v1/components/slow{i} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-length: 10000000\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(&[0u8; 1024]).await.unwrap();
+        uploads.push(conn);
+    }
+    let client = server.client();
+    // The slow uploads hold every slot once their heads are in.
+    let refused = timeout_loop(|| async {
+        match client
+            .install("one-more", vec![1], &LimitsRequest::default())
+            .await
+        {
+            Err(ClientError::Api(e)) if e.error == ErrorKind::Unavailable => Some(e),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        refused.message.contains("installs are being uploaded"),
+        "{}",
+        refused.message
+    );
+    assert!(!server
+        .backend
+        .components
+        .lock()
+        .unwrap()
+        .contains_key("one-more"));
+
+    drop(uploads);
+    timeout_loop(|| async {
+        client
+            .install("after", vec![1], &LimitsRequest::default())
+            .await
+            .ok()
+    })
+    .await;
+    server.shutdown().await;
+}
+
+/// Tries `check` until it gives a value (at most 10 s).
+async fn timeout_loop<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "gave up waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -49,6 +49,11 @@ use tracing::Instrument;
 /// `timeout` itself, so a backend that never resolves cannot hang the caller.
 pub const REQUEST_GRACE: Duration = Duration::from_secs(2);
 
+/// Installs whose bodies a node takes at once: each is held in memory whole (up to
+/// `MAX_BINARY_BYTES`), so more would let a few clients take the node's memory. One past
+/// this is answered `unavailable` at once, before its body is read.
+pub const MAX_CONCURRENT_INSTALLS: usize = 4;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_for(self.error);
@@ -78,6 +83,10 @@ pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
             "/v1/components/{name}",
             put(install::<B>)
                 .layer(DefaultBodyLimit::max(MAX_BINARY_BYTES))
+                .layer(middleware::from_fn_with_state(
+                    Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INSTALLS)),
+                    limit_uploads,
+                ))
                 .get(describe::<B>)
                 .delete(remove::<B>)
                 .fallback(method_not_allowed),
@@ -144,6 +153,26 @@ async fn require_token(State(auth): State<Arc<AdminAuth>>, req: Request, next: N
     match check_bearer(header, &auth.token) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
+    }
+}
+
+/// Lets an install in only while fewer than [`MAX_CONCURRENT_INSTALLS`] are being taken;
+/// the permit is held until it is answered (its body read and the install done).
+async fn limit_uploads(
+    State(uploads): State<Arc<tokio::sync::Semaphore>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match uploads.try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => ApiError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{MAX_CONCURRENT_INSTALLS} installs are being uploaded to this node already \
+                 (each binary is held in memory whole); retry when one is done"
+            ),
+        )
+        .into_response(),
     }
 }
 
