@@ -306,6 +306,12 @@ pub trait AdminBackend: Send + Sync + 'static {
         async { Err(no_cluster()) }
     }
 
+    /// Starts a component again on its owner node (its generation goes up by one): a
+    /// fresh instance, a failure cleared, its storage and waiting messages kept.
+    fn restart(&self, _name: &str) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send {
+        async { Err(no_cluster()) }
+    }
+
     /// Moves a node's components away and takes it out of the cluster.
     fn remove_node(&self, _node: u64) -> impl Future<Output = Result<(), ApiError>> + Send {
         async { Err(no_cluster()) }

@@ -385,6 +385,13 @@ impl AdminClient {
         self.json(resp).await
     }
 
+    /// `POST /v1/components/{name}/restart`.
+    pub async fn restart(&self, name: &str) -> Result<ComponentInfo, ClientError> {
+        let url = self.url(&["v1", "components", name, "restart"], &[]);
+        let resp = self.call(Method::POST, url, None, INSTALL_TIMEOUT).await?;
+        self.json(resp).await
+    }
+
     /// `GET /v1/cluster`.
     pub async fn cluster_status(&self) -> Result<airssys_cluster::ClusterStatus, ClientError> {
         let url = self.url(&["v1", "cluster"], &[]);

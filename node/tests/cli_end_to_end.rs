@@ -188,6 +188,17 @@ fn a_user_installs_talks_to_and_removes_components_through_the_cli() {
     node.stop();
     let node = Node::start(dir.path(), port);
     assert_eq!(node.ok(&["request", "counter", "get"]).trim(), "2");
+    // A restart is a fresh instance on the same node, storage kept.
+    let restarted = node.ok(&["component", "restart", "counter"]);
+    assert!(
+        restarted.starts_with("restarted counter on node"),
+        "{restarted}"
+    );
+    assert_eq!(node.ok(&["request", "counter", "get"]).trim(), "2");
+    assert_eq!(
+        node.cli(&["component", "restart", "nobody"]).status.code(),
+        Some(3)
+    );
     node.ok(&["component", "remove", "counter"]);
     let out = node.cli(&["component", "describe", "counter"]);
     assert_eq!(out.status.code(), Some(3));

@@ -188,6 +188,47 @@ async fn a_component_that_keeps_crashing_is_marked_failed_with_the_reason() {
     host.shutdown().await;
 }
 
+/// `component restart` brings a failed component back: a fresh instance on its node
+/// (generation + 1), its storage kept, and a durable message sent while it was failed is
+/// handled by the new instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_component_is_restarted_keeping_its_storage_and_waiting_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path()).await;
+    install(&host, "crash", "crash").await;
+    ask(&host, "crash", "hog first 1").await.unwrap();
+    let stored = host.describe("crash").await.unwrap().storage_bytes;
+    assert!(stored >= 1024, "{stored}");
+    for _ in 0..20 {
+        if ask(&host, "crash", "trap").await.unwrap_err().error == ErrorKind::Unavailable {
+            break;
+        }
+    }
+    let failed = host.describe("crash").await.unwrap();
+    assert!(
+        matches!(failed.state, ComponentState::Failed { .. }),
+        "{:?}",
+        failed.state
+    );
+    host.send("crash", b"hog second 1".to_vec(), Delivery::Durable)
+        .await
+        .unwrap();
+
+    let restarted = host.restart("crash").await.unwrap();
+    assert_eq!(restarted.generation, failed.generation + 1);
+    assert_eq!(restarted.node_id, failed.node_id);
+    assert_eq!(ask(&host, "crash", "hello").await.unwrap(), "ok");
+    let both = eventually(Duration::from_secs(15), || async {
+        let bytes = host.describe("crash").await.ok()?.storage_bytes;
+        (bytes >= stored + 1024).then_some(bytes)
+    })
+    .await;
+    assert!(both >= 2048, "{both}");
+    let err = host.restart("nobody").await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::NotFound);
+    host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installed_components_and_their_storage_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();

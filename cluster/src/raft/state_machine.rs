@@ -237,6 +237,17 @@ pub fn apply_command(
                 }
             }
         }
+        Command::Restart { name } => match registry.components.get_mut(&name) {
+            None => Outcome::Refused(Refusal::NotFound(name)),
+            Some(entry) => {
+                let owner = entry.owner;
+                entry.move_to(owner);
+                Outcome::Moved {
+                    owner,
+                    generation: entry.generation,
+                }
+            }
+        },
         Command::Commit(batch) => apply_commit(registry, keyspace, batch, &mut effects),
         Command::Commits(batches) => Outcome::Many(
             batches
@@ -591,7 +602,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     };
                     let touched: Vec<String> = match &command {
                         Command::Install { spec, .. } => vec![spec.name.clone()],
-                        Command::Remove { name } | Command::Move { name, .. } => vec![name.clone()],
+                        Command::Remove { name }
+                        | Command::Move { name, .. }
+                        | Command::Restart { name } => vec![name.clone()],
                         Command::Commit(b) => numbered(b).into_iter().collect(),
                         Command::Commits(bs) => bs.iter().filter_map(numbered).collect(),
                     };
@@ -1232,5 +1245,34 @@ mod tests {
                 Err(Refusal::MalformedCommit(m)) if m.contains("other/b")
             ));
         }
+    }
+
+    #[test]
+    fn a_restart_is_a_new_generation_on_the_same_owner() {
+        let members = BTreeSet::from([1, 2]);
+        let mut reg = Registry::default();
+        apply(&mut reg, &members, false, install("a", "s", 2));
+        let before = reg.components["a"].generation;
+        let (out, _) = apply(
+            &mut reg,
+            &members,
+            true,
+            Command::Restart { name: "a".into() },
+        );
+        assert_eq!(
+            out,
+            Outcome::Moved {
+                owner: 2,
+                generation: before + 1
+            }
+        );
+        assert_eq!(reg.components["a"].owner, 2);
+        let (out, _) = apply(
+            &mut reg,
+            &members,
+            true,
+            Command::Restart { name: "b".into() },
+        );
+        assert_eq!(out, Outcome::Refused(Refusal::NotFound("b".into())));
     }
 }

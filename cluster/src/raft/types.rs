@@ -187,6 +187,12 @@ pub enum Command {
     /// commit across actors): each is checked and applied on its own, in order, exactly as
     /// if it were an entry of its own; each gets its own outcome.
     Commits(Vec<CommitBatch>),
+    /// Starts a component again on the node that owns it (generation + 1): a fresh
+    /// instance, a failure cleared; its store and the messages waiting for it stay. (Last,
+    /// so that the entries of earlier builds keep their encoding.)
+    Restart {
+        name: String,
+    },
 }
 
 /// What applying a command did.

@@ -108,6 +108,10 @@ pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
             post(move_component::<B>).fallback(method_not_allowed),
         )
         .route(
+            "/v1/components/{name}/restart",
+            post(restart::<B>).fallback(method_not_allowed),
+        )
+        .route(
             "/v1/cluster",
             get(cluster_status::<B>).fallback(method_not_allowed),
         )
@@ -316,6 +320,14 @@ async fn request<B: AdminBackend>(
         }
     }
     Ok(response)
+}
+
+async fn restart<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    let name = name_of(path)?;
+    Ok(Json(backend.restart(&name).await?))
 }
 
 async fn move_component<B: AdminBackend>(

@@ -315,6 +315,15 @@ pub enum ComponentCommand {
         /// Component name
         name: String,
     },
+    /// Start a component again on its node: a fresh instance, its failure cleared
+    #[command(after_help = "Example:\n  airssys component restart counter\n\n\
+                             For a component marked failed (it crashed past its restart limit): \
+                             its storage and the durable messages waiting for it are kept and handled \
+                             by the new instance. Replicated and fenced like a move (generation + 1).")]
+    Restart {
+        /// Component name
+        name: String,
+    },
     /// Run a component on another node (its generation goes up by one)
     #[command(after_help = "Example:\n  airssys component move counter --to 2\n\n\
                              The old node stops the actor, the new one starts it; node ids are in `airssys cluster members`.")]
@@ -580,6 +589,15 @@ async fn component(client: &AdminClient, command: ComponentCommand) -> Result<()
         ComponentCommand::Remove { name } => {
             client.remove(&name).await?;
             out(&format!("removed {name}\n"))
+        }
+        ComponentCommand::Restart { name } => {
+            let info = client.restart(&name).await?;
+            out(&format!(
+                "restarted {name} on node {} (generation {}, {})\n",
+                info.node_id,
+                info.generation,
+                output::state_short(&info.state)
+            ))
         }
         ComponentCommand::Move { name, to } => {
             let info = client.move_component(&name, to).await?;

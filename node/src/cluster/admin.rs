@@ -189,6 +189,34 @@ impl ClusterHost {
     }
 }
 
+impl ClusterHost {
+    /// After a move or restart was proposed: waits until this node applied it and the
+    /// owner runs the new generation, and describes it.
+    async fn await_placement(
+        &self,
+        name: &str,
+        outcome: Outcome,
+        what: &str,
+    ) -> Result<ComponentInfo, ApiError> {
+        match outcome {
+            Outcome::Moved { generation, .. } => {
+                self.wait_applied(|r| {
+                    r.components
+                        .get(name)
+                        .is_some_and(|c| c.generation >= generation)
+                })
+                .await;
+                self.await_activation(name).await
+            }
+            Outcome::Refused(r) => Err(refusal(r)),
+            other => Err(ApiError::new(
+                ErrorKind::Internal,
+                format!("unexpected {what} outcome {other:?}"),
+            )),
+        }
+    }
+}
+
 impl AdminBackend for ClusterHost {
     async fn install(&self, req: InstallRequest) -> Result<ComponentInfo, ApiError> {
         let name = req.name;
@@ -425,30 +453,25 @@ impl AdminBackend for ClusterHost {
 
     async fn move_component(&self, name: &str, to: u64) -> Result<ComponentInfo, ApiError> {
         self.owner(name)?;
-        match self
+        let proposed = self
             .cluster
             .propose(Command::Move {
                 name: name.into(),
                 to,
             })
             .await
-            .map_err(cluster_err)?
-        {
-            Outcome::Moved { generation, .. } => {
-                self.wait_applied(|r| {
-                    r.components
-                        .get(name)
-                        .is_some_and(|c| c.generation >= generation)
-                })
-                .await;
-                self.await_activation(name).await
-            }
-            Outcome::Refused(r) => Err(refusal(r)),
-            other => Err(ApiError::new(
-                ErrorKind::Internal,
-                format!("unexpected move outcome {other:?}"),
-            )),
-        }
+            .map_err(cluster_err)?;
+        self.await_placement(name, proposed, "move").await
+    }
+
+    async fn restart(&self, name: &str) -> Result<ComponentInfo, ApiError> {
+        self.owner(name)?;
+        let proposed = self
+            .cluster
+            .propose(Command::Restart { name: name.into() })
+            .await
+            .map_err(cluster_err)?;
+        self.await_placement(name, proposed, "restart").await
     }
 
     async fn remove_node(&self, node: u64) -> Result<(), ApiError> {
