@@ -112,10 +112,10 @@ pub struct ClusterStatus {
     pub components: Vec<ComponentPlacement>,
 }
 
-/// What the node layer receives from peers.
 /// Lane frames a node takes from peers before its node layer handles them.
 const APP_FRAMES_WAITING: usize = 4096;
 
+/// What the node layer receives from peers.
 pub struct AppInbox {
     /// Calls: the request body and where the answer goes.
     pub calls: mpsc::Receiver<(Vec<u8>, oneshot::Sender<Vec<u8>>)>,
@@ -169,8 +169,16 @@ impl PeerService for Service {
     async fn call(&self, caller: Caller, request: PeerRequest) -> PeerResponse {
         // A request that speaks for a node (a vote, an append, a commit's fence, a join)
         // must come from that node's certificate.
-        let membership = self.node.inner.view.membership();
-        let is_member = |n: NodeId| membership.membership().get_node(&n).is_some();
+        // Asked only for a join: every other call (Raft appends included) reads nothing.
+        let is_member = |n: NodeId| {
+            self.node
+                .inner
+                .view
+                .membership()
+                .membership()
+                .get_node(&n)
+                .is_some()
+        };
         if let Err(e) = peer_identity::check_claim(caller.node_id, &request, is_member) {
             tracing::warn!(peer = %caller.addr, "refused a peer's request: {e}");
             return PeerResponse::Error(e);

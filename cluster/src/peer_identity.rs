@@ -94,20 +94,11 @@ mod tests {
     use airssys_storage::{CommitBatch, Fence};
     use openraft::raft::VoteRequest;
     use openraft::Vote;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-
-    fn der_of(pem: &str) -> Vec<u8> {
-        CertificateDer::from_pem_slice(pem.as_bytes())
-            .unwrap()
-            .to_vec()
-    }
-
     #[test]
     fn a_node_certificate_names_its_node() {
         let ca = ClusterCa::generate("t").unwrap();
         let cert = ca.issue_node_cert(7, &["10.0.0.7".into()]).unwrap();
-        assert_eq!(node_id_of_cert(&der_of(cert.cert_pem())), Some(7));
+        assert_eq!(cert.named_node(), Some(7));
         assert_eq!(node_id_of_cert(b"not a certificate"), None);
     }
 

@@ -99,6 +99,13 @@ impl NodeCert {
     pub fn key_pem(&self) -> &str {
         &self.key_pem
     }
+
+    /// The node this certificate names (see [`crate::peer_identity::node_id_of_cert`]);
+    /// `None` when it names none, or is not a readable certificate.
+    pub fn named_node(&self) -> Option<u64> {
+        let der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).ok()?;
+        crate::peer_identity::node_id_of_cert(&der)
+    }
 }
 
 /// Loopback names every node certificate is valid for: a node's own probes and a CLI on

@@ -10,16 +10,14 @@
 mod common;
 
 use airssys_cluster::peer::{PeerError, PeerRequest, PeerResponse};
-use airssys_cluster::tls::{client_config, server_config, ClusterCa};
 use airssys_cluster::transport::Transport;
-use airssys_cluster::{Command, ComponentSpec, NodeInfo, Outcome, Refusal};
+use airssys_cluster::{Command, NodeInfo, Outcome, Refusal};
 use airssys_node::api::{AdminBackend, ComponentState, ErrorKind};
 use airssys_storage::{CommitBatch, Fence};
+use common::peers::{peer_as, send, spec, GOOD_LIMITS};
 use common::*;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::Vote;
-use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,35 +26,7 @@ const LIMIT: Duration = Duration::from_secs(15);
 /// A peer with a certificate from the node's own CA (found in its data directory), naming
 /// node `id`.
 fn intruder(dir: &Path, id: u64) -> Transport {
-    let tls = dir.join("tls");
-    let read = |f: &str| std::fs::read_to_string(tls.join(f)).unwrap();
-    let ca = ClusterCa::from_pem(read("ca.pem"), read("ca.key")).unwrap();
-    let cert = ca.issue_node_cert(id, &["127.0.0.1".into()]).unwrap();
-    Transport::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        server_config(ca.cert_pem(), &cert).unwrap(),
-        client_config(ca.cert_pem(), &cert).unwrap(),
-    )
-    .unwrap()
-}
-
-fn spec(name: &str, binary: &[u8], config: &str) -> ComponentSpec {
-    ComponentSpec {
-        name: name.into(),
-        sha256: hex::encode(Sha256::digest(binary)),
-        size_bytes: binary.len() as u64,
-        config: config.as_bytes().to_vec(),
-        installed_at_ms: 0,
-    }
-}
-
-const GOOD_LIMITS: &str =
-    r#"{"memory_mb":64,"deadline_ms":2000,"mailbox":1024,"quota_mb":64,"fuel":null}"#;
-
-async fn send(peer: &Transport, to: &str, request: PeerRequest) -> PeerResponse {
-    peer.call(to, &request, LIMIT)
-        .await
-        .unwrap_or_else(|e| panic!("the node must answer a bad command, not drop it: {e}"))
+    peer_as(&dir.join("tls"), id)
 }
 
 fn assert_invalid(response: PeerResponse, what: &str) {

@@ -9,50 +9,12 @@
 mod common;
 
 use airssys_cluster::peer::{PeerError, PeerRequest, PeerResponse};
-use airssys_cluster::tls::{client_config, server_config, ClusterCa};
-use airssys_cluster::transport::Transport;
-use airssys_cluster::{Command, ComponentSpec, NodeInfo, Outcome, Refusal};
+use airssys_cluster::{Command, NodeInfo, Outcome, Refusal};
 use airssys_storage::{CommitBatch, Fence};
+use common::peers::{peer_as, send, spec, GOOD_LIMITS};
 use common::procs::{alive_voters, make_certs, owner_of, wait_for, Node};
 use openraft::raft::VoteRequest;
 use openraft::Vote;
-use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
-
-const LIMIT: Duration = Duration::from_secs(15);
-const GOOD_LIMITS: &str =
-    r#"{"memory_mb":64,"deadline_ms":2000,"mailbox":1024,"quota_mb":64,"fuel":null}"#;
-
-/// A peer with a certificate from the cluster's CA naming node `id`.
-fn peer_as(ca_dir: &Path, id: u64) -> Transport {
-    let read = |f: &str| std::fs::read_to_string(ca_dir.join(f)).unwrap();
-    let ca = ClusterCa::from_pem(read("ca.pem"), read("ca.key")).unwrap();
-    let cert = ca.issue_node_cert(id, &["127.0.0.1".into()]).unwrap();
-    Transport::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        server_config(ca.cert_pem(), &cert).unwrap(),
-        client_config(ca.cert_pem(), &cert).unwrap(),
-    )
-    .unwrap()
-}
-
-fn spec(name: &str, binary: &[u8], config: &str) -> ComponentSpec {
-    ComponentSpec {
-        name: name.into(),
-        sha256: hex::encode(Sha256::digest(binary)),
-        size_bytes: binary.len() as u64,
-        config: config.as_bytes().to_vec(),
-        installed_at_ms: 0,
-    }
-}
-
-async fn send(peer: &Transport, to: &str, request: PeerRequest) -> PeerResponse {
-    peer.call(to, &request, LIMIT)
-        .await
-        .unwrap_or_else(|e| panic!("a node must answer a bad request, not drop it: {e}"))
-}
 
 fn inc(node: &Node) -> u64 {
     let reply = common::procs::admin_request(&node.endpoint, "counter", "inc", "durable", 10_000)

@@ -168,28 +168,25 @@ fn pair_bytes(key: &[u8], value: Option<usize>) -> Option<u64> {
 /// The change of usage `cw`'s writes make, from what is stored (and what earlier batches of
 /// this group write, in `written`), never from the batch's own claim: a commit comes from a
 /// peer, and a made-up delta would let a component past its quota. Each written key's size
-/// after this batch is added to `staged_sizes`.
+/// after this batch goes into `staged_sizes` (this batch's, kept apart until it is accepted).
 fn usage_change<'b>(
     db: &Db,
     cf: &Arc<BoundColumnFamily<'_>>,
     cw: &'b ComponentWrites,
     written: &HashMap<ComponentKey<'b>, Option<u64>>,
-    staged_sizes: &mut Vec<(ComponentKey<'b>, Option<u64>)>,
+    staged_sizes: &mut HashMap<ComponentKey<'b>, Option<u64>>,
 ) -> Result<i64, StorageError> {
     let name = cw.component.as_str();
     let mut change: i128 = 0;
     for (k, v) in &cw.writes {
         let key = (name, k.as_slice());
-        let before = match staged_sizes.iter().rev().find(|(at, _)| *at == key) {
-            Some((_, size)) => *size,
-            None => match written.get(&key) {
-                Some(size) => *size,
-                None => pair_bytes(k, db.get_pinned_cf(cf, k)?.map(|v| v.len())),
-            },
+        let before = match staged_sizes.get(&key).or_else(|| written.get(&key)) {
+            Some(size) => *size,
+            None => pair_bytes(k, db.get_pinned_cf(cf, k)?.map(|v| v.len())),
         };
         let after = pair_bytes(k, v.as_ref().map(Vec::len));
         change += i128::from(after.unwrap_or(0)) - i128::from(before.unwrap_or(0));
-        staged_sizes.push((key, after));
+        staged_sizes.insert(key, after);
     }
     Ok(i64::try_from(change).unwrap_or(if change < 0 { i64::MIN } else { i64::MAX }))
 }
@@ -219,7 +216,7 @@ fn stage<'db, 'b>(
     }
     let mut cfs = Vec::with_capacity(batch.components.len());
     let mut staged: Vec<(&'b str, u64)> = Vec::new();
-    let mut staged_sizes = Vec::new();
+    let mut staged_sizes = HashMap::new();
     for cw in &batch.components {
         let name = cw.component.as_str();
         let cf = component_cf(db, name)?;

@@ -5,8 +5,10 @@
 //! that is not a valid store name) fails apply, which openraft treats as fatal, on every
 //! node, and again at every restart, since the entry stays in the log.
 //!
-//! The leader runs the same checks before it proposes, so a bad command is answered at
-//! once and costs no log entry; the state machine's check is the one that must hold.
+//! The leader runs the same checks but the binary's hash before it proposes, so a bad
+//! command is answered at once and costs no log entry; the state machine's check (which
+//! hashes the binary) is the one that must hold. (The admin API hashed the binary already;
+//! a lying peer's install costs one refused entry.)
 
 use super::types::{Command, ComponentSpec, Refusal};
 
@@ -35,7 +37,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// node refused, a commit checked against its fence).
 pub fn check_command(command: &Command) -> Result<(), Refusal> {
     match command {
-        Command::Install { spec, binary, .. } => check_install(spec, binary),
+        Command::Install { spec, binary, .. } => check_install_shape(spec, binary),
         _ => Ok(()),
     }
 }
@@ -44,6 +46,21 @@ pub fn check_command(command: &Command) -> Result<(), Refusal> {
 /// or the command is refused for a missing binary elsewhere). A binary is stored under its
 /// claimed digest, so the claim is checked against the bytes.
 pub fn check_install(spec: &ComponentSpec, binary: &[u8]) -> Result<(), Refusal> {
+    check_install_shape(spec, binary)?;
+    if !binary.is_empty() {
+        let actual = sha256_hex(binary);
+        if actual != spec.sha256 {
+            return Err(Refusal::Invalid(format!(
+                "the binary's digest is {actual}, the spec claims {}",
+                spec.sha256
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Everything [`check_install`] checks but the binary's hash.
+fn check_install_shape(spec: &ComponentSpec, binary: &[u8]) -> Result<(), Refusal> {
     if let Some(problem) = airssys_storage::name_problem(&spec.name) {
         return Err(Refusal::Invalid(problem));
     }
@@ -59,21 +76,12 @@ pub fn check_install(spec: &ComponentSpec, binary: &[u8]) -> Result<(), Refusal>
             spec.config.len()
         )));
     }
-    if !binary.is_empty() {
-        if binary.len() as u64 != spec.size_bytes {
-            return Err(Refusal::Invalid(format!(
-                "the binary is {} bytes, the spec says {}",
-                binary.len(),
-                spec.size_bytes
-            )));
-        }
-        let actual = sha256_hex(binary);
-        if actual != spec.sha256 {
-            return Err(Refusal::Invalid(format!(
-                "the binary's digest is {actual}, the spec claims {}",
-                spec.sha256
-            )));
-        }
+    if !binary.is_empty() && binary.len() as u64 != spec.size_bytes {
+        return Err(Refusal::Invalid(format!(
+            "the binary is {} bytes, the spec says {}",
+            binary.len(),
+            spec.size_bytes
+        )));
     }
     Ok(())
 }

@@ -187,9 +187,7 @@ impl ClusterHost {
             }
         }
     }
-}
 
-impl ClusterHost {
     /// After a move or restart was proposed: waits until this node applied it and the
     /// owner runs the new generation, and describes it.
     async fn await_placement(

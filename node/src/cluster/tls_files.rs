@@ -63,10 +63,7 @@ fn cert_files(dir: &Path, node_id: u64) -> (String, String) {
 /// Peers take a node for the node its certificate names; a node started with another
 /// node's certificate would have every vote and append refused, so it does not start.
 fn check_names_node(cert: &NodeCert, node_id: u64, path: &Path) -> Result<(), String> {
-    use rustls::pki_types::pem::PemObject;
-    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem().as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    match airssys_cluster::peer_identity::node_id_of_cert(&der) {
+    match cert.named_node() {
         Some(named) if named == node_id => Ok(()),
         named => Err(format!(
             "{} is {}, but this is node {node_id}: every node needs its own certificate \

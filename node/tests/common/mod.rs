@@ -3,6 +3,7 @@
 //! runs, with the Raft log, its state machine and its committer).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod peers;
 pub mod procs;
 
 use airssys_node::api::{AdminBackend, Delivery, InstallRequest, LimitsRequest};
