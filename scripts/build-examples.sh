@@ -9,7 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/airssys/target}"
 target=wasm32-wasip2
-examples=(counter echo crash ping account)
+examples=(counter counter-v1 echo crash ping account)
 
 if command -v rustup >/dev/null 2>&1; then
     if ! rustup target list --installed | grep -qx "$target"; then
@@ -28,10 +28,10 @@ cargo build --release --target "$target" "${packages[@]}"
 out="$CARGO_TARGET_DIR/$target/release"
 echo "example components:"
 for name in "${examples[@]}"; do
-    wasm="$out/$name.wasm"
+    wasm="$out/${name//-/_}.wasm"
     if [[ ! -f "$wasm" ]]; then
         echo "missing: $wasm" >&2
         exit 1
     fi
-    printf '  %-8s %s (%s bytes)\n' "$name" "$wasm" "$(wc -c <"$wasm" | tr -d ' ')"
+    printf '  %-10s %s (%s bytes)\n' "$name" "$wasm" "$(wc -c <"$wasm" | tr -d ' ')"
 done

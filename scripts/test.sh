@@ -15,7 +15,8 @@ cargo clippy --release --all-targets -- -D warnings
 echo "== cargo clippy (sdk and example components, wasm32-wasip2)"
 cargo clippy --release --target wasm32-wasip2 \
   -p airssys-sdk -p airssys-example-counter -p airssys-example-echo \
-  -p airssys-example-crash -p airssys-example-ping -p airssys-example-account -- -D warnings
+  -p airssys-example-crash -p airssys-example-ping -p airssys-example-account \
+  -p airssys-example-counter-v1 -- -D warnings
 echo "== cargo test"
 cargo test --release
 echo "== Kubernetes manifests (offline schema validation and project rules)"

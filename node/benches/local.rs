@@ -246,7 +246,7 @@ fn ractor_rate(rt: &Runtime, n: u64) -> f64 {
 
 fn instantiate_samples(s: &Setup, n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let engine =
-        airssys_node::engine::WasmEngine::new(s._dir.path().join("bench-cache"), 64).unwrap();
+        airssys_node::component::new_engine(s._dir.path().join("bench-cache"), 64).unwrap();
     let binary = example("echo");
     let prepared = engine.prepare(&binary, "bench-echo").unwrap();
     let storage = airssys_storage::Storage::open(
@@ -280,7 +280,10 @@ fn instantiate_samples(s: &Setup, n: usize) -> (Vec<Duration>, Vec<Duration>) {
             ours.push(t.elapsed());
             drop(actor);
             let t = Instant::now();
-            let mut store = wasmtime::Store::new(engine.engine(), HostState::new(shared.clone()));
+            let mut store = wasmtime::Store::new(
+                engine.engine(),
+                HostState::new(shared.clone(), &airssys_node::config::DEFAULT_LIMITS),
+            );
             store.set_fuel(u64::MAX).unwrap();
             let _instance = prepared.pre.instantiate_async(&mut store).await.unwrap();
             raw.push(t.elapsed());

@@ -42,6 +42,10 @@ pub enum ErrorKind {
     Unauthorized,
     /// A bug or an IO failure on the node; the message says which.
     Internal,
+    /// The component is not in the state the call needs: an upgrade to the code it runs
+    /// already, one that lost a race with another upgrade, a rollback with nothing to go
+    /// back to.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -63,6 +67,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad-request",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Internal => "internal",
+            ErrorKind::Conflict => "conflict",
         }
     }
 }
@@ -118,6 +123,16 @@ pub enum Delivery {
     #[default]
     Durable,
     Fast,
+}
+
+impl Delivery {
+    /// The name the API and the CLI use (`durable`, `fast`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Durable => "durable",
+            Delivery::Fast => "fast",
+        }
+    }
 }
 
 /// Where a component's actor stands. The admin API's JSON shows it internally tagged
@@ -239,6 +254,33 @@ pub struct ComponentInfo {
     /// it started on this node.
     #[serde(default)]
     pub log_lines_dropped: u64,
+    /// When the current code started to run, if it replaced another (an upgrade or a
+    /// rollback); `None`: it runs the code it was installed with.
+    // Never skipped when empty: bincode (between nodes) has no field names to skip by.
+    #[serde(default)]
+    pub upgraded_at_ms: Option<u64>,
+    /// The code that ran before the latest upgrade: what `rollback` returns to.
+    #[serde(default)]
+    pub previous: Option<PreviousVersion>,
+}
+
+/// A component's previous code, as the registry keeps it for a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousVersion {
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub limits: Limits,
+    /// When it had started to run (its install or an earlier upgrade).
+    pub since_ms: u64,
+}
+
+/// An upgrade: the component's name, its new binary, and the limits to change (`None`
+/// keeps the current one).
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest {
+    pub name: String,
+    pub binary: Vec<u8>,
+    pub limits: LimitsRequest,
 }
 
 /// An install: name, binary and limits.
@@ -258,6 +300,9 @@ pub struct NodeStatus {
     pub components: u64,
     pub uptime_ms: u64,
 }
+
+/// The chunks of a backup file as a node produces them ([`AdminBackend::backup`]).
+pub type BackupStream = tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>;
 
 /// What the admin HTTP layer needs from a node. Implemented by the real host and by
 /// in-memory fakes in tests.
@@ -309,6 +354,30 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Starts a component again on its owner node (its generation goes up by one): a
     /// fresh instance, a failure cleared, its storage and waiting messages kept.
     fn restart(&self, _name: &str) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send {
+        async { Err(no_cluster()) }
+    }
+
+    /// Replaces a component's code in place: same name, storage and messages, new binary,
+    /// its `migrate` run in the switch's transaction (generation + 1).
+    fn upgrade(
+        &self,
+        _req: UpgradeRequest,
+    ) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send {
+        async { Err(no_cluster()) }
+    }
+
+    /// A backup of the whole replicated state at one Raft index, as the chunks of its
+    /// file (an error in the stream: the backup broke off; the file is incomplete).
+    fn backup(&self) -> impl Future<Output = Result<BackupStream, ApiError>> + Send {
+        async { Err(no_cluster()) }
+    }
+
+    /// Goes back to the code before the latest upgrade (storage as it is now), as an
+    /// upgrade to it.
+    fn rollback(
+        &self,
+        _name: &str,
+    ) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send {
         async { Err(no_cluster()) }
     }
 

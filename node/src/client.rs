@@ -1,7 +1,7 @@
 //! The admin HTTP client: what the `airssys` CLI (and tests) use to talk to a node.
 
-use crate::admin::params::{delivery_str, MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES};
 use crate::api::{ApiError, ComponentInfo, Delivery, ErrorKind, LimitsRequest, NodeStatus};
+use crate::caps::{MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES};
 use reqwest::{Method, StatusCode, Url};
 use std::time::Duration;
 
@@ -11,6 +11,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// HTTP timeout of an install (a large binary is uploaded and compiled).
 pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest a whole backup download may take.
+pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// How much longer than the request's own timeout the HTTP call waits, so the node's
 /// `timeout` answer arrives before the client gives up.
 pub const REQUEST_SLACK: Duration = Duration::from_secs(10);
@@ -112,15 +114,7 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// Makes ring the process's rustls crypto provider, once. The HTTP clients (this one, and
-/// the OTLP trace exporter's) use rustls, which otherwise finds no provider and panics when
-/// a client is built. Later calls, and a provider installed by someone else, are kept.
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+pub use crate::crypto::install_crypto_provider;
 
 /// The rustls error somewhere in `err`'s chain, if the failure was TLS's.
 fn tls_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
@@ -287,8 +281,43 @@ impl AdminClient {
         binary: Vec<u8>,
         limits: &LimitsRequest,
     ) -> Result<ComponentInfo, ClientError> {
+        self.upload(Method::PUT, &["v1", "components", name], binary, limits)
+            .await
+    }
+
+    /// `POST /v1/components/{name}/upgrade?<limits>` with the new binary as the body.
+    pub async fn upgrade(
+        &self,
+        name: &str,
+        binary: Vec<u8>,
+        limits: &LimitsRequest,
+    ) -> Result<ComponentInfo, ClientError> {
+        self.upload(
+            Method::POST,
+            &["v1", "components", name, "upgrade"],
+            binary,
+            limits,
+        )
+        .await
+    }
+
+    /// `POST /v1/components/{name}/rollback`.
+    pub async fn rollback(&self, name: &str) -> Result<ComponentInfo, ClientError> {
+        let url = self.url(&["v1", "components", name, "rollback"], &[]);
+        let resp = self.call(Method::POST, url, None, INSTALL_TIMEOUT).await?;
+        self.json(resp).await
+    }
+
+    /// A binary upload (install or upgrade) with its limits in the query.
+    async fn upload(
+        &self,
+        method: Method,
+        path: &[&str],
+        binary: Vec<u8>,
+        limits: &LimitsRequest,
+    ) -> Result<ComponentInfo, ClientError> {
         if binary.len() > MAX_BINARY_BYTES {
-            return Err(ClientError::Api(crate::admin::params::too_large(
+            return Err(ClientError::Api(crate::caps::too_large(
                 MAX_BINARY_BYTES,
                 "component binary",
             )));
@@ -304,11 +333,31 @@ impl AdminClient {
         add("mailbox", limits.mailbox.map(|v| v.to_string()));
         add("quota_mb", limits.quota_mb.map(|v| v.to_string()));
         add("fuel", limits.fuel.map(|v| v.to_string()));
-        let url = self.url(&["v1", "components", name], &query);
+        let url = self.url(path, &query);
         let resp = self
-            .call(Method::PUT, url, Some(binary), INSTALL_TIMEOUT)
+            .call(method, url, Some(binary), INSTALL_TIMEOUT)
             .await?;
         self.json(resp).await
+    }
+
+    /// `GET /v1/backup`: hands each chunk of the backup file to `sink` as it arrives;
+    /// answers the bytes received. The file is checked by its reader, not here: a stream
+    /// cut short leaves a file its checksum refuses.
+    pub async fn backup(
+        &self,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ClientError> {
+        let url = self.url(&["v1", "backup"], &[]);
+        let mut resp = self.call(Method::GET, url, None, BACKUP_TIMEOUT).await?;
+        let mut received = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.body_error(e))? {
+            received += chunk.len() as u64;
+            sink(&chunk).map_err(|e| ClientError::Decode {
+                endpoint: self.endpoint.clone(),
+                message: format!("cannot keep the backup's bytes: {e}"),
+            })?;
+        }
+        Ok(received)
     }
 
     /// `GET /v1/components`.
@@ -342,7 +391,7 @@ impl AdminClient {
         check_payload(&payload)?;
         let url = self.url(
             &["v1", "components", name, "messages"],
-            &[("delivery", delivery_str(delivery).to_string())],
+            &[("delivery", delivery.as_str().to_string())],
         );
         self.call(Method::POST, url, Some(payload), CALL_TIMEOUT)
             .await?;
@@ -362,11 +411,11 @@ impl AdminClient {
             &["v1", "components", name, "requests"],
             &[
                 ("timeout_ms", timeout_ms.to_string()),
-                ("delivery", delivery_str(delivery).to_string()),
+                ("delivery", delivery.as_str().to_string()),
             ],
         );
         let http_timeout = Duration::from_millis(timeout_ms)
-            .saturating_add(crate::admin::REQUEST_GRACE)
+            .saturating_add(crate::caps::REQUEST_GRACE)
             .saturating_add(REQUEST_SLACK);
         let resp = self
             .call(Method::POST, url, Some(payload), http_timeout)
@@ -541,8 +590,7 @@ impl AdminClient {
 }
 
 fn check_payload(payload: &[u8]) -> Result<(), ClientError> {
-    crate::admin::params::check_size(payload.len(), MAX_PAYLOAD_BYTES, "payload")
-        .map_err(ClientError::Api)
+    crate::caps::check_size(payload.len(), MAX_PAYLOAD_BYTES, "payload").map_err(ClientError::Api)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub struct NodeConfig {
     /// can hold at once (each reserves address space for its largest memory).
     pub instance_pool: u32,
     /// Whether the admin API speaks HTTPS (with the node's certificate).
-    pub admin_tls: crate::admin::tls::AdminTlsMode,
+    pub admin_tls: AdminTlsMode,
 }
 
 /// Default instance slots: room for 1,000+ components and their restarts.
@@ -26,6 +26,14 @@ pub const DEFAULT_INSTANCE_POOL: u32 = 2_048;
 
 /// File under the data dir that holds the admin token.
 pub const TOKEN_FILE: &str = "admin-token";
+/// File name of the CA certificate (in the CA directory and next to each node certificate).
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// File name of the CA private key.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// File name of a node certificate.
+pub const NODE_CERT_FILE: &str = "node.pem";
+/// File name of a node private key.
+pub const NODE_KEY_FILE: &str = "node.key";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "airssys-data";
 /// Default admin address.
@@ -40,7 +48,7 @@ impl Default for NodeConfig {
             token: None,
             default_limits: DEFAULT_LIMITS,
             instance_pool: DEFAULT_INSTANCE_POOL,
-            admin_tls: crate::admin::tls::AdminTlsMode::Auto,
+            admin_tls: AdminTlsMode::Auto,
         }
     }
 }
@@ -54,10 +62,19 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     fuel: None,
 };
 
-/// Upper bounds an install may ask for; beyond them the install is refused.
-pub const MAX_MEMORY_MB: u32 = 4_096;
-pub const MAX_DEADLINE_MS: u64 = 600_000;
-pub const MAX_MAILBOX: u32 = 1_000_000;
+/// Whether the admin API speaks HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AdminTlsMode {
+    /// HTTPS unless the admin address is a loopback one (where nothing crosses a network).
+    #[default]
+    Auto,
+    /// Always HTTPS.
+    On,
+    /// Always plain HTTP (behind a proxy that terminates TLS, say).
+    Off,
+}
+
+pub use crate::caps::{MAX_DEADLINE_MS, MAX_MAILBOX, MAX_MEMORY_MB};
 
 impl Limits {
     /// The limits an install asked for, defaults filled in.
@@ -76,7 +93,7 @@ impl Limits {
     /// carries again (an entry comes from a peer; a deadline near `u64::MAX` would
     /// overflow the actor's clock).
     pub fn problem(&self) -> Option<String> {
-        let max_mb = (crate::engine::POOL_MAX_MEMORY_BYTES >> 20) as u32;
+        let max_mb = (crate::caps::POOL_MAX_MEMORY_BYTES >> 20) as u32;
         if self.memory_mb == 0 || self.memory_mb > max_mb {
             return Some(format!("memory_mb must be between 1 and {max_mb}"));
         }
@@ -88,10 +105,10 @@ impl Limits {
         if self.mailbox == 0 || self.mailbox > MAX_MAILBOX {
             return Some(format!("mailbox must be between 1 and {MAX_MAILBOX}"));
         }
-        if self.quota_mb > crate::admin::params::MAX_QUOTA_MB {
+        if self.quota_mb > crate::caps::MAX_QUOTA_MB {
             return Some(format!(
                 "quota_mb must be at most {}",
-                crate::admin::params::MAX_QUOTA_MB
+                crate::caps::MAX_QUOTA_MB
             ));
         }
         if self.fuel == Some(0) {

@@ -80,32 +80,32 @@ pub const NODE_ID_FILE: &str = "node-id";
 
 /// The id stays the node's for the life of its data: a different `--node-id` on an
 /// existing data dir is refused.
-fn pin_node_id(config: &NodeConfig) -> Result<(), DaemonError> {
-    let path = config.data_dir.join(NODE_ID_FILE);
+pub fn pin_node_id(data_dir: &std::path::Path, node_id: u64) -> Result<(), DaemonError> {
+    let path = data_dir.join(NODE_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let stored: u64 = text
                 .trim()
                 .parse()
                 .map_err(|_| DaemonError::NodeId(format!("{} is not a number", path.display())))?;
-            if stored != config.node_id {
+            if stored != node_id {
                 return Err(DaemonError::NodeId(format!(
                     "this data dir belongs to node {stored}, not {} (see {})",
-                    config.node_id,
+                    node_id,
                     path.display()
                 )));
             }
             Ok(())
         }
-        Err(_) => std::fs::create_dir_all(&config.data_dir)
-            .and_then(|_| std::fs::write(&path, config.node_id.to_string()))
+        Err(_) => std::fs::create_dir_all(data_dir)
+            .and_then(|_| std::fs::write(&path, node_id.to_string()))
             .map_err(|e| DaemonError::NodeId(format!("{}: {e}", path.display()))),
     }
 }
 
 /// Runs a node until Ctrl-C / SIGTERM.
 pub async fn run(config: NodeConfig, settings: ClusterSettings) -> Result<(), DaemonError> {
-    pin_node_id(&config)?;
+    pin_node_id(&config.data_dir, config.node_id)?;
     let token = admin_token(&config)?;
     let listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await

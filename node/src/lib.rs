@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod commit;
 pub mod component;
 pub mod config;
+pub mod crypto;
 pub mod daemon;
 pub mod engine;
 pub mod host;

@@ -77,7 +77,7 @@ pub fn init(default_filter: &str, service: &str) -> Telemetry {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter);
-    crate::client::install_crypto_provider();
+    crate::crypto::install_crypto_provider();
     let (otel, provider, problem) = if otlp_requested() {
         match provider(service) {
             Ok(p) => {

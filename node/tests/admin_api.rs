@@ -16,9 +16,10 @@ use std::time::Duration;
 
 const TOKEN: &str = "test-token-123";
 
-const ALL_KINDS: [ErrorKind; 15] = [
+const ALL_KINDS: [ErrorKind; 16] = [
     ErrorKind::NotFound,
     ErrorKind::AlreadyExists,
+    ErrorKind::Conflict,
     ErrorKind::InvalidName,
     ErrorKind::InvalidComponent,
     ErrorKind::MailboxFull,
@@ -37,7 +38,7 @@ const ALL_KINDS: [ErrorKind; 15] = [
 fn expected_status(kind: ErrorKind) -> u16 {
     match kind {
         ErrorKind::NotFound => 404,
-        ErrorKind::AlreadyExists => 409,
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => 409,
         ErrorKind::InvalidName | ErrorKind::BadRequest | ErrorKind::InvalidComponent => 400,
         ErrorKind::TooLarge => 413,
         ErrorKind::MailboxFull => 429,
@@ -112,6 +113,8 @@ impl AdminBackend for Fake {
             restarts: 0,
             installed_at_ms: 42,
             log_lines_dropped: 0,
+            upgraded_at_ms: None,
+            previous: None,
         };
         map.insert(req.name, info.clone());
         Ok(info)

@@ -40,6 +40,8 @@ impl AdminBackend for Fake {
             restarts: 0,
             installed_at_ms: 0,
             log_lines_dropped: 0,
+            upgraded_at_ms: None,
+            previous: None,
         };
         self.components
             .lock()

@@ -13,17 +13,7 @@ use std::process::Command;
 #[test]
 fn three_nodes_form_route_and_survive_a_leader_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let tls = make_certs(dir.path(), "prod", &[1, 2, 3]);
-    let n1 = Node::start(dir.path(), 1, &tls[0], None);
-    wait_for("node 1 to lead", || alive_voters(&n1).filter(|v| v == &[1]));
-    let n2 = Node::start(dir.path(), 2, &tls[1], Some(&n1.peer));
-    let n3 = Node::start(dir.path(), 3, &tls[2], Some(&n1.peer));
-    let mut nodes = vec![n1, n2, n3];
-    for n in &nodes {
-        wait_for("three live voters seen from every node", || {
-            alive_voters(n).filter(|v| v == &[1, 2, 3])
-        });
-    }
+    let (mut nodes, _certs) = three_nodes(dir.path());
 
     // Placement: the least-loaded node, ties to the lowest id.
     let examples = common::examples_dir();

@@ -4,7 +4,7 @@
 //! every handler call is a transaction (storage writes and durable messages become
 //! visible together when the handler returns `Ok`; on an `Err` or a trap nothing of
 //! that call is applied). This crate wraps the WIT contract (`wit/airssys.wit`,
-//! `airssys:component@0.1.0`) so a component is a few lines:
+//! `airssys:component@0.1.1`) so a component is a few lines:
 //!
 //! ```ignore
 //! use airssys_sdk::prelude::*;
@@ -27,8 +27,8 @@
 //! component the host installs directly.
 //!
 //! * [`Component`] is the trait you implement; only
-//!   [`handle_message`](Component::handle_message) is required. `init` and
-//!   `handle_callback` default to doing nothing and returning `Ok(())`.
+//!   [`handle_message`](Component::handle_message) is required. `init`,
+//!   `handle_callback` and `migrate` default to doing nothing and returning `Ok(())`.
 //! * [`send`], [`send_fast`], [`send_with`] send fire-and-forget messages;
 //!   [`request`], [`request_fast`], [`request_with`] send requests whose answer comes
 //!   back later through [`Component::handle_callback`].
@@ -61,6 +61,7 @@ pub mod bindings {
 
 use bindings::airssys::component::host;
 use bindings::exports::airssys::component::guest::Guest;
+use bindings::exports::airssys::component::lifecycle::Guest as LifecycleGuest;
 
 /// How a message travels: [`Delivery::Durable`] (the default, exactly once) or
 /// [`Delivery::Fast`] (in memory, at most once).
@@ -70,6 +71,9 @@ pub use bindings::airssys::component::types::LogLevel;
 /// One incoming message: who sent it, its bytes, and whether the sender waits for a
 /// reply. See [`Message::text`] and [`Message::sender_name`].
 pub use bindings::airssys::component::types::Message;
+/// The code a component is replacing: its digest and since when it ran. Given to
+/// [`Component::migrate`].
+pub use bindings::airssys::component::types::PreviousVersion;
 /// Why a request got no reply; delivered to [`Component::handle_callback`].
 /// [`RequestError::name`] gives its kebab-case name.
 pub use bindings::airssys::component::types::RequestError;
@@ -123,6 +127,20 @@ pub trait Component {
         let _ = (id, outcome);
         Ok(())
     }
+
+    /// Runs once when this code replaces another version of the component (`airssys
+    /// component upgrade` or `rollback`), before any message reaches it, as part of the
+    /// upgrade's own transaction: what it writes to [`storage`] is applied together with
+    /// the switch to this code. Use it to rewrite data the previous version stored in
+    /// another shape (keep a schema version under a key of your own to know which).
+    /// Returning `Err` (or panicking) applies nothing: the upgrade is refused with the text
+    /// and the previous code keeps running. It may not send messages or requests.
+    ///
+    /// The default does nothing and returns `Ok(())`.
+    fn migrate(previous: PreviousVersion) -> Result<(), String> {
+        let _ = previous;
+        Ok(())
+    }
 }
 
 /// Adapts a [`Component`] to the generated `Guest` trait. Used by
@@ -144,6 +162,12 @@ impl<T: Component> Guest for Adapter<T> {
         outcome: Result<Vec<u8>, RequestError>,
     ) -> Result<(), String> {
         T::handle_callback(id, outcome)
+    }
+}
+
+impl<T: Component> LifecycleGuest for Adapter<T> {
+    fn migrate(previous: PreviousVersion) -> Result<(), String> {
+        T::migrate(previous)
     }
 }
 
@@ -176,8 +200,8 @@ macro_rules! export_component {
 pub mod prelude {
     pub use crate::{
         log, now_ms, request, request_fast, request_with, self_name, send, send_fast, send_with,
-        storage, Component, Delivery, HandlerResult, Message, RequestError, RequestId, SendError,
-        Sender, StorageError,
+        storage, Component, Delivery, HandlerResult, Message, PreviousVersion, RequestError,
+        RequestId, SendError, Sender, StorageError,
     };
 }
 

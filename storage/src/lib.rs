@@ -17,6 +17,8 @@
 //!
 //! * [`StateImage`] is a consistent copy of every component and chosen sys records, for Raft
 //!   snapshots ([`Storage::export_image`], [`Storage::import_image`]).
+//! * [`Storage::export_each`] walks a whole database one [`Record`] at a time from one
+//!   snapshot, and [`BulkLoad`] fills a fresh database from such a walk (backups).
 //!
 //! The crate knows nothing of Raft, WASM or networking.
 
@@ -28,6 +30,7 @@ mod meta;
 mod names;
 mod options;
 mod store;
+mod stream;
 mod txn;
 
 pub use commit::{
@@ -39,4 +42,5 @@ pub use in_flight::InFlightWrites;
 pub use names::{is_valid_name, name_problem, validate_name};
 pub use options::StorageOptions;
 pub use store::{CommitStats, Storage, BULK_CREATE_MIN};
+pub use stream::{BulkLoad, Record};
 pub use txn::{Txn, TxnLimits};

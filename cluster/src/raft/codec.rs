@@ -10,6 +10,11 @@ pub const COMMITTED_KEY: &[u8] = b"raft/committed";
 pub const PURGED_KEY: &[u8] = b"raft/purged";
 pub const SM_META_KEY: &[u8] = b"raft/sm/meta";
 pub const SM_COMPONENT_PREFIX: &[u8] = b"raft/sm/c/";
+pub const SM_VERSIONS_PREFIX: &[u8] = b"raft/sm/v/";
+/// Added to an entry's index to make an install's generation (u64 LE; absent: 0). A node
+/// restored from a backup starts a new log at index 1; its base is the backup's index, so a
+/// generation is never given twice under one name across the restore.
+pub const SM_GENERATION_BASE_KEY: &[u8] = b"raft/sm/base";
 pub const BINARY_PREFIX: &[u8] = b"raft/bin/";
 pub const SNAPSHOT_KEY: &[u8] = b"raft/snap";
 
@@ -33,6 +38,10 @@ pub fn log_key(index: u64) -> Vec<u8> {
 
 pub fn component_key(name: &str) -> Vec<u8> {
     [SM_COMPONENT_PREFIX, name.as_bytes()].concat()
+}
+
+pub fn versions_key(name: &str) -> Vec<u8> {
+    [SM_VERSIONS_PREFIX, name.as_bytes()].concat()
 }
 
 pub fn binary_key(sha256: &str) -> Vec<u8> {

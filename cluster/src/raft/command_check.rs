@@ -32,12 +32,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Checks a command as the leader receives it, before it is proposed. Only an install
-/// carries what storage must take as given (a name, a digest, bytes); the state machine
+/// and an upgrade carry what storage must take as given (a name, a digest, bytes); the state machine
 /// answers every other malformed command itself (an unknown name is not found, an unknown
 /// node refused, a commit checked against its fence).
 pub fn check_command(command: &Command) -> Result<(), Refusal> {
     match command {
         Command::Install { spec, binary, .. } => check_install_shape(spec, binary),
+        Command::Upgrade(upgrade) => check_install_shape(&upgrade.spec, &upgrade.binary),
         _ => Ok(()),
     }
 }

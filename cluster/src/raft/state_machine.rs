@@ -1,5 +1,6 @@
 //! The replicated state as a Raft state machine: the registry (components under
-//! `raft/sm/c/<name>`, binaries under `raft/bin/<sha256>`, the applied log id and membership
+//! `raft/sm/c/<name>`, the code history of upgraded ones under `raft/sm/v/<name>`, binaries
+//! under `raft/bin/<sha256>`, the applied log id and membership
 //! under `raft/sm/meta`) and every handler commit (component stores, outboxes, marks).
 //!
 //! Deciding is pure ([`apply_command`], [`check_commit`]: the fence against the registry);
@@ -9,11 +10,14 @@
 //! through a watch channel. Snapshots are an image of the whole replicated keyspace read
 //! from one RocksDB snapshot.
 
-use super::codec::{self, SM_COMPONENT_PREFIX, SM_META_KEY, SNAPSHOT_KEY};
+use super::codec::{
+    self, SM_COMPONENT_PREFIX, SM_GENERATION_BASE_KEY, SM_META_KEY, SM_VERSIONS_PREFIX,
+    SNAPSHOT_KEY,
+};
 use super::command_check;
 use super::types::{
     commit_fate, Command, CommitFate, ComponentEntry, NodeInfo, Outcome, Refusal, Registry,
-    TypeConfig,
+    TypeConfig, Upgrade, Versions,
 };
 use crate::placement::NodeId;
 use airssys_storage::{CommitBatch, StateImage, Storage};
@@ -30,6 +34,11 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 type Membership = StoredMembership<NodeId, NodeInfo>;
+
+/// The log position `raft/sm/meta` (as stored) says the state stands at.
+pub fn applied_position(meta: &[u8]) -> Result<Option<LogId<NodeId>>, String> {
+    codec::decode::<Meta>(meta).map(|m| m.last_applied)
+}
 
 /// What `raft/sm/meta` holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -50,8 +59,8 @@ struct SnapshotBlob {
 pub struct Effects {
     /// A binary to store under its sha256.
     pub store: Option<(String, Vec<u8>)>,
-    /// A binary no component uses any more.
-    pub delete: Option<String>,
+    /// Binaries no component uses any more (nor keeps to roll back to).
+    pub delete: Vec<String>,
     /// A component installed: its store must exist before anything writes to it.
     pub create_store: Option<String>,
     /// A component removed (its name and incarnation): its store and its messaging state go.
@@ -205,7 +214,8 @@ pub fn apply_command(
                     effects.store = Some((spec.sha256.clone(), binary));
                 }
                 effects.create_store = Some(spec.name.clone());
-                let entry = ComponentEntry::installed(spec, owner, index);
+                let entry =
+                    ComponentEntry::installed(spec, owner, registry.generation_base + index);
                 let generation = entry.generation;
                 registry.components.insert(entry.spec.name.clone(), entry);
                 Outcome::Installed { owner, generation }
@@ -214,8 +224,11 @@ pub fn apply_command(
         Command::Remove { name } => match registry.components.remove(&name) {
             None => Outcome::Refused(Refusal::NotFound(name)),
             Some(entry) => {
-                if !registry.uses_binary(&entry.spec.sha256) {
-                    effects.delete = Some(entry.spec.sha256);
+                let previous = registry.versions.remove(&name).map(|v| v.previous.sha256);
+                for sha in std::iter::once(entry.spec.sha256).chain(previous) {
+                    if !registry.uses_binary(&sha) && !effects.delete.contains(&sha) {
+                        effects.delete.push(sha);
+                    }
                 }
                 effects.drop_store = Some((name, entry.incarnation));
                 Outcome::Removed
@@ -248,6 +261,9 @@ pub fn apply_command(
                 }
             }
         },
+        Command::Upgrade(upgrade) => {
+            apply_upgrade(registry, binary_known, keyspace, *upgrade, &mut effects)
+        }
         Command::Commit(batch) => apply_commit(registry, keyspace, batch, &mut effects),
         Command::Commits(batches) => Outcome::Many(
             batches
@@ -257,6 +273,101 @@ pub fn apply_command(
         ),
     };
     (outcome, effects)
+}
+
+/// Replaces a component's code, with its migration's writes: both or neither. The
+/// migration must be fenced on the component at its current placement (so it ran on the
+/// code and storage it replaces, and a move or restart in between refuses it) and the
+/// code it replaces must still be the current one.
+fn apply_upgrade(
+    registry: &mut Registry,
+    binary_known: bool,
+    keyspace: &dyn Keyspace,
+    upgrade: Upgrade,
+    effects: &mut Effects,
+) -> Outcome {
+    let Upgrade {
+        mut spec,
+        binary,
+        from_sha256,
+        at_ms,
+        migration,
+    } = upgrade;
+    if let Err(refusal) = command_check::check_install(&spec, &binary) {
+        return Outcome::Refused(refusal);
+    }
+    let Some(entry) = registry.components.get(&spec.name) else {
+        return Outcome::Refused(Refusal::NotFound(spec.name));
+    };
+    if entry.spec.sha256 != from_sha256 {
+        return Outcome::Refused(Refusal::VersionChanged {
+            component: spec.name,
+            expected: from_sha256,
+            now: entry.spec.sha256.clone(),
+        });
+    }
+    if entry.spec.sha256 == spec.sha256 {
+        return Outcome::Refused(Refusal::SameVersion {
+            component: spec.name,
+            sha256: spec.sha256,
+        });
+    }
+    if !binary_known && binary.is_empty() {
+        return Outcome::Refused(Refusal::MissingBinary(spec.sha256));
+    }
+    match migration.fence.as_ref() {
+        Some(f) if f.component == spec.name && f.commit == 0 && f.sequence == 0 => {}
+        _ => {
+            return Outcome::Refused(Refusal::MalformedCommit(format!(
+                "the migration of {} must be fenced on it, unnumbered",
+                spec.name
+            )))
+        }
+    }
+    // Checks the fence and the keys; applies nothing when it refuses.
+    match apply_commit(registry, keyspace, migration, effects) {
+        Outcome::Committed { duplicate: false } => {}
+        Outcome::Refused(r) => return Outcome::Refused(r),
+        other => {
+            return Outcome::Refused(Refusal::MalformedCommit(format!(
+                "the migration of {} was not applied ({other:?})",
+                spec.name
+            )))
+        }
+    }
+    let name = spec.name.clone();
+    let Some(entry) = registry.components.get_mut(&name) else {
+        return Outcome::Refused(Refusal::NotFound(name));
+    };
+    let since = registry
+        .versions
+        .get(&name)
+        .map_or(entry.spec.installed_at_ms, |v| v.upgraded_at_ms);
+    spec.installed_at_ms = entry.spec.installed_at_ms;
+    let replaced = std::mem::replace(&mut entry.spec, spec);
+    let owner = entry.owner;
+    entry.move_to(owner);
+    let generation = entry.generation;
+    let new_sha = entry.spec.sha256.clone();
+    let dropped = registry
+        .versions
+        .insert(
+            name,
+            Versions {
+                upgraded_at_ms: at_ms,
+                previous: replaced,
+                previous_since_ms: since,
+            },
+        )
+        .map(|v| v.previous.sha256);
+    if !binary_known {
+        effects.store = Some((new_sha, binary));
+    }
+    // The code two upgrades back is no longer kept, unless something else uses it.
+    if let Some(sha) = dropped.filter(|sha| !registry.uses_binary(sha)) {
+        effects.delete.push(sha);
+    }
+    Outcome::Upgraded { owner, generation }
 }
 
 /// One handler transaction: checked against the registry as it stands after everything
@@ -411,6 +522,21 @@ fn load_state(storage: &Storage) -> Result<(Meta, Registry), StorageError<NodeId
         let entry: ComponentEntry = codec::decode(&value).map_err(read_err)?;
         registry.components.insert(entry.spec.name.clone(), entry);
     }
+    for (key, value) in storage
+        .sys_scan_prefix(SM_VERSIONS_PREFIX)
+        .map_err(read_err)?
+    {
+        let versions: Versions = codec::decode(&value).map_err(read_err)?;
+        let name = String::from_utf8_lossy(&key[SM_VERSIONS_PREFIX.len()..]).into_owned();
+        registry.versions.insert(name, versions);
+    }
+    if let Some(base) = storage.sys_get(SM_GENERATION_BASE_KEY).map_err(read_err)? {
+        let bytes: [u8; 8] = base
+            .as_slice()
+            .try_into()
+            .map_err(|_| read_err("raft/sm/base is not 8 bytes"))?;
+        registry.generation_base = u64::from_le_bytes(bytes);
+    }
     Ok((meta, registry))
 }
 
@@ -481,6 +607,11 @@ impl StateMachine {
                 None => None,
             };
             batch.sys.push((codec::component_key(&name), value));
+            let versions = match registry.versions.get(&name) {
+                Some(v) => Some(codec::encode(v).map_err(sm_err)?),
+                None => None,
+            };
+            batch.sys.push((codec::versions_key(&name), versions));
         }
         batch.sys.push((
             SM_META_KEY.to_vec(),
@@ -591,6 +722,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     // deleted with its last user), so the registry says whether it is here.
                     let known = match &command {
                         Command::Install { spec, .. } => registry.uses_binary(&spec.sha256),
+                        Command::Upgrade(u) => registry.uses_binary(&u.spec.sha256),
                         _ => true,
                     };
                     // Commits that move a count kept in the registry entry.
@@ -605,6 +737,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Command::Remove { name }
                         | Command::Move { name, .. }
                         | Command::Restart { name } => vec![name.clone()],
+                        Command::Upgrade(u) => vec![u.spec.name.clone()],
                         Command::Commit(b) => numbered(b).into_iter().collect(),
                         Command::Commits(bs) => bs.iter().filter_map(numbered).collect(),
                     };
@@ -725,7 +858,7 @@ impl StateMachine {
                 .sys
                 .push((codec::binary_key(&sha), Some(bytes)));
         }
-        if let Some(sha) = effects.delete {
+        for sha in effects.delete {
             pending.batch.sys.push((codec::binary_key(&sha), None));
         }
         for commit in effects.commits {
@@ -856,7 +989,7 @@ mod tests {
             Command::Remove { name: "a".into() },
         );
         assert_eq!(out, Outcome::Removed);
-        assert_eq!(fx.delete, Some(sha("s1")));
+        assert_eq!(fx.delete, vec![sha("s1")]);
         let (out, _) = apply(
             &mut reg,
             &members,
@@ -879,7 +1012,7 @@ mod tests {
             true,
             Command::Remove { name: "a".into() },
         );
-        assert_eq!(fx.delete, None);
+        assert!(fx.delete.is_empty());
     }
 
     #[test]
@@ -915,6 +1048,158 @@ mod tests {
             }],
             sys: vec![(b"ob/x/y/12345678".to_vec(), None)],
         })
+    }
+
+    /// An upgrade of `name` to binary `label`, from `from`, its migration fenced at
+    /// (`node`, `generation`) writing `n` = `label`.
+    fn upgrade(name: &str, label: &str, from: &str, node: NodeId, generation: u64) -> Command {
+        let Command::Commit(mut migration) = commit(name, node, generation, 0) else {
+            unreachable!()
+        };
+        migration.components[0].writes = vec![(b"n".to_vec(), Some(label.as_bytes().to_vec()))];
+        migration.sys.clear();
+        Command::Upgrade(Box::new(Upgrade {
+            spec: spec(name, label),
+            binary: label.as_bytes().to_vec(),
+            from_sha256: sha(from),
+            at_ms: 77,
+            migration,
+        }))
+    }
+
+    #[test]
+    fn an_upgrade_replaces_the_code_with_its_migration_and_keeps_the_previous() {
+        let members = BTreeSet::from([1, 2]);
+        let mut reg = Registry::default();
+        apply(&mut reg, &members, false, install("a", "v1", 2));
+        let (out, fx) = apply(&mut reg, &members, false, upgrade("a", "v2", "v1", 2, 1));
+        assert_eq!(
+            out,
+            Outcome::Upgraded {
+                owner: 2,
+                generation: 2
+            }
+        );
+        assert_eq!(fx.store, Some((sha("v2"), b"v2".to_vec())));
+        assert!(
+            fx.delete.is_empty(),
+            "the previous binary is kept for a rollback"
+        );
+        assert_eq!(fx.commits.len(), 1, "the migration's writes apply with it");
+        assert_eq!(
+            fx.commits[0].components[0].writes[0].1,
+            Some(b"v2".to_vec())
+        );
+        let e = &reg.components["a"];
+        assert_eq!(
+            (e.spec.sha256.clone(), e.owner, e.generation),
+            (sha("v2"), 2, 2)
+        );
+        assert_eq!(e.ended.last().map(|g| g.generation), Some(1));
+        let v = &reg.versions["a"];
+        assert_eq!(
+            (v.previous.sha256.clone(), v.upgraded_at_ms),
+            (sha("v1"), 77)
+        );
+        assert!(reg.uses_binary(&sha("v1")));
+        assert_eq!(reg.current_since_ms("a"), Some(77));
+
+        // A rollback is an upgrade to the previous code (its binary is known).
+        let Command::Upgrade(mut back) = upgrade("a", "v1", "v2", 2, 2) else {
+            unreachable!()
+        };
+        back.binary.clear();
+        let (out, fx) = apply(&mut reg, &members, true, Command::Upgrade(back));
+        assert!(
+            matches!(out, Outcome::Upgraded { generation: 3, .. }),
+            "{out:?}"
+        );
+        assert_eq!(fx.store, None);
+        assert!(fx.delete.is_empty(), "v2 is now the previous one");
+        assert_eq!(reg.versions["a"].previous.sha256, sha("v2"));
+
+        // A third version: the code two back (v2) is no longer kept.
+        let (_, fx) = apply(&mut reg, &members, false, upgrade("a", "v3", "v1", 2, 3));
+        assert_eq!(fx.delete, vec![sha("v2")]);
+        // Removal drops the current and the previous binary.
+        let (_, fx) = apply(
+            &mut reg,
+            &members,
+            true,
+            Command::Remove { name: "a".into() },
+        );
+        assert_eq!(fx.delete, vec![sha("v3"), sha("v1")]);
+        assert!(reg.versions.is_empty());
+    }
+
+    #[test]
+    fn an_upgrade_is_refused_whole_when_anything_changed_under_it() {
+        let members = BTreeSet::from([1, 2]);
+        let mut reg = Registry::default();
+        apply(&mut reg, &members, false, install("a", "v1", 1));
+        let before = reg.clone();
+        let refused = |reg: &mut Registry, cmd: Command| {
+            let (out, fx) = apply(reg, &members, false, cmd);
+            assert!(matches!(out, Outcome::Refused(_)), "{out:?}");
+            assert_eq!(
+                fx,
+                Effects::default(),
+                "nothing of a refused upgrade applies"
+            );
+            out
+        };
+        // Fenced: its migration ran at a placement that has ended (a move or restart).
+        let out = refused(&mut reg, upgrade("a", "v2", "v1", 1, 0));
+        assert!(
+            matches!(out, Outcome::Refused(Refusal::Fenced { .. })),
+            "{out:?}"
+        );
+        let out = refused(&mut reg, upgrade("a", "v2", "v1", 2, 1));
+        assert!(
+            matches!(out, Outcome::Refused(Refusal::Fenced { .. })),
+            "not its owner"
+        );
+        // Computed against code another upgrade replaced.
+        let out = refused(&mut reg, upgrade("a", "v2", "v0", 1, 1));
+        assert!(
+            matches!(out, Outcome::Refused(Refusal::VersionChanged { .. })),
+            "{out:?}"
+        );
+        // To the code it runs.
+        let out = refused(&mut reg, upgrade("a", "v1", "v1", 1, 1));
+        assert!(
+            matches!(out, Outcome::Refused(Refusal::SameVersion { .. })),
+            "{out:?}"
+        );
+        // Unknown name; a binary that does not match its digest; a numbered migration.
+        refused(&mut reg, upgrade("b", "v2", "v1", 1, 1));
+        let Command::Upgrade(mut lying) = upgrade("a", "v2", "v1", 1, 1) else {
+            unreachable!()
+        };
+        lying.binary = b"other".to_vec();
+        let out = refused(&mut reg, Command::Upgrade(lying));
+        assert!(
+            matches!(out, Outcome::Refused(Refusal::Invalid(_))),
+            "{out:?}"
+        );
+        let Command::Upgrade(mut numbered) = upgrade("a", "v2", "v1", 1, 1) else {
+            unreachable!()
+        };
+        if let Some(f) = numbered.migration.fence.as_mut() {
+            f.commit = 1;
+        }
+        let out = refused(&mut reg, Command::Upgrade(numbered));
+        assert!(
+            matches!(out, Outcome::Refused(Refusal::MalformedCommit(_))),
+            "{out:?}"
+        );
+        // A migration that writes another component's store.
+        let Command::Upgrade(mut foreign) = upgrade("a", "v2", "v1", 1, 1) else {
+            unreachable!()
+        };
+        foreign.migration.components[0].component = "b".into();
+        refused(&mut reg, Command::Upgrade(foreign));
+        assert_eq!(reg, before);
     }
 
     #[test]
@@ -963,6 +1248,25 @@ mod tests {
         );
         let (out, _) = apply(&mut reg, &members, true, commit("a", 2, 2, 3));
         assert!(matches!(out, Outcome::Refused(Refusal::Fenced { .. })));
+    }
+
+    #[test]
+    fn a_restored_registry_gives_generations_past_its_base() {
+        // A node seeded from a backup of index 900 starts its own log at 1.
+        let members = BTreeSet::from([1]);
+        let mut reg = Registry {
+            generation_base: 900,
+            ..Registry::default()
+        };
+        let (out, _) = apply_command(&mut reg, &members, false, 3, &Open, install("a", "s", 1));
+        assert_eq!(
+            out,
+            Outcome::Installed {
+                owner: 1,
+                generation: 903
+            }
+        );
+        assert_eq!(reg.components["a"].incarnation, 903);
     }
 
     #[test]

@@ -188,11 +188,34 @@ pub enum Command {
     /// if it were an entry of its own; each gets its own outcome.
     Commits(Vec<CommitBatch>),
     /// Starts a component again on the node that owns it (generation + 1): a fresh
-    /// instance, a failure cleared; its store and the messages waiting for it stay. (Last,
-    /// so that the entries of earlier builds keep their encoding.)
+    /// instance, a failure cleared; its store and the messages waiting for it stay. (After
+    /// the earlier variants, so that the entries of earlier builds keep their encoding.)
     Restart {
         name: String,
     },
+    /// Replaces a component's code in place (generation + 1, same owner, same store), with
+    /// the writes its new code's migration made, all in this one entry. Also a rollback.
+    /// (Last, for the same reason.)
+    Upgrade(Box<Upgrade>),
+}
+
+/// A component's new code and what its migration wrote: applied together or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upgrade {
+    /// The new version (same name). Its `installed_at_ms` is not taken: the entry keeps
+    /// the install's.
+    pub spec: ComponentSpec,
+    /// Empty when the registry holds this digest already (a rollback, or a binary another
+    /// component uses).
+    pub binary: Vec<u8>,
+    /// The digest the upgrade replaces: if another upgrade applied first, this one is
+    /// refused rather than replacing code its migration never saw.
+    pub from_sha256: String,
+    /// When it was asked for (ms since the Unix epoch), set by the node that took it.
+    pub at_ms: u64,
+    /// The migration's writes, fenced with the placement it ran under and unnumbered
+    /// (`commit` 0): it applies only if that placement still stands.
+    pub migration: CommitBatch,
 }
 
 /// What applying a command did.
@@ -218,6 +241,12 @@ pub enum Outcome {
     Nothing,
     /// The outcomes of a [`Command::Commits`], one per transaction, in order.
     Many(Vec<Outcome>),
+    /// A component's code was replaced (upgrade or rollback); it runs on `owner` at
+    /// `generation`. (Last, so earlier outcomes keep their encoding.)
+    Upgraded {
+        owner: NodeId,
+        generation: u64,
+    },
 }
 
 /// Why the state machine refused a command.
@@ -265,12 +294,42 @@ pub enum Refusal {
     /// way on every node, so it cannot stop the state machine (see `command_check`).
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// An upgrade computed against code that another upgrade has replaced since.
+    #[error("{component} no longer runs {expected}: it was upgraded to {now} meanwhile; nothing was applied")]
+    VersionChanged {
+        component: String,
+        expected: String,
+        now: String,
+    },
+    /// An upgrade to the code the component already runs.
+    #[error("{component} already runs {sha256}; nothing to upgrade")]
+    SameVersion { component: String, sha256: String },
+    /// A rollback of a component that was never upgraded.
+    #[error("{0} has no previous version to roll back to")]
+    NoPreviousVersion(String),
+}
+
+/// A component's code history, kept apart from its [`ComponentEntry`] (whose stored
+/// encoding earlier builds wrote): there is one only once it was upgraded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    /// When the current code started to run: the latest upgrade or rollback.
+    pub upgraded_at_ms: u64,
+    /// The code before it: what `rollback` returns to. Its binary is kept while it is here.
+    pub previous: ComponentSpec,
+    /// When that previous code had started to run (its install, or an earlier upgrade).
+    pub previous_since_ms: u64,
 }
 
 /// The replicated registry: every component, its owner and generation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
     pub components: BTreeMap<String, ComponentEntry>,
+    /// The code history of every component that was ever upgraded.
+    pub versions: BTreeMap<String, Versions>,
+    /// What an install adds to its entry's index to make its generation
+    /// ([`super::codec::SM_GENERATION_BASE_KEY`]).
+    pub generation_base: u64,
 }
 
 impl Registry {
@@ -283,9 +342,21 @@ impl Registry {
         counts
     }
 
-    /// True when some component still uses this binary.
+    /// True when some component still uses this binary, or keeps it to roll back to.
     pub fn uses_binary(&self, sha256: &str) -> bool {
         self.components.values().any(|c| c.spec.sha256 == sha256)
+            || self.versions.values().any(|v| v.previous.sha256 == sha256)
+    }
+
+    /// When the current code of `name` started to run (its install, or its latest
+    /// upgrade).
+    pub fn current_since_ms(&self, name: &str) -> Option<u64> {
+        let entry = self.components.get(name)?;
+        Some(
+            self.versions
+                .get(name)
+                .map_or(entry.spec.installed_at_ms, |v| v.upgraded_at_ms),
+        )
     }
 }
 

@@ -10,6 +10,10 @@
 //! - `times ID`: replies how many times `inc ID` was applied (`0` if never);
 //! - `tally`: replies one line `ID N` per recorded request id, sorted by id;
 //! - anything else: `Err("unknown command: …")`.
+//!
+//! Upgrading `counter-v1` (which kept the count under `total` and request counts under
+//! `applied/ID`) to this code moves them to `count` and `req/ID` in `migrate`; from any
+//! other version the migration has nothing to do.
 
 use airssys_sdk::prelude::*;
 
@@ -17,6 +21,10 @@ use airssys_sdk::prelude::*;
 const COUNT: &str = "count";
 /// Prefix of the per-request application counts.
 const REQ: &str = "req/";
+
+/// Where `counter-v1` kept the count and the request counts.
+const V1_TOTAL: &str = "total";
+const V1_APPLIED: &str = "applied/";
 
 /// A persistent counter.
 struct Counter;
@@ -42,7 +50,37 @@ fn bump(key: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// Moves `from` to `to` (adding to what `to` holds, so a half-done move cannot lose
+/// counts; a failed migration applies nothing anyway).
+fn move_count(from: &str, to: &str) -> Result<(), String> {
+    if let Some(n) = storage::get_u64(from)? {
+        let sum = storage::get_u64(to)?
+            .unwrap_or(0)
+            .checked_add(n)
+            .ok_or("count overflow")?;
+        storage::set_u64(to, sum)?;
+        storage::delete(from);
+    }
+    Ok(())
+}
+
 impl Component for Counter {
+    fn migrate(previous: PreviousVersion) -> Result<(), String> {
+        let mut moved = 0;
+        move_count(V1_TOTAL, COUNT)?;
+        // Collected before any move: the moves change what a listing would see.
+        let keys = storage::list_keys(V1_APPLIED);
+        for key in keys {
+            move_count(&key, &format!("{REQ}{}", &key[V1_APPLIED.len()..]))?;
+            moved += 1;
+        }
+        log::info(format!(
+            "migrated from {}: {moved} request counts moved",
+            &previous.digest[..12.min(previous.digest.len())]
+        ));
+        Ok(())
+    }
+
     fn handle_message(msg: Message) -> HandlerResult {
         let text = msg.text();
         let mut words = text.split_whitespace();

@@ -14,6 +14,11 @@
 //! - `snoop`: tries to read the environment, the file system and the command line,
 //!   and replies what it could see (the host grants none of them);
 //! - anything else: replies `ok`.
+//!
+//! Its `migrate` refuses every upgrade to it, after writing storage key `migrated` (the
+//! write must not be applied): a failed migration must leave the previous code running
+//! with its state untouched. Except when the storage holds `let-me-in` (any value), so a
+//! test can also upgrade to it.
 
 use std::sync::Mutex;
 
@@ -29,6 +34,17 @@ static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 struct Crash;
 
 impl Component for Crash {
+    fn migrate(previous: PreviousVersion) -> Result<(), String> {
+        storage::set("migrated", previous.digest.as_bytes())?;
+        if storage::get("let-me-in").is_some() {
+            return Ok(());
+        }
+        Err(format!(
+            "crash does not take over the state of {}",
+            &previous.digest[..12.min(previous.digest.len())]
+        ))
+    }
+
     fn handle_message(msg: Message) -> HandlerResult {
         let text = msg.text();
         match text.trim() {

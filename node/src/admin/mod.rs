@@ -11,8 +11,11 @@
 //! | `GET /v1/components` | 200 `[ComponentInfo]` |
 //! | `GET /v1/components/{name}` | 200 `ComponentInfo` |
 //! | `DELETE /v1/components/{name}` | 204 |
+//! | `POST /v1/components/{name}/upgrade?memory_mb&deadline_ms&mailbox&quota_mb&fuel` (body: wasm) | 200 `ComponentInfo` |
+//! | `POST /v1/components/{name}/rollback` | 200 `ComponentInfo` |
 //! | `POST /v1/components/{name}/messages?delivery=durable\|fast` (body ≤ 1 MiB) | 202 `{"accepted":true}` |
 //! | `POST /v1/components/{name}/requests?timeout_ms&delivery` (body ≤ 1 MiB) | 200 reply bytes |
+//! | `GET /v1/backup` | 200 the backup file, streamed (see `airssys_cluster::backup`) |
 //! | `GET /v1/status` | 200 `NodeStatus` |
 //! | `GET /healthz` (no auth) | 200 `ok` |
 //! | `GET /readyz` | 200 `ready`, or 503 `unavailable` |
@@ -31,7 +34,10 @@ pub use params::{
     MAX_REQUEST_TIMEOUT_MS,
 };
 
-use crate::api::{AdminBackend, ApiError, ComponentInfo, ErrorKind, InstallRequest, NodeStatus};
+use crate::api::{
+    AdminBackend, ApiError, ComponentInfo, ErrorKind, InstallRequest, LimitsRequest, NodeStatus,
+    UpgradeRequest,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -42,12 +48,9 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::Instrument;
 
-/// Extra time the admin layer gives a request beyond its own timeout before it answers
-/// `timeout` itself, so a backend that never resolves cannot hang the caller.
-pub const REQUEST_GRACE: Duration = Duration::from_secs(2);
+pub use crate::caps::REQUEST_GRACE;
 
 /// Installs whose bodies a node takes at once: each is held in memory whole (up to
 /// `MAX_BINARY_BYTES`), so more would let a few clients take the node's memory. One past
@@ -74,6 +77,8 @@ type Pairs = Vec<(String, String)>;
 /// The admin API over `backend`, with every route but `/healthz` behind `auth`.
 pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
     let auth = Arc::new(auth);
+    // Installs and upgrades share the upload slots.
+    let uploads = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INSTALLS));
     let protected = Router::new()
         .route(
             "/v1/components",
@@ -84,7 +89,7 @@ pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
             put(install::<B>)
                 .layer(DefaultBodyLimit::max(MAX_BINARY_BYTES))
                 .layer(middleware::from_fn_with_state(
-                    Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INSTALLS)),
+                    uploads.clone(),
                     limit_uploads,
                 ))
                 .get(describe::<B>)
@@ -108,6 +113,17 @@ pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
             post(move_component::<B>).fallback(method_not_allowed),
         )
         .route(
+            "/v1/components/{name}/upgrade",
+            post(upgrade::<B>)
+                .layer(DefaultBodyLimit::max(MAX_BINARY_BYTES))
+                .layer(middleware::from_fn_with_state(uploads, limit_uploads))
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/components/{name}/rollback",
+            post(rollback::<B>).fallback(method_not_allowed),
+        )
+        .route(
             "/v1/components/{name}/restart",
             post(restart::<B>).fallback(method_not_allowed),
         )
@@ -119,6 +135,7 @@ pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
             "/v1/cluster/nodes/{id}",
             delete(remove_node::<B>).fallback(method_not_allowed),
         )
+        .route("/v1/backup", get(backup::<B>).fallback(method_not_allowed))
         .route("/v1/status", get(status::<B>).fallback(method_not_allowed))
         .route("/readyz", get(readyz::<B>).fallback(method_not_allowed))
         .route("/metrics", get(metrics::<B>).fallback(method_not_allowed))
@@ -214,29 +231,73 @@ fn body_of(body: Result<Bytes, BytesRejection>, cap: usize, what: &str) -> Resul
 
 // ---- handlers ----
 
+/// What an install or an upgrade uploads: the name, the limits asked for, the binary (not
+/// empty; `empty` says what to send instead).
+fn component_upload(
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Pairs>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+    empty: &str,
+) -> Result<(String, LimitsRequest, Vec<u8>), ApiError> {
+    let name = name_of(path)?;
+    let limits = params::parse_install_query(&query_of(query)?)?;
+    let binary = body_of(body, MAX_BINARY_BYTES, "component binary")?;
+    if binary.is_empty() {
+        return Err(ApiError::new(ErrorKind::InvalidComponent, empty));
+    }
+    Ok((name, limits, Vec::from(binary)))
+}
+
 async fn install<B: AdminBackend>(
     State(backend): State<Arc<B>>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<Pairs>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<ComponentInfo>), ApiError> {
-    let name = name_of(path)?;
-    let limits = params::parse_install_query(&query_of(query)?)?;
-    let binary = body_of(body, MAX_BINARY_BYTES, "component binary")?;
-    if binary.is_empty() {
-        return Err(ApiError::new(
-            ErrorKind::InvalidComponent,
-            "empty body: send the component's .wasm bytes as the request body",
-        ));
-    }
+    let (name, limits, binary) = component_upload(
+        path,
+        query,
+        body,
+        "empty body: send the component's .wasm bytes as the request body",
+    )?;
     let info = backend
         .install(InstallRequest {
             name,
-            binary: Vec::from(binary),
+            binary,
             limits,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn upgrade<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Pairs>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    let (name, limits, binary) = component_upload(
+        path,
+        query,
+        body,
+        "empty body: send the new .wasm bytes as the request body",
+    )?;
+    let info = backend
+        .upgrade(UpgradeRequest {
+            name,
+            binary,
+            limits,
+        })
+        .await?;
+    Ok(Json(info))
+}
+
+async fn rollback<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    let name = name_of(path)?;
+    Ok(Json(backend.rollback(&name).await?))
 }
 
 async fn list<B: AdminBackend>(
@@ -389,6 +450,23 @@ async fn readyz<B: AdminBackend>(State(backend): State<Arc<B>>) -> Result<&'stat
             "node is not ready to serve yet",
         ))
     }
+}
+
+/// The backup file, streamed as the node writes it. Once the body has started, a failure
+/// can only cut it short: the client's check of the trailer's checksum refuses it.
+async fn backup<B: AdminBackend>(State(backend): State<Arc<B>>) -> Result<Response, ApiError> {
+    let chunks = backend.backup().await?;
+    let stream = futures_util::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn metrics<B: AdminBackend>(State(backend): State<Arc<B>>) -> Response {

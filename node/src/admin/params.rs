@@ -2,18 +2,15 @@
 //! the mapping of error kinds to HTTP statuses. Plain functions, unit-tested below.
 
 use crate::api::{ApiError, Delivery, ErrorKind, LimitsRequest};
-use crate::config::{MAX_DEADLINE_MS, MAX_MAILBOX, MAX_MEMORY_MB};
+use crate::caps::{MAX_DEADLINE_MS, MAX_MAILBOX, MAX_MEMORY_MB};
 use axum::http::StatusCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use crate::caps::{MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES};
-/// Request timeout when `timeout_ms` is not given.
-pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
-/// Longest request timeout a client may ask for.
-pub const MAX_REQUEST_TIMEOUT_MS: u64 = 600_000;
-/// Largest storage quota an install may ask for (1 TiB).
-pub const MAX_QUOTA_MB: u64 = 1 << 20;
+pub use crate::caps::{
+    check_size, too_large, DEFAULT_REQUEST_TIMEOUT_MS, MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES,
+    MAX_QUOTA_MB, MAX_REQUEST_TIMEOUT_MS,
+};
 
 /// Query parameters as decoded pairs, in the order given.
 pub type QueryPairs = [(String, String)];
@@ -25,7 +22,7 @@ pub type QueryPairs = [(String, String)];
 pub fn status_for(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::AlreadyExists => StatusCode::CONFLICT,
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::InvalidName | ErrorKind::BadRequest | ErrorKind::InvalidComponent => {
             StatusCode::BAD_REQUEST
         }
@@ -43,32 +40,6 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
 /// Checks a component name ([`crate::names::validate`]) as an API error.
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
     crate::names::validate(name).map_err(|m| ApiError::new(ErrorKind::InvalidName, m))
-}
-
-/// Refuses a body over `cap` bytes; `what` names it in the message ("payload", …).
-pub fn check_size(len: usize, cap: usize, what: &str) -> Result<(), ApiError> {
-    if len > cap {
-        Err(too_large(cap, what))
-    } else {
-        Ok(())
-    }
-}
-
-/// The `too-large` error for a body over `cap` bytes.
-pub fn too_large(cap: usize, what: &str) -> ApiError {
-    ApiError::new(
-        ErrorKind::TooLarge,
-        format!("{what} is larger than the {} limit", human_cap(cap)),
-    )
-}
-
-fn human_cap(cap: usize) -> String {
-    const MIB: usize = 1024 * 1024;
-    if cap >= MIB && cap % MIB == 0 {
-        format!("{} MiB", cap / MIB)
-    } else {
-        format!("{cap} bytes")
-    }
 }
 
 /// Query of `PUT /v1/components/{name}`: `memory_mb, deadline_ms, mailbox, quota_mb, fuel`.
@@ -114,10 +85,7 @@ pub fn parse_delivery(value: &str) -> Result<Delivery, ApiError> {
 
 /// The query-string value of a delivery class.
 pub fn delivery_str(delivery: Delivery) -> &'static str {
-    match delivery {
-        Delivery::Durable => "durable",
-        Delivery::Fast => "fast",
-    }
+    delivery.as_str()
 }
 
 fn delivery_param(pairs: &QueryPairs) -> Result<Delivery, ApiError> {

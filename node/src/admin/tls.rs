@@ -16,17 +16,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// Whether the admin API speaks HTTPS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum AdminTlsMode {
-    /// HTTPS unless the admin address is a loopback one (where nothing crosses a network).
-    #[default]
-    Auto,
-    /// Always HTTPS.
-    On,
-    /// Always plain HTTP (behind a proxy that terminates TLS, say).
-    Off,
-}
+pub use crate::config::AdminTlsMode;
 
 /// Whether the admin API at `addr` serves HTTPS under `mode`.
 pub fn tls_wanted(mode: AdminTlsMode, addr: SocketAddr) -> bool {

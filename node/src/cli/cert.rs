@@ -5,14 +5,7 @@ use airssys_cluster::tls::{ClusterCa, TlsError};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 
-/// File name of the CA certificate (in the CA directory and next to each node certificate).
-pub const CA_CERT_FILE: &str = "ca.pem";
-/// File name of the CA private key.
-pub const CA_KEY_FILE: &str = "ca.key";
-/// File name of a node certificate.
-pub const NODE_CERT_FILE: &str = "node.pem";
-/// File name of a node private key.
-pub const NODE_KEY_FILE: &str = "node.key";
+pub use crate::config::{CA_CERT_FILE, CA_KEY_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 
 /// `airssys cert …`
 #[derive(Debug, Subcommand)]

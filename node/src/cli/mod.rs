@@ -2,6 +2,7 @@
 //! command does. `main.rs` parses, calls [`run`], and turns a [`CliError`] into
 //! `error: <kind>: <message>` on stderr and [`CliError::exit_code`].
 
+pub mod backup;
 pub mod cert;
 pub mod output;
 
@@ -46,7 +47,8 @@ Exit codes:
   4   timeout: no reply in time
   5   unreachable: no node answers at --endpoint, or TLS with it failed (kind `tls`)
   6   unauthorized: missing or wrong token
-  7   already-exists: a component by that name is installed
+  7   already-exists: a component by that name is installed; conflict: an upgrade to the
+      code it runs, one another upgrade overtook, a rollback with nothing to go back to
   8   invalid-component: the binary is not a valid airssys component
   9   the component failed: trapped, rejected
   10  over a limit: too-large, quota-exceeded, mailbox-full
@@ -85,9 +87,9 @@ pub enum Command {
         after_help = "Examples:\n  airssys cluster status\n  airssys cluster members --json"
     )]
     Cluster(ClusterArgs),
-    /// Install, list, describe and remove components
+    /// Install, upgrade, list, describe and remove components
     #[command(
-        after_help = "Examples:\n  airssys component install counter counter.wasm --memory-mb 32\n  airssys component list\n  airssys component describe counter --json\n  airssys component remove counter"
+        after_help = "Examples:\n  airssys component install counter counter.wasm --memory-mb 32\n  airssys component upgrade counter counter-v2.wasm\n  airssys component rollback counter\n  airssys component list\n  airssys component describe counter --json\n  airssys component remove counter"
     )]
     Component(ComponentArgs),
     /// Send a fire-and-forget message to a component
@@ -111,6 +113,12 @@ pub enum Command {
                              Every node needs node.pem, node.key and ca.pem from `cert node`; keep ca.key off the nodes."
     )]
     Cert(cert::CertCommand),
+    /// Back up the whole cluster to a file, check one, or seed a new node from one
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  airssys backup create cluster.airssys\n  airssys backup verify cluster.airssys\n  airssys backup restore cluster.airssys --data-dir ./restored --node-id 1"
+    )]
+    Backup(backup::BackupCommand),
 }
 
 /// `airssys node …`
@@ -309,6 +317,25 @@ pub enum ComponentCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace a component's code, keeping its name, storage and messages
+    #[command(
+        after_help = "Examples:\n  airssys component upgrade counter counter-v2.wasm\n  airssys component upgrade alice account.wasm --deadline-ms 1000\n\n\
+                             The component finishes the message it is handling; every message after it is handled by the new code. \
+                             If the new code exports `migrate` (airssys:component@0.1.1; the SDK's `Component::migrate`), it runs first, \
+                             inside the switch's own transaction: its storage writes apply with the switch, and if it fails nothing \
+                             changes and the old code keeps running. Limits not given keep their current values \
+                             (a new --mailbox takes effect at the next restart or move). \
+                             The previous code is kept for `airssys component rollback`."
+    )]
+    Upgrade(InstallArgs),
+    /// Go back to the code that ran before the latest upgrade (storage as it is now)
+    #[command(after_help = "Example:\n  airssys component rollback counter\n\n\
+                             An upgrade to the previous code and its limits, by the same rules (its `migrate` runs, if it has one). \
+                             The code rolled back from becomes the previous one: a second rollback goes forward again.")]
+    Rollback {
+        /// Component name
+        name: String,
+    },
     /// Remove a component and its storage
     #[command(after_help = "Example:\n  airssys component remove counter")]
     Remove {
@@ -477,7 +504,7 @@ pub fn exit_code_for(kind: ErrorKind) -> u8 {
         ErrorKind::NotFound => 3,
         ErrorKind::Timeout => 4,
         ErrorKind::Unauthorized => 6,
-        ErrorKind::AlreadyExists => 7,
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => 7,
         ErrorKind::InvalidComponent => 8,
         ErrorKind::Trapped | ErrorKind::Rejected => 9,
         ErrorKind::TooLarge | ErrorKind::QuotaExceeded | ErrorKind::MailboxFull => 10,
@@ -559,6 +586,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             write_reply(&reply)
         }
         Command::Cert(command) => cert::run(command),
+        Command::Backup(command) => backup::run(command).await,
     }
 }
 
@@ -569,6 +597,16 @@ async fn component(client: &AdminClient, command: ComponentCommand) -> Result<()
                 .map_err(|e| CliError::io(format!("cannot read {}", args.file.display()), e))?;
             let info = client.install(&args.name, binary, &args.limits()).await?;
             out(&installed_line(&info))
+        }
+        ComponentCommand::Upgrade(args) => {
+            let binary = std::fs::read(&args.file)
+                .map_err(|e| CliError::io(format!("cannot read {}", args.file.display()), e))?;
+            let info = client.upgrade(&args.name, binary, &args.limits()).await?;
+            out(&upgraded_line("upgraded", &info))
+        }
+        ComponentCommand::Rollback { name } => {
+            let info = client.rollback(&name).await?;
+            out(&upgraded_line("rolled back", &info))
         }
         ComponentCommand::List { json } => {
             let list = client.list().await?;
@@ -609,6 +647,22 @@ async fn component(client: &AdminClient, command: ComponentCommand) -> Result<()
             ))
         }
     }
+}
+
+fn upgraded_line(what: &str, info: &ComponentInfo) -> String {
+    let from = info
+        .previous
+        .as_ref()
+        .map(|p| format!(" from {}", output::sha_prefix(&p.sha256)))
+        .unwrap_or_default();
+    format!(
+        "{what} {}{from} to sha256 {} ({}) on node {}, generation {}\n",
+        info.name,
+        output::sha_prefix(&info.sha256),
+        output::human_bytes(info.size_bytes),
+        info.node_id,
+        info.generation
+    )
 }
 
 fn installed_line(info: &ComponentInfo) -> String {

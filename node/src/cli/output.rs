@@ -73,7 +73,7 @@ pub fn format_component(c: &ComponentInfo) -> String {
         Some(f) => f.to_string(),
         None => "unmetered".to_string(),
     };
-    let fields = [
+    let mut fields = vec![
         ("name", c.name.clone()),
         ("state", state_label(&c.state)),
         ("node", c.node_id.to_string()),
@@ -103,6 +103,21 @@ pub fn format_component(c: &ComponentInfo) -> String {
         ("sha256", c.sha256.clone()),
         ("installed at", format_time_ms(c.installed_at_ms)),
     ];
+    if let Some(at) = c.upgraded_at_ms {
+        fields.push(("upgraded at", format_time_ms(at)));
+    }
+    if let Some(p) = &c.previous {
+        fields.push((
+            "previous",
+            format!(
+                "sha256 {} ({}), ran since {}; `airssys component rollback {}` returns to it",
+                p.sha256,
+                human_bytes(p.size_bytes),
+                format_time_ms(p.since_ms),
+                c.name
+            ),
+        ));
+    }
     key_values(&fields)
 }
 
@@ -293,6 +308,8 @@ mod tests {
             restarts: 0,
             installed_at_ms: 1,
             log_lines_dropped: 0,
+            upgraded_at_ms: None,
+            previous: None,
         }
     }
 

@@ -7,7 +7,7 @@ use super::ClusterHost;
 use crate::admin::params;
 use crate::api::{
     AdminBackend, ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, InstallRequest,
-    NodeStatus,
+    NodeStatus, UpgradeRequest,
 };
 use crate::caps::{MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES};
 use crate::clock::now_ms;
@@ -28,7 +28,7 @@ const LOCAL_RECHECK: Duration = Duration::from_millis(500);
 const FORWARD_SLACK: Duration = Duration::from_secs(5);
 
 /// The one place a cluster failure becomes a user-facing kind.
-fn cluster_err(e: ClusterError) -> ApiError {
+pub(super) fn cluster_err(e: ClusterError) -> ApiError {
     let kind = match &e {
         ClusterError::NoLeader => ErrorKind::NotLeader,
         ClusterError::Peer(p) => match p {
@@ -52,7 +52,7 @@ fn cluster_err(e: ClusterError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
-fn refusal(r: Refusal) -> ApiError {
+pub(super) fn refusal(r: Refusal) -> ApiError {
     let kind = match &r {
         Refusal::AlreadyExists(_) => ErrorKind::AlreadyExists,
         Refusal::NotFound(_) => ErrorKind::NotFound,
@@ -65,11 +65,14 @@ fn refusal(r: Refusal) -> ApiError {
         Refusal::OutOfTurn { .. } | Refusal::PeerChanged { .. } => ErrorKind::Unavailable,
         // The admin API checks names and hashes the binary itself before it proposes.
         Refusal::Invalid(_) => ErrorKind::BadRequest,
+        Refusal::VersionChanged { .. }
+        | Refusal::SameVersion { .. }
+        | Refusal::NoPreviousVersion(_) => ErrorKind::Conflict,
     };
     ApiError::new(kind, r.to_string())
 }
 
-fn not_found(name: &str) -> ApiError {
+pub(super) fn not_found(name: &str) -> ApiError {
     ApiError::new(ErrorKind::NotFound, format!("no component named {name}"))
 }
 
@@ -96,7 +99,7 @@ impl ClusterHost {
             .ok_or_else(|| not_found(name))
     }
 
-    async fn call_owner(
+    pub(super) async fn call_owner(
         &self,
         node: u64,
         call: &AppCall,
@@ -138,12 +141,14 @@ impl ClusterHost {
             restarts: 0,
             installed_at_ms: entry.spec.installed_at_ms,
             log_lines_dropped: 0,
+            upgraded_at_ms: None,
+            previous: None,
         }
     }
 
     /// Waits until this node has applied a write the leader committed (read your
     /// writes on the node that took the call).
-    async fn wait_applied(&self, done: impl Fn(&airssys_cluster::Registry) -> bool) {
+    pub(super) async fn wait_applied(&self, done: impl Fn(&airssys_cluster::Registry) -> bool) {
         let mut changes = self.cluster.view().subscribe();
         let wait = async {
             loop {
@@ -158,10 +163,26 @@ impl ClusterHost {
         let _ = tokio::time::timeout(ACTIVATION_WAIT, wait).await;
     }
 
+    /// Waits until this node applied `generation` of `name` and its owner runs it, and
+    /// describes it.
+    pub(super) async fn await_generation(
+        &self,
+        name: &str,
+        generation: u64,
+    ) -> Result<ComponentInfo, ApiError> {
+        self.wait_applied(|r| {
+            r.components
+                .get(name)
+                .is_some_and(|c| c.generation >= generation)
+        })
+        .await;
+        self.await_activation(name).await
+    }
+
     /// Waits until the owner runs the component (or reports that it failed).
     /// Here, it waits on the activation itself; for another node's component it asks
     /// again, soon at first and then every [`REMOTE_POLL_MAX`].
-    async fn await_activation(&self, name: &str) -> Result<ComponentInfo, ApiError> {
+    pub(super) async fn await_activation(&self, name: &str) -> Result<ComponentInfo, ApiError> {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
@@ -197,15 +218,7 @@ impl ClusterHost {
         what: &str,
     ) -> Result<ComponentInfo, ApiError> {
         match outcome {
-            Outcome::Moved { generation, .. } => {
-                self.wait_applied(|r| {
-                    r.components
-                        .get(name)
-                        .is_some_and(|c| c.generation >= generation)
-                })
-                .await;
-                self.await_activation(name).await
-            }
+            Outcome::Moved { generation, .. } => self.await_generation(name, generation).await,
             Outcome::Refused(r) => Err(refusal(r)),
             other => Err(ApiError::new(
                 ErrorKind::Internal,
@@ -296,10 +309,11 @@ impl AdminBackend for ClusterHost {
         }
         let mut out = Vec::new();
         for entry in registry.components.values() {
-            match known.remove(&entry.spec.name) {
-                Some(i) if i.generation == entry.generation => out.push(i),
-                _ => out.push(self.not_reported(entry)),
-            }
+            let info = match known.remove(&entry.spec.name) {
+                Some(i) if i.generation == entry.generation => i,
+                _ => self.not_reported(entry),
+            };
+            out.push(super::upgrade::with_versions(info, &registry));
         }
         Ok(out)
     }
@@ -322,14 +336,18 @@ impl AdminBackend for ClusterHost {
                 )
                 .await
             {
-                Ok(AppAnswer::Info(Ok(i))) => Some(i),
+                Ok(AppAnswer::Info(answer)) => (*answer).ok(),
                 _ => None,
             }
         };
-        Ok(match found {
+        let info = match found {
             Some(i) if i.generation == entry.generation => i,
             _ => self.not_reported(&entry),
-        })
+        };
+        Ok(super::upgrade::with_versions(
+            info,
+            &self.cluster.view().registry(),
+        ))
     }
 
     async fn remove(&self, name: &str) -> Result<(), ApiError> {
@@ -470,6 +488,18 @@ impl AdminBackend for ClusterHost {
             .await
             .map_err(cluster_err)?;
         self.await_placement(name, proposed, "restart").await
+    }
+
+    async fn upgrade(&self, req: UpgradeRequest) -> Result<ComponentInfo, ApiError> {
+        self.upgrade_component(req).await
+    }
+
+    async fn rollback(&self, name: &str) -> Result<ComponentInfo, ApiError> {
+        self.rollback_component(name).await
+    }
+
+    async fn backup(&self) -> Result<crate::api::BackupStream, ApiError> {
+        self.backup_stream().await
     }
 
     async fn remove_node(&self, node: u64) -> Result<(), ApiError> {

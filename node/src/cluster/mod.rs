@@ -5,11 +5,13 @@
 //! writes to the leader (through [`airssys_cluster::ClusterNode`]).
 
 mod admin;
+mod backup;
 pub mod commit;
 pub mod proto;
 pub mod reconcile;
 pub mod route;
 pub mod tls_files;
+mod upgrade;
 
 use crate::api::{ApiError, ErrorKind, Limits};
 use crate::config::NodeConfig;
@@ -182,14 +184,17 @@ impl ClusterHost {
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
         };
         // The only voter has nobody to learn moves from: it runs what it owns before it
-        // serves (a restarted single node answers at once). Others catch up first.
-        let alone = node
+        // serves (a restarted single node answers at once). Others catch up first, and so
+        // does a node with no membership yet (new, or seeded from a backup: what it owns
+        // runs once its own cluster has a leader to commit through).
+        let voters: Vec<u64> = node
             .cluster
             .view()
             .membership()
             .membership()
             .voter_ids()
-            .all(|v| v == config.node_id);
+            .collect();
+        let alone = !voters.is_empty() && voters.iter().all(|v| *v == config.node_id);
         if alone {
             node.run_what_is_owned().await;
         }
@@ -296,7 +301,15 @@ impl ClusterHost {
         let mut seen = self.seen.lock().await;
         let registry = self.cluster.view().registry();
         let local = self.host.local_generations().await;
-        let steps = reconcile::plan(self.cluster.id(), &registry, &local, &stores, &seen);
+        let upgrading = self.host.upgrading();
+        let steps = reconcile::plan(
+            self.cluster.id(),
+            &registry,
+            &local,
+            &upgrading,
+            &stores,
+            &seen,
+        );
         *seen = reconcile::incarnations(&registry);
         for step in steps {
             let result = match &step {
@@ -376,13 +389,14 @@ impl ClusterHost {
                 ErrorKind::BadRequest,
                 format!("malformed call from a peer: {e}"),
             ))),
-            Ok(AppCall::Describe { name }) => AppAnswer::Info(
+            Ok(AppCall::Describe { name }) => AppAnswer::Info(Box::new(
                 self.host
                     .local_info(&name)
                     .await
                     .ok_or_else(|| crate::host::not_running_here(&name)),
-            ),
+            )),
             Ok(AppCall::List) => AppAnswer::List(self.host.local_infos().await),
+            Ok(AppCall::Upgrade(call)) => self.answer_upgrade(*call).await,
             Ok(AppCall::Send {
                 name,
                 payload,

@@ -1,5 +1,5 @@
 //! What nodes say to each other's node layer, in bincode: calls to a component's owner
-//! (describe, list, send, request; one QUIC call each) and lane messages (envelopes, many
+//! (describe, list, send, request, upgrade; one QUIC call each) and lane messages (envelopes, many
 //! and ordered). A garbled or hostile body is an error, never a panic.
 
 use crate::api::{ApiError, ComponentInfo, Delivery};
@@ -25,14 +25,19 @@ pub enum AppCall {
         delivery: Delivery,
         trace: String,
     },
+    /// Switch the component to new code (the owner runs its migration).
+    Upgrade(Box<super::upgrade::UpgradeCall>),
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum AppAnswer {
-    Info(Result<ComponentInfo, ApiError>),
+    /// Boxed: a component's description is much larger than the other answers.
+    Info(Box<Result<ComponentInfo, ApiError>>),
     List(Vec<ComponentInfo>),
     Sent(Result<(), ApiError>),
     Reply(Result<Vec<u8>, ApiError>),
+    /// The generation the component runs at after its upgrade.
+    Upgraded(Result<u64, ApiError>),
 }
 
 /// One frame on a lane.
@@ -97,6 +102,43 @@ mod tests {
         assert_eq!(AppCall::decode(&call.encode()).unwrap(), call);
         let answer = AppAnswer::Reply(Err(ApiError::new(crate::api::ErrorKind::Timeout, "late")));
         assert_eq!(AppAnswer::decode(&answer.encode()).unwrap(), answer);
+        // Every description crosses, with its optional fields empty or set (a field skipped
+        // when empty would leave bincode reading the next one in its place).
+        let info = ComponentInfo {
+            name: "c".into(),
+            sha256: "ab".repeat(32),
+            size_bytes: 10,
+            limits: crate::config::DEFAULT_LIMITS,
+            node_id: 2,
+            generation: 7,
+            state: crate::api::ComponentState::Failed {
+                reason: "limits".into(),
+                error: Some(crate::api::ErrorKind::InvalidComponent),
+            },
+            mailbox_depth: 0,
+            storage_bytes: 0,
+            restarts: 0,
+            installed_at_ms: 1,
+            log_lines_dropped: 0,
+            upgraded_at_ms: None,
+            previous: None,
+        };
+        let upgraded = ComponentInfo {
+            upgraded_at_ms: Some(5),
+            previous: Some(crate::api::PreviousVersion {
+                sha256: "cd".repeat(32),
+                size_bytes: 9,
+                limits: crate::config::DEFAULT_LIMITS,
+                since_ms: 1,
+            }),
+            ..info.clone()
+        };
+        for i in [info, upgraded] {
+            let answer = AppAnswer::Info(Box::new(Ok(i.clone())));
+            assert_eq!(AppAnswer::decode(&answer.encode()).unwrap(), answer);
+            let list = AppAnswer::List(vec![i.clone(), i]);
+            assert_eq!(AppAnswer::decode(&list.encode()).unwrap(), list);
+        }
         assert!(AppCall::decode(&[9, 9, 9]).is_err());
         assert!(AppAnswer::decode(b"{\"List\":[]}").is_err());
     }

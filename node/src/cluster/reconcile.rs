@@ -32,11 +32,14 @@ pub fn incarnations(registry: &Registry) -> BTreeMap<String, u64> {
 
 /// Steps from what runs here (`local`: name → generation), the stores here and the
 /// incarnations the previous reconcile saw (`seen`) to what the registry says. Stops come
-/// before starts.
+/// before starts. An actor switching its code in place (`upgrading`) is left alone: its
+/// generation changes by its own hand when the upgrade applies; a reconcile after the
+/// switch deals with whatever the registry says then.
 pub fn plan(
     me: u64,
     registry: &Registry,
     local: &BTreeMap<String, u64>,
+    upgrading: &BTreeSet<String>,
     stores: &BTreeSet<String>,
     seen: &BTreeMap<String, u64>,
 ) -> Vec<Step> {
@@ -49,6 +52,9 @@ pub fn plan(
         }
     }
     for (name, &generation) in local {
+        if upgrading.contains(name) {
+            continue;
+        }
         match registry.components.get(name) {
             Some(e) if e.owner == me && e.generation == generation => {}
             _ => stops.push(Step::Deactivate(name.clone())),
@@ -58,7 +64,10 @@ pub fn plan(
         if !stores.contains(name) {
             starts.push(Step::CreateStore(name.clone()));
         }
-        if entry.owner == me && local.get(name) != Some(&entry.generation) {
+        if entry.owner == me
+            && local.get(name) != Some(&entry.generation)
+            && !upgrading.contains(name)
+        {
             starts.push(Step::Activate {
                 name: name.clone(),
                 generation: entry.generation,
@@ -104,9 +113,36 @@ mod tests {
     }
 
     #[test]
+    fn an_actor_switching_its_code_is_left_alone() {
+        // The upgrade applied (generation 2) before the actor switched (it still runs 1).
+        let reg = registry(&[("a", 1, 2)]);
+        let local = BTreeMap::from([("a".to_string(), 1)]);
+        let seen = incarnations(&reg);
+        assert!(plan(1, &reg, &local, &set(&["a"]), &set(&["a"]), &seen).is_empty());
+        // Not upgrading (it ended without switching): started again at the new generation.
+        assert_eq!(
+            plan(1, &reg, &local, &set(&[]), &set(&["a"]), &seen),
+            vec![
+                Step::Deactivate("a".into()),
+                Step::Activate {
+                    name: "a".into(),
+                    generation: 2
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn starts_only_what_this_node_owns_and_keeps_every_store() {
         let reg = registry(&[("a", 1, 1), ("b", 2, 1)]);
-        let steps = plan(1, &reg, &BTreeMap::new(), &set(&[]), &BTreeMap::new());
+        let steps = plan(
+            1,
+            &reg,
+            &BTreeMap::new(),
+            &set(&[]),
+            &set(&[]),
+            &BTreeMap::new(),
+        );
         assert_eq!(
             steps,
             vec![
@@ -125,11 +161,25 @@ mod tests {
         let reg = registry(&[("a", 2, 2)]);
         let running_on_1 = BTreeMap::from([("a".to_string(), 1)]);
         assert_eq!(
-            plan(1, &reg, &running_on_1, &set(&["a"]), &incarnations(&reg)),
+            plan(
+                1,
+                &reg,
+                &running_on_1,
+                &set(&[]),
+                &set(&["a"]),
+                &incarnations(&reg)
+            ),
             vec![Step::Deactivate("a".into())]
         );
         assert_eq!(
-            plan(2, &reg, &BTreeMap::new(), &set(&["a"]), &incarnations(&reg)),
+            plan(
+                2,
+                &reg,
+                &BTreeMap::new(),
+                &set(&[]),
+                &set(&["a"]),
+                &incarnations(&reg)
+            ),
             vec![Step::Activate {
                 name: "a".into(),
                 generation: 2
@@ -142,7 +192,14 @@ mod tests {
         let reg = registry(&[("a", 1, 3)]);
         let local = BTreeMap::from([("a".to_string(), 2)]);
         assert_eq!(
-            plan(1, &reg, &local, &set(&["a"]), &incarnations(&reg)),
+            plan(
+                1,
+                &reg,
+                &local,
+                &set(&[]),
+                &set(&["a"]),
+                &incarnations(&reg)
+            ),
             vec![
                 Step::Deactivate("a".into()),
                 Step::Activate {
@@ -158,7 +215,14 @@ mod tests {
         let reg = registry(&[]);
         let local = BTreeMap::from([("a".to_string(), 1)]);
         assert_eq!(
-            plan(1, &reg, &local, &set(&["a"]), &incarnations(&reg)),
+            plan(
+                1,
+                &reg,
+                &local,
+                &set(&[]),
+                &set(&["a"]),
+                &incarnations(&reg)
+            ),
             vec![Step::Deactivate("a".into())]
         );
     }
@@ -171,7 +235,7 @@ mod tests {
         let after = registry(&[("a", 1, 9), ("b", 2, 1)]);
         let local = BTreeMap::from([("a".to_string(), 1)]);
         assert_eq!(
-            plan(1, &after, &local, &set(&["a", "b"]), &seen),
+            plan(1, &after, &local, &set(&[]), &set(&["a", "b"]), &seen),
             vec![
                 Step::Forget("a".into()),
                 Step::Deactivate("a".into()),
@@ -183,13 +247,20 @@ mod tests {
         );
         // A node that runs neither forgets too: its actors may have sent to `a`.
         assert_eq!(
-            plan(3, &after, &BTreeMap::new(), &set(&["a", "b"]), &seen),
+            plan(
+                3,
+                &after,
+                &BTreeMap::new(),
+                &set(&[]),
+                &set(&["a", "b"]),
+                &seen
+            ),
             vec![Step::Forget("a".into())]
         );
         // Removed and not installed again: forgotten and stopped.
         let gone = registry(&[("b", 2, 1)]);
         assert_eq!(
-            plan(1, &gone, &local, &set(&["a", "b"]), &seen),
+            plan(1, &gone, &local, &set(&[]), &set(&["a", "b"]), &seen),
             vec![Step::Forget("a".into()), Step::Deactivate("a".into())]
         );
     }
@@ -198,6 +269,14 @@ mod tests {
     fn in_sync_means_nothing_to_do() {
         let reg = registry(&[("a", 1, 4), ("b", 3, 1)]);
         let local = BTreeMap::from([("a".to_string(), 4)]);
-        assert!(plan(1, &reg, &local, &set(&["a", "b"]), &incarnations(&reg)).is_empty());
+        assert!(plan(
+            1,
+            &reg,
+            &local,
+            &set(&[]),
+            &set(&["a", "b"]),
+            &incarnations(&reg)
+        )
+        .is_empty());
     }
 }

@@ -5,8 +5,8 @@
 //! certificate must name this node: peers know a node by it.
 
 use super::ClusterSettings;
-use crate::cli::cert::{CA_CERT_FILE, CA_KEY_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 use crate::config::NodeConfig;
+use crate::config::{CA_CERT_FILE, CA_KEY_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
 use airssys_cluster::tls::{ClusterCa, NodeCert};
 use std::path::Path;
 

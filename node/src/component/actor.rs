@@ -17,11 +17,12 @@ use super::shared::{Arrival, ComponentShared};
 use super::transaction::{
     consumption, duplicate_cleared, transaction, Handled, Incoming, Me, Now, Seqs,
 };
+use super::upgrade::{Code, UpgradeOrder};
 use crate::api::Delivery;
 use crate::clock::now_ms;
 use crate::commit::CommitError;
 use crate::engine::bindings::{types, Component_};
-use crate::messaging::{keys, Address, Body, Envelope, RequestErr};
+use crate::messaging::{keys, Address, Body, Envelope, Mail, RequestErr};
 use airssys_actor::{Actor, ActorFactory, Crash, Rejection};
 use airssys_storage::CommitBatch;
 use std::sync::atomic::Ordering;
@@ -29,14 +30,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-/// Key and value caps of component storage.
-pub const MAX_KEY_BYTES: usize = 1_024;
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
-
 pub struct ComponentActor {
     shared: Arc<ComponentShared>,
+    /// The code this instance runs (the component's, unless this is an upgrade's new
+    /// instance, not switched to yet).
+    code: Arc<Code>,
     store: Store<HostState>,
     instance: Component_,
+    /// The same instance, untyped: for the exports not every component has (`migrate`).
+    raw: wasmtime::component::Instance,
 }
 
 /// How a handler call ended.
@@ -67,8 +69,18 @@ impl ComponentActor {
     pub async fn instantiate(
         shared: Arc<ComponentShared>,
     ) -> Result<ComponentActor, InstantiateError> {
-        let engine = shared.prepared.pre.engine().clone();
-        let mut store = Store::new(&engine, HostState::new(shared.clone()));
+        let code = shared.code();
+        Self::instantiate_with(shared, code).await
+    }
+
+    /// A fresh instance of `code` for the component (its own, or the new code of an
+    /// upgrade).
+    pub async fn instantiate_with(
+        shared: Arc<ComponentShared>,
+        code: Arc<Code>,
+    ) -> Result<ComponentActor, InstantiateError> {
+        let engine = code.prepared.pre.engine().clone();
+        let mut store = Store::new(&engine, HostState::new(shared.clone(), &code.limits));
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_callback(|ctx| {
             let data = ctx.data();
@@ -89,20 +101,23 @@ impl ComponentActor {
         store.set_epoch_deadline(1);
         // Instantiating runs guest code too (a core module's start function): it gets the
         // handler's deadline and fuel, so a start function that never returns is stopped.
-        let deadline_ms = shared
-            .limits
-            .deadline_ms
-            .min(crate::config::MAX_DEADLINE_MS);
+        let deadline_ms = code.limits.deadline_ms.min(crate::config::MAX_DEADLINE_MS);
         store.data_mut().instantiating_until =
             Some(Instant::now() + Duration::from_millis(deadline_ms));
         store
-            .set_fuel(shared.limits.fuel.unwrap_or(u64::MAX))
+            .set_fuel(code.limits.fuel.unwrap_or(u64::MAX))
             .map_err(|e| InstantiateError::Transient(format!("cannot set fuel: {e}")))?;
-        let instance = match shared.prepared.pre.instantiate_async(&mut store).await {
+        let raw = match code
+            .prepared
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await
+        {
             Ok(instance) => instance,
             Err(e) => {
                 let memory = &store.data().memory;
-                let limit_mb = shared.limits.memory_mb;
+                let limit_mb = code.limits.memory_mb;
                 return Err(if memory.hit {
                     let needs_mb = memory.wanted_bytes.div_ceil(1 << 20);
                     InstantiateError::Permanent(format!(
@@ -128,11 +143,68 @@ impl ComponentActor {
             }
         };
         store.data_mut().instantiating_until = None;
+        let instance = Component_::new(&mut store, &raw)
+            .map_err(|e| InstantiateError::Permanent(format!("wrong exports: {e:#}")))?;
         Ok(ComponentActor {
             shared,
+            code,
             store,
             instance,
+            raw,
         })
+    }
+
+    pub(super) fn shared(&self) -> &Arc<ComponentShared> {
+        &self.shared
+    }
+
+    pub(super) fn code(&self) -> &Arc<Code> {
+        &self.code
+    }
+
+    /// Runs the code's `migrate` (when it has one) as a transaction: its storage writes,
+    /// or why it failed. It may not send messages.
+    pub(super) async fn run_migrate(
+        &mut self,
+        previous: &crate::engine::bindings::lifecycle::PreviousVersion,
+    ) -> Result<Option<airssys_storage::ComponentWrites>, crate::api::ApiError> {
+        use crate::api::{ApiError, ErrorKind};
+        let Some(indices) = self.code.prepared.migrate.clone() else {
+            return Ok(None);
+        };
+        let lifecycle = indices
+            .load(&mut self.store, &self.raw)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidComponent, format!("{e:#}")))?;
+        self.begin_call()
+            .map_err(|e| ApiError::new(ErrorKind::Unavailable, e))?;
+        let result = lifecycle
+            .call_migrate(&mut self.store, previous)
+            .await
+            .map(|r| r.map(|()| None));
+        let outcome = self.classify(result);
+        let call = self.end_call();
+        match outcome {
+            Outcome::Ok(_) => {
+                let Some(call) = call else {
+                    return Err(ApiError::new(
+                        ErrorKind::Internal,
+                        "migration finished without a call context",
+                    ));
+                };
+                if !call.outgoing.is_empty() {
+                    return Err(ApiError::new(
+                        ErrorKind::Rejected,
+                        format!(
+                            "it sent {} message(s); a migration may only read and write storage",
+                            call.outgoing.len()
+                        ),
+                    ));
+                }
+                Ok(call.txn.filter(|t| !t.is_empty()).map(|t| t.into_writes()))
+            }
+            Outcome::Rejected(text) => Err(ApiError::new(ErrorKind::Rejected, text)),
+            Outcome::Trapped(text) => Err(ApiError::new(ErrorKind::Trapped, text)),
+        }
     }
 
     /// Runs the component's `init` as a transaction (at install).
@@ -174,15 +246,12 @@ impl ComponentActor {
     }
 
     fn begin_call(&mut self) -> Result<(), String> {
-        let shared = &self.shared;
+        let limits = &self.code.limits;
         // Capped again here: an entry from a peer may carry any number (see `Limits::problem`).
-        let deadline_ms = shared
-            .limits
-            .deadline_ms
-            .min(crate::config::MAX_DEADLINE_MS);
+        let deadline_ms = limits.deadline_ms.min(crate::config::MAX_DEADLINE_MS);
         let deadline = Instant::now() + Duration::from_millis(deadline_ms);
-        let fuel = shared.limits.fuel.unwrap_or(u64::MAX);
-        let seq_at_start = shared.last_seq();
+        let fuel = limits.fuel.unwrap_or(u64::MAX);
+        let seq_at_start = self.shared.last_seq();
         let data = self.store.data_mut();
         data.memory.hit = false;
         if let Ok(mut last) = data.last_stderr.lock() {
@@ -210,17 +279,17 @@ impl ComponentActor {
     fn classify(&mut self, result: wasmtime::Result<Result<Option<Vec<u8>>, String>>) -> Outcome {
         match result {
             // A reply travels like a message: the same cap, and nothing of the handler kept.
-            Ok(Ok(Some(reply))) if reply.len() > super::host_state::MAX_PAYLOAD_BYTES => {
+            Ok(Ok(Some(reply))) if reply.len() > crate::caps::MAX_PAYLOAD_BYTES => {
                 Outcome::Rejected(format!(
                     "too-large: the reply is {} bytes; the cap is {}",
                     reply.len(),
-                    super::host_state::MAX_PAYLOAD_BYTES
+                    crate::caps::MAX_PAYLOAD_BYTES
                 ))
             }
             Ok(Ok(reply)) => Outcome::Ok(reply),
             Ok(Err(text)) => Outcome::Rejected(text),
             Err(err) => {
-                let limits = &self.shared.limits;
+                let limits = &self.code.limits;
                 let why = if self.store.data().memory.hit {
                     format!(
                         "out of memory: the {} MiB memory cap was reached",
@@ -393,7 +462,7 @@ impl ComponentActor {
             requester: waiting_requester(&incoming.from, incoming.delivery, incoming.request_id),
             done,
         };
-        shared.pipeline.submit(&shared, item).await;
+        shared.pipeline.submit(item).await;
     }
 
     /// A transaction of messaging bookkeeping only (a consumption), with nothing to release.
@@ -437,10 +506,12 @@ impl ComponentActor {
             }
             return Err(Crash::new(failure.why));
         }
-        self.shared
-            .pipeline
-            .reset(&self.shared)
-            .map_err(Crash::new)?;
+        self.shared.reset_after_failure().map_err(Crash::new)?;
+        self.reinstantiate().await
+    }
+
+    /// A fresh instance of the component's code in place of this one.
+    pub(super) async fn reinstantiate_now(&mut self) -> Result<(), Crash> {
         self.reinstantiate().await
     }
 
@@ -487,9 +558,24 @@ fn wit_request_error(err: RequestErr) -> types::RequestError {
 }
 
 impl Actor for ComponentActor {
-    type Msg = Envelope;
+    type Msg = Mail;
 
-    async fn handle(&mut self, env: Envelope) -> Result<(), Crash> {
+    async fn handle(&mut self, mail: Mail) -> Result<(), Crash> {
+        match mail {
+            Mail::Envelope(env) => self.handle_one(env).await,
+            Mail::Host(order) => match order.downcast::<UpgradeOrder>() {
+                Ok(order) => self.switch_code(*order).await,
+                Err(_) => {
+                    tracing::error!(component = %self.shared.name, "unknown host order ignored");
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+impl ComponentActor {
+    async fn handle_one(&mut self, env: Envelope) -> Result<(), Crash> {
         use tracing::Instrument;
         let started = std::time::Instant::now();
         // One span per hop, the child of the sender's span (from the envelope).
@@ -669,17 +755,29 @@ impl ActorFactory for ComponentFactory {
             // A commit failed and dropped what waited behind it: the new instance starts
             // from what is committed.
             tracing::info!(component = %self.shared.name, "restarting after a failed commit: {}", failure.why);
-            self.shared
-                .pipeline
-                .reset(&self.shared)
-                .map_err(Crash::new)?;
+            self.shared.reset_after_failure().map_err(Crash::new)?;
         }
         ComponentActor::instantiate(self.shared.clone())
             .await
             .map_err(|e| Crash::new(e.to_string()))
     }
 
-    fn reject(&mut self, env: Envelope, why: &Rejection) {
+    fn reject(&mut self, mail: Mail, why: &Rejection) {
+        let env = match mail {
+            Mail::Envelope(env) => env,
+            Mail::Host(order) => {
+                if let Ok(order) = order.downcast::<UpgradeOrder>() {
+                    let _ = order.reply.send(Err(crate::api::ApiError::new(
+                        crate::api::ErrorKind::Unavailable,
+                        format!(
+                            "{} cannot take its upgrade: {why}; nothing was applied",
+                            self.shared.name
+                        ),
+                    )));
+                }
+                return;
+            }
+        };
         // A waiting requester learns at once. A durable message stays in the outbox
         // and is delivered again when the component next starts.
         self.shared.router.taken(&env);

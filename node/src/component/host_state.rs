@@ -80,7 +80,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(shared: Arc<ComponentShared>) -> HostState {
+    pub fn new(shared: Arc<ComponentShared>, limits: &crate::api::Limits) -> HostState {
         let name: Arc<str> = Arc::from(shared.name.as_str());
         let last_stderr = LastLine::default();
         // Deny by default: no preopened directories, no environment, no arguments, no
@@ -102,7 +102,7 @@ impl HostState {
                 shared.log_budget.clone(),
             ))
             .build();
-        let max_bytes = (shared.limits.memory_mb as usize).saturating_mul(1 << 20);
+        let max_bytes = (limits.memory_mb as usize).saturating_mul(1 << 20);
         HostState {
             wasi,
             table: ResourceTable::new(),

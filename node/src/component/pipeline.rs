@@ -12,15 +12,17 @@
 //! * When a commit fails, every transaction that waited behind it was computed on top of it:
 //!   they are all dropped (each requester answered `unavailable`, durable inputs left in their
 //!   outbox for a resend). The actor notices ([`CommitPipeline::failure_now`]), starts again
-//!   from what is committed ([`CommitPipeline::reset`]) and, when it was fenced, stops.
+//!   from what is committed ([`CommitPipeline::reset`], then the activation reloads its
+//!   marks) and, when it was fenced, stops.
 //!
 //! The queue holds at most [`MAX_WAITING`] transactions: a full queue makes the actor wait.
+//! Of its activation the pipeline knows only its [`CommitTarget`]: whom it commits for,
+//! under which placement, and where released effects go.
 
-use super::shared::ComponentShared;
-use crate::commit::CommitError;
+use crate::commit::{CommitError, Committer};
 use crate::messaging::{Address, Envelope, RequestErr, Router};
 use airssys_storage::{CommitBatch, Fence, InFlightWrites};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -101,8 +103,27 @@ pub struct Failure {
     pub fenced: bool,
 }
 
+/// What the commit task needs of its activation, built once with it. The generation and
+/// the fenced flag are the activation's own (shared, not copied): a commit is fenced with
+/// the generation of the moment, and a refused one stops the activation.
+pub struct CommitTarget {
+    /// The component committed for.
+    pub name: String,
+    pub node_id: u64,
+    /// The activation's generation (the fencing token every commit carries).
+    pub generation: Arc<AtomicU64>,
+    /// Where the merged transactions go.
+    pub committer: Arc<dyn Committer>,
+    /// Where released effects go.
+    pub router: Arc<Router>,
+    /// Set when a commit was refused because the component moved on.
+    pub fenced: Arc<AtomicBool>,
+}
+
 struct Queued {
-    shared: Arc<ComponentShared>,
+    /// The pipeline it waits in: the commit task holds it (and so the target) only while
+    /// committing a group, never between groups.
+    state: Arc<PipelineState>,
     epoch: u64,
     tag: u64,
     item: Tentative,
@@ -110,6 +131,12 @@ struct Queued {
 
 pub struct CommitPipeline {
     queue: mpsc::Sender<Queued>,
+    state: Arc<PipelineState>,
+}
+
+/// The pipeline's bookkeeping, shared by the actor's side and the commit task.
+struct PipelineState {
+    target: CommitTarget,
     /// Transactions submitted and not yet released or dropped.
     waiting: AtomicUsize,
     emptied: Notify,
@@ -123,95 +150,99 @@ pub struct CommitPipeline {
 }
 
 impl CommitPipeline {
-    /// A pipeline and its commit task (on the current tokio runtime). The task ends when the
-    /// pipeline is dropped and its queue is empty.
-    pub fn start() -> CommitPipeline {
+    /// A pipeline committing for `target`, and its commit task (on the current tokio
+    /// runtime). The task ends when the pipeline is dropped and its queue is empty.
+    pub fn start(target: CommitTarget) -> CommitPipeline {
         let (queue, rx) = mpsc::channel(MAX_WAITING);
         tokio::spawn(run(rx));
         CommitPipeline {
             queue,
-            waiting: AtomicUsize::new(0),
-            emptied: Notify::new(),
-            epoch: AtomicU64::new(0),
-            failed_epoch: AtomicU64::new(0),
-            failure: Mutex::new(None),
-            in_flight: Arc::new(InFlightWrites::new()),
-            tags: AtomicU64::new(0),
+            state: Arc::new(PipelineState {
+                target,
+                waiting: AtomicUsize::new(0),
+                emptied: Notify::new(),
+                epoch: AtomicU64::new(0),
+                failed_epoch: AtomicU64::new(0),
+                failure: Mutex::new(None),
+                in_flight: Arc::new(InFlightWrites::new()),
+                tags: AtomicU64::new(0),
+            }),
         }
     }
 
     /// The writes of transactions not yet applied here, for the next handler to read through.
     pub fn in_flight(&self) -> Arc<InFlightWrites> {
-        self.in_flight.clone()
+        self.state.in_flight.clone()
     }
 
     /// Transactions waiting for their commit.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
+        self.state.waiting()
     }
 
     /// The failure that dropped this epoch's transactions, if one did: the actor must start
     /// again from what is committed (or stop, when fenced) before its next handler.
     pub fn failure_now(&self) -> Option<Failure> {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        if self.failed_epoch.load(Ordering::Acquire) != epoch + 1 {
+        let state = &self.state;
+        let epoch = state.epoch.load(Ordering::Acquire);
+        if state.failed_epoch.load(Ordering::Acquire) != epoch + 1 {
             return None;
         }
-        self.failure
+        state
+            .failure
             .lock()
             .ok()
             .and_then(|f| f.clone())
             .filter(|f| f.epoch == epoch)
     }
 
-    /// Starts a new epoch after a failure: forgets the dropped transactions' writes and
-    /// tentative marks (reloaded from storage). Call with no handler running.
-    ///
-    /// A dropped callback had already taken its request off the router's waiting table; the
-    /// request is still pending in storage (its callback did not commit), so it is put back
-    /// with its stored deadline and the redelivered reply is handled, not taken as late.
-    pub fn reset(&self, shared: &ComponentShared) -> Result<(), String> {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.in_flight.clear();
-        shared
-            .reload_marks()
-            .map_err(|e| format!("cannot reload the component's marks: {e}"))?;
-        shared
-            .restore_pending_requests()
-            .map_err(|e| format!("cannot reload the component's pending requests: {e}"))
+    /// Starts a new epoch after a failure: forgets the dropped transactions' writes. Their
+    /// tentative marks and pending requests are the activation's to reload from storage
+    /// right after (`ComponentShared::reset_after_failure` does both). Call with no handler
+    /// running.
+    pub fn reset(&self) {
+        self.state.epoch.fetch_add(1, Ordering::AcqRel);
+        self.state.in_flight.clear();
     }
 
     /// Hands a transaction over; waits only when [`MAX_WAITING`] are already waiting.
-    pub async fn submit(&self, shared: &Arc<ComponentShared>, item: Tentative) {
-        let tag = self.tags.fetch_add(1, Ordering::Relaxed) + 1;
+    pub async fn submit(&self, item: Tentative) {
+        let state = &self.state;
+        let tag = state.tags.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(usage) = item.usage_after {
             for writes in &item.batch.components {
-                self.in_flight.record(tag, writes, usage);
+                state.in_flight.record(tag, writes, usage);
             }
         }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
+        state.waiting.fetch_add(1, Ordering::AcqRel);
         let queued = Queued {
-            shared: shared.clone(),
-            epoch: self.epoch.load(Ordering::Acquire),
+            state: state.clone(),
+            epoch: state.epoch.load(Ordering::Acquire),
             tag,
             item,
         };
         if let Err(mpsc::error::SendError(q)) = self.queue.send(queued).await {
             // The commit task is gone (only a panic ends it early): nothing can commit.
             let err = CommitError::Failed("the component's commit task stopped".into());
-            self.fail(q, &err);
+            state.fail(q, &err);
         }
     }
 
     /// Waits until every submitted transaction is released or dropped.
     pub async fn drained(&self) {
         loop {
-            let emptied = self.emptied.notified();
+            let emptied = self.state.emptied.notified();
             if self.waiting() == 0 {
                 return;
             }
             emptied.await;
         }
+    }
+}
+
+impl PipelineState {
+    fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 
     fn finished(&self) {
@@ -221,7 +252,7 @@ impl CommitPipeline {
     }
 
     fn release(&self, q: Queued) {
-        q.item.release.send(&q.shared.name, &q.shared.router);
+        q.item.release.send(&self.target.name, &self.target.router);
         if let Some(done) = q.item.done {
             let _ = done.send(Ok(()));
         }
@@ -230,7 +261,7 @@ impl CommitPipeline {
 
     fn fail(&self, q: Queued, err: &CommitError) {
         if let Some((from, id)) = &q.item.requester {
-            q.shared
+            self.target
                 .router
                 .answer(from, *id, Err(RequestErr::Unavailable(err.to_string())));
         }
@@ -240,14 +271,15 @@ impl CommitPipeline {
         self.finished();
     }
 
-    fn record_failure(&self, shared: &ComponentShared, epoch: u64, err: &CommitError) {
+    fn record_failure(&self, epoch: u64, err: &CommitError) {
+        let target = &self.target;
         let fenced = matches!(err, CommitError::Fenced(_));
         if fenced {
             // Moved on: this activation is over; its new owner takes the messages.
-            shared.fenced.store(true, Ordering::Relaxed);
-            tracing::warn!(component = %shared.name, "{err}; stopping here");
+            target.fenced.store(true, Ordering::Relaxed);
+            tracing::warn!(component = %target.name, "{err}; stopping here");
         } else {
-            tracing::warn!(component = %shared.name, "commit failed: {err}; the handlers behind it run again");
+            tracing::warn!(component = %target.name, "commit failed: {err}; the handlers behind it run again");
         }
         if let Ok(mut f) = self.failure.lock() {
             *f = Some(Failure {
@@ -315,10 +347,10 @@ async fn run(mut rx: mpsc::Receiver<Queued>) {
 }
 
 async fn commit_group(group: Vec<Queued>) {
-    let Some(shared) = group.first().map(|q| q.shared.clone()) else {
+    let Some(pipeline) = group.first().map(|q| q.state.clone()) else {
         return;
     };
-    let pipeline = &shared.pipeline;
+    let target = &pipeline.target;
     let mut live = Vec::with_capacity(group.len());
     for q in group {
         match pipeline.failure_covering(q.epoch) {
@@ -338,15 +370,15 @@ async fn commit_group(group: Vec<Queued>) {
         // The placement it was made under: refused if the component has moved on since, or
         // if a receiver it numbered messages for is another incarnation now.
         merged.fence = Some(Fence {
-            component: shared.name.clone(),
-            node_id: shared.node_id,
-            generation: shared.generation(),
+            component: target.name.clone(),
+            node_id: target.node_id,
+            generation: target.generation.load(Ordering::Relaxed),
             commit: 0,
             sequence: 0,
             peers,
         });
-        if let Err(err) = shared.committer.commit_handler(merged).await {
-            pipeline.record_failure(&shared, epoch, &err);
+        if let Err(err) = target.committer.commit_handler(merged).await {
+            pipeline.record_failure(epoch, &err);
             for q in live {
                 pipeline.fail(q, &err);
             }

@@ -7,16 +7,17 @@
 //! after them. A failed commit drops everything behind it; the marks are then reloaded from
 //! storage ([`ComponentShared::reload_marks`]).
 
-use super::pipeline::CommitPipeline;
+use super::pipeline::{CommitPipeline, CommitTarget};
+use super::upgrade::Code;
+use super::Prepared;
 use crate::api::{Delivery, Limits};
 use crate::commit::Committer;
-use crate::engine::Prepared;
 use crate::messaging::keys::{self, Mark};
 use crate::messaging::{Address, Router};
 use airssys_storage::{Storage, StorageError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Request ids with this bit set are fast (memory-only) requests; below it, durable
 /// requests use the component's persisted sequence, so ids never repeat across
@@ -28,16 +29,18 @@ pub struct ComponentShared {
     /// The incarnation of the name this is (the Raft index of its install; its
     /// generation at install on a single node): carried by every message it sends.
     pub incarnation: u64,
-    pub limits: Limits,
     pub node_id: u64,
-    pub generation: AtomicU64,
-    pub prepared: Prepared,
+    /// Shared with the pipeline's [`CommitTarget`], which fences each commit with it.
+    pub generation: Arc<AtomicU64>,
+    /// The code it runs and its limits; replaced by an upgrade.
+    code: RwLock<Arc<Code>>,
     pub storage: Storage,
     pub router: Arc<Router>,
     /// Where its transactions go.
     pub committer: Arc<dyn Committer>,
     /// Set when a commit was refused because the component moved on: no new instance starts.
-    pub fenced: AtomicBool,
+    /// Shared with the pipeline's [`CommitTarget`], which sets it.
+    pub fenced: Arc<AtomicBool>,
     /// Last durable sequence number handed out (persisted with each commit that
     /// uses one).
     last_seq: AtomicU64,
@@ -99,17 +102,26 @@ impl ComponentShared {
             .and_then(|v| keys::decode_u64(&v))
             .unwrap_or(0);
         let (dedup, pair_seqs) = load_marks(&storage, &name)?;
+        let generation = Arc::new(AtomicU64::new(generation));
+        let fenced = Arc::new(AtomicBool::new(false));
+        let pipeline = CommitPipeline::start(CommitTarget {
+            name: name.clone(),
+            node_id,
+            generation: generation.clone(),
+            committer: committer.clone(),
+            router: router.clone(),
+            fenced: fenced.clone(),
+        });
         Ok(ComponentShared {
             name,
             incarnation,
-            limits,
             node_id,
-            generation: AtomicU64::new(generation),
-            prepared,
+            generation,
+            code: RwLock::new(Arc::new(Code { prepared, limits })),
             storage,
             router,
             committer,
-            fenced: AtomicBool::new(false),
+            fenced,
             last_seq: AtomicU64::new(last_seq),
             fast_requests: AtomicU64::new(0),
             fast_salt: (rand::random::<u32>() as u64 & 0x7fff_ffff) << 32,
@@ -117,8 +129,23 @@ impl ComponentShared {
             pair_seqs: Mutex::new(pair_seqs),
             restarts: AtomicU32::new(0),
             log_budget: Arc::default(),
-            pipeline: CommitPipeline::start(),
+            pipeline,
         })
+    }
+
+    /// Starts again from what is committed after a failed commit dropped the transactions
+    /// behind it: a new pipeline epoch forgets their writes, and the tentative marks and
+    /// pending requests are reloaded from storage. Call with no handler running.
+    ///
+    /// A dropped callback had already taken its request off the router's waiting table; the
+    /// request is still pending in storage (its callback did not commit), so it is put back
+    /// with its stored deadline and the redelivered reply is handled, not taken as late.
+    pub fn reset_after_failure(&self) -> Result<(), String> {
+        self.pipeline.reset();
+        self.reload_marks()
+            .map_err(|e| format!("cannot reload the component's marks: {e}"))?;
+        self.restore_pending_requests()
+            .map_err(|e| format!("cannot reload the component's pending requests: {e}"))
     }
 
     /// Replaces the tentative marks and counters with the committed ones (after a failed
@@ -254,9 +281,25 @@ impl ComponentShared {
     /// Storage caps of this component's handler transactions.
     pub fn txn_limits(&self) -> airssys_storage::TxnLimits {
         airssys_storage::TxnLimits {
-            max_key_bytes: super::actor::MAX_KEY_BYTES,
-            max_value_bytes: super::actor::MAX_VALUE_BYTES,
-            quota_bytes: self.limits.quota_mb.saturating_mul(1 << 20),
+            max_key_bytes: super::caps::MAX_KEY_BYTES,
+            max_value_bytes: super::caps::MAX_VALUE_BYTES,
+            quota_bytes: self.code().limits.quota_mb.saturating_mul(1 << 20),
+        }
+    }
+
+    /// The code it runs now.
+    pub fn code(&self) -> Arc<Code> {
+        match self.code.read() {
+            Ok(code) => code.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Switches to new code (an upgrade): instances made from now on run it.
+    pub fn set_code(&self, code: Arc<Code>) {
+        match self.code.write() {
+            Ok(mut now) => *now = code,
+            Err(poisoned) => *poisoned.into_inner() = code,
         }
     }
 

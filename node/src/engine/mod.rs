@@ -2,6 +2,10 @@
 //! calls, the pooling allocator, epoch interruption (handler deadlines) and fuel; the
 //! `Linker` with WASI (deny-by-default) and the airssys imports; compilation with an
 //! on-disk cache; and validation of a binary against the airssys world.
+//!
+//! Generic over the store's data `T`: the engine does not know the component layer's host
+//! state (`component::HostState`); that layer names the engine it runs on
+//! (`component::NodeEngine`) and links its imports when it builds one.
 
 pub mod bindings;
 mod cache;
@@ -11,7 +15,6 @@ mod validate;
 
 pub use validate::InvalidComponent;
 
-use crate::component::HostState;
 use crate::engine::bindings::ComponentPre;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,9 +28,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 /// starve the others.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Largest memory any component may be given (the pooling allocator reserves this
-/// much address space per slot).
-pub const POOL_MAX_MEMORY_BYTES: usize = 1 << 30;
+pub use crate::caps::POOL_MAX_MEMORY_BYTES;
 /// The native call stack a handler may use (deep recursion traps past it, named in the
 /// error; the node's own threads are never at risk).
 pub const MAX_WASM_STACK_BYTES: usize = 512 << 10;
@@ -44,20 +45,46 @@ pub enum EngineError {
 }
 
 /// A compiled, validated component ready to instantiate.
-#[derive(Clone)]
-pub struct Prepared {
-    pub pre: ComponentPre<HostState>,
+pub struct Prepared<T: 'static> {
+    pub pre: ComponentPre<T>,
     pub sha256: String,
+    /// Where its `lifecycle.migrate` export is (`None`: it has none, as every component
+    /// built against 0.1.0; an upgrade to it has nothing to migrate).
+    pub migrate: Option<bindings::lifecycle::GuestIndices>,
+}
+
+// By hand: a derive would ask `T: Clone` of the store data.
+impl<T: 'static> Clone for Prepared<T> {
+    fn clone(&self) -> Self {
+        Prepared {
+            pre: self.pre.clone(),
+            sha256: self.sha256.clone(),
+            migrate: self.migrate.clone(),
+        }
+    }
 }
 
 /// The node's wasmtime engine, linker and compile cache.
-#[derive(Clone)]
-pub struct WasmEngine {
+pub struct WasmEngine<T: 'static> {
     engine: wasmtime::Engine,
-    linker: Arc<Linker<HostState>>,
+    linker: Arc<Linker<T>>,
     cache: cache::CodeCache,
     ticker_stop: Arc<AtomicBool>,
 }
+
+impl<T: 'static> Clone for WasmEngine<T> {
+    fn clone(&self) -> Self {
+        WasmEngine {
+            engine: self.engine.clone(),
+            linker: self.linker.clone(),
+            cache: self.cache.clone(),
+            ticker_stop: self.ticker_stop.clone(),
+        }
+    }
+}
+
+/// Adds the host's imports (WASI, airssys) to a linker; the component layer supplies it.
+pub type LinkImports<T> = fn(&mut Linker<T>) -> Result<(), EngineError>;
 
 /// Most core instances one component instance may create.
 pub const MAX_CORE_INSTANCES_PER_COMPONENT: usize = 64;
@@ -66,10 +93,14 @@ pub const MAX_MEMORIES_PER_COMPONENT: usize = 8;
 /// Most tables one component instance may create.
 pub const MAX_TABLES_PER_COMPONENT: usize = 64;
 
-impl WasmEngine {
+impl<T: 'static> WasmEngine<T> {
     /// Builds the engine; `cache_dir` holds compiled code keyed by binary sha256 and
-    /// engine compatibility hash.
-    pub fn new(cache_dir: PathBuf, instance_pool: u32) -> Result<WasmEngine, EngineError> {
+    /// engine compatibility hash; `link_imports` adds what components may import.
+    pub fn new(
+        cache_dir: PathBuf,
+        instance_pool: u32,
+        link_imports: LinkImports<T>,
+    ) -> Result<WasmEngine<T>, EngineError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -94,13 +125,7 @@ impl WasmEngine {
             wasmtime::Engine::new(&config).map_err(|e| EngineError::Setup(e.to_string()))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| EngineError::Setup(format!("linking WASI: {e}")))?;
-        bindings::Component_::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| EngineError::Setup(format!("linking airssys imports: {e}")))?;
+        link_imports(&mut linker)?;
 
         let cache = cache::CodeCache::open(cache_dir)?;
 
@@ -121,28 +146,30 @@ impl WasmEngine {
     /// Validates and compiles `binary` (or loads its cached compilation) and links it.
     /// Blocking: compilation of a large component takes seconds; call from a blocking
     /// thread.
-    pub fn prepare(&self, binary: &[u8], sha256: &str) -> Result<Prepared, EngineError> {
+    pub fn prepare(&self, binary: &[u8], sha256: &str) -> Result<Prepared<T>, EngineError> {
         validate::check_is_component(binary)?;
         let component = self.cache.load_or_compile(&self.engine, binary)?;
         self.link(component, sha256)
     }
 
-    fn link(&self, component: Component, sha256: &str) -> Result<Prepared, EngineError> {
+    fn link(&self, component: Component, sha256: &str) -> Result<Prepared<T>, EngineError> {
         validate::check_imports(&self.engine, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| InvalidComponent::new(format!("cannot link: {e:#}")))?;
+        let migrate = validate::migrate_export(&component, &pre)?;
         let pre = ComponentPre::new(pre)
             .map_err(|e| InvalidComponent::new(format!("wrong exports: {e:#}")))?;
         Ok(Prepared {
             pre,
             sha256: sha256.to_string(),
+            migrate,
         })
     }
 }
 
-impl Drop for WasmEngine {
+impl<T: 'static> Drop for WasmEngine<T> {
     fn drop(&mut self) {
         // The ticker holds its own engine clone; stop it when the last handle goes.
         if Arc::strong_count(&self.ticker_stop) == 1 {

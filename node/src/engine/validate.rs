@@ -71,6 +71,28 @@ pub(super) fn check_imports(
     }
 }
 
+/// The name of the interface that holds `migrate`, at the version this host speaks (an
+/// export of a semver-compatible version is found under it).
+pub(super) const LIFECYCLE_EXPORT: &str = "airssys:component/lifecycle@0.1.1";
+
+/// Where the component's `migrate` export is, when it has one. One that exports the
+/// lifecycle interface with another shape is refused: the host could never call it.
+pub(super) fn migrate_export<T>(
+    component: &Component,
+    pre: &wasmtime::component::InstancePre<T>,
+) -> Result<Option<super::bindings::lifecycle::GuestIndices>, InvalidComponent> {
+    if component.get_export_index(None, LIFECYCLE_EXPORT).is_none() {
+        return Ok(None);
+    }
+    super::bindings::lifecycle::GuestIndices::new(pre)
+        .map(Some)
+        .map_err(|e| {
+            InvalidComponent::new(format!(
+                "its {LIFECYCLE_EXPORT} export does not match the contract: {e:#}"
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -289,6 +289,8 @@ impl Host {
             restarts: 0,
             installed_at_ms: r.installed_at_ms,
             log_lines_dropped: 0,
+            upgraded_at_ms: None,
+            previous: None,
         })
     }
 

@@ -6,6 +6,9 @@
 mod cluster_ops;
 mod external;
 mod recovery;
+mod upgrade;
+
+pub use upgrade::ProposeUpgrade;
 
 pub(crate) use external::not_running_here;
 
@@ -18,8 +21,9 @@ use crate::api::{ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, L
 use crate::clock::now_ms;
 use crate::commit::{CommitError, Committer};
 use crate::component::{ComponentActor, ComponentFactory, ComponentShared, InstantiateError};
+use crate::component::{NodeEngine, Prepared};
 use crate::config::NodeConfig;
-use crate::engine::{EngineError, Prepared, WasmEngine};
+use crate::engine::EngineError;
 use crate::messaging::{keys, Address, Body, Envelope, RequestErr, Router};
 use airssys_actor::{spawn_supervised, ActorHandle, ActorStatus, RestartPolicy};
 use airssys_storage::{CommitBatch, Fence, Storage, StorageError, StorageOptions};
@@ -73,7 +77,7 @@ pub struct ComponentFigures {
 struct Running {
     record: ComponentRecord,
     shared: Arc<ComponentShared>,
-    handle: ActorHandle<Envelope>,
+    handle: ActorHandle<crate::messaging::Mail>,
 }
 
 impl Running {
@@ -103,7 +107,7 @@ pub struct Host {
 struct Inner {
     config: NodeConfig,
     storage: Storage,
-    engine: WasmEngine,
+    engine: NodeEngine,
     router: Arc<Router>,
     components: Mutex<HashMap<String, Running>>,
     /// Actors wait on this until recovery has re-delivered every stored message, so
@@ -122,6 +126,8 @@ struct Inner {
     /// Bumped each time an activation here ends (spawned, or failed): what an install
     /// waits on instead of polling.
     activations: watch::Sender<u64>,
+    /// Components whose actor is switching its code now ([`Host::upgrading`]).
+    upgrading: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn api_err(kind: ErrorKind, message: impl Into<String>) -> ApiError {
@@ -154,7 +160,8 @@ impl Host {
         storage: Storage,
         committer: Arc<dyn Committer>,
     ) -> Result<Host, HostError> {
-        let engine = WasmEngine::new(config.data_dir.join("compiled"), config.instance_pool)?;
+        let engine =
+            crate::component::new_engine(config.data_dir.join("compiled"), config.instance_pool)?;
         let router = Router::new(storage.clone());
         let (recovered, _) = watch::channel(false);
         Ok(Host {
@@ -171,6 +178,7 @@ impl Host {
                 replayed: std::sync::atomic::AtomicU64::new(0),
                 failed: std::sync::Mutex::new(HashMap::new()),
                 activations: watch::channel(0).0,
+                upgrading: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             }),
         })
     }
@@ -198,7 +206,12 @@ impl Host {
         &self.inner.storage
     }
 
-    async fn prepare(&self, binary: Vec<u8>, sha256: String) -> Result<Prepared, ApiError> {
+    /// Compiles (or loads from the cache) and links a binary.
+    pub(crate) async fn prepare(
+        &self,
+        binary: Vec<u8>,
+        sha256: String,
+    ) -> Result<Prepared, ApiError> {
         let engine = self.inner.engine.clone();
         tokio::task::spawn_blocking(move || engine.prepare(&binary, &sha256))
             .await
@@ -274,6 +287,8 @@ impl Host {
             restarts,
             installed_at_ms: r.installed_at_ms,
             log_lines_dropped: running.shared.log_budget.dropped(),
+            upgraded_at_ms: None,
+            previous: None,
         }
     }
 

@@ -71,7 +71,7 @@ impl airssys_actor::ActorFactory for GatedFactory {
         self.inner.create().await
     }
 
-    fn reject(&mut self, msg: Envelope, why: &airssys_actor::Rejection) {
+    fn reject(&mut self, msg: crate::messaging::Mail, why: &airssys_actor::Rejection) {
         self.inner.reject(msg, why)
     }
 }

@@ -5,6 +5,7 @@
 
 use super::envelope::{Address, Body, Envelope, RequestErr};
 use super::keys;
+use super::mail::Mail;
 use crate::api::Delivery;
 use airssys_actor::{Correlator, MailboxSender, TrySendError};
 use airssys_storage::{CommitBatch, Storage};
@@ -51,7 +52,7 @@ enum Elsewhere {
 }
 
 pub struct Router {
-    mailboxes: RwLock<HashMap<String, MailboxSender<Envelope>>>,
+    mailboxes: RwLock<HashMap<String, MailboxSender<Mail>>>,
     requests: Correlator<(Address, u64)>,
     external: Mutex<HashMap<u64, ReplySender>>,
     external_ids: AtomicU64,
@@ -116,7 +117,7 @@ impl Router {
         }
     }
 
-    pub fn register(&self, name: &str, mailbox: MailboxSender<Envelope>) {
+    pub fn register(&self, name: &str, mailbox: MailboxSender<Mail>) {
         if let Ok(mut m) = self.mailboxes.write() {
             m.insert(name.to_string(), mailbox);
         }
@@ -165,7 +166,7 @@ impl Router {
         }
     }
 
-    fn mailbox(&self, name: &str) -> Option<MailboxSender<Envelope>> {
+    fn mailbox(&self, name: &str) -> Option<MailboxSender<Mail>> {
         self.mailboxes.read().ok()?.get(name).cloned()
     }
 
@@ -283,7 +284,7 @@ impl Router {
                 if !self.enqueue_durable(key.clone()) {
                     return;
                 }
-                mailbox.push_committed(env).map_err(|c| {
+                mailbox.push_committed(Mail::Envelope(env)).map_err(|c| {
                     self.dequeue_durable(&key);
                     c.0
                 })
@@ -291,14 +292,16 @@ impl Router {
             Delivery::Fast => match &env.body {
                 // An answer was already promised to the requester (its timeout is
                 // cleared): never drop it.
-                Body::Reply { .. } => mailbox.push_committed(env).map_err(|c| c.0),
-                _ => match mailbox.try_send(env) {
+                Body::Reply { .. } => mailbox.push_committed(Mail::Envelope(env)).map_err(|c| c.0),
+                _ => match mailbox.try_send(Mail::Envelope(env)) {
                     Ok(()) => Ok(()),
-                    Err(TrySendError::Full(env)) => {
-                        self.undeliverable(env, RequestErr::MailboxFull);
+                    Err(TrySendError::Full(mail)) => {
+                        if let Mail::Envelope(env) = mail {
+                            self.undeliverable(env, RequestErr::MailboxFull);
+                        }
                         return;
                     }
-                    Err(TrySendError::Closed(env)) => Err(env),
+                    Err(TrySendError::Closed(mail)) => Err(mail),
                 },
             },
         };
@@ -306,9 +309,10 @@ impl Router {
             Ok(()) => {
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
             }
-            Err(env) => {
+            Err(Mail::Envelope(env)) => {
                 self.undeliverable(env, RequestErr::Unavailable("component stopped".into()))
             }
+            Err(Mail::Host(_)) => {}
         }
     }
 
@@ -387,7 +391,7 @@ impl Router {
                 };
                 match self.mailbox(name) {
                     Some(mb) => {
-                        if mb.push_committed(env).is_err() {
+                        if mb.push_committed(Mail::Envelope(env)).is_err() {
                             tracing::debug!(component = %name, "callback dropped: component stopped");
                         }
                     }

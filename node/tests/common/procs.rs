@@ -305,6 +305,24 @@ pub fn make_certs(dir: &Path, ca_name: &str, ids: &[u64]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Three nodes on `dir` with certificates from one CA (`prod`): node 1 starts the
+/// cluster, 2 and 3 join it; returns once every node sees three live voters. Also the
+/// certificate directories, to start more nodes of the same cluster.
+pub fn three_nodes(dir: &Path) -> (Vec<Node>, Vec<PathBuf>) {
+    let tls = make_certs(dir, "prod", &[1, 2, 3]);
+    let n1 = Node::start(dir, 1, &tls[0], None);
+    wait_for("node 1 to lead", || alive_voters(&n1).filter(|v| v == &[1]));
+    let n2 = Node::start(dir, 2, &tls[1], Some(&n1.peer));
+    let n3 = Node::start(dir, 3, &tls[2], Some(&n1.peer));
+    let nodes = vec![n1, n2, n3];
+    for n in &nodes {
+        wait_for("three live voters seen from every node", || {
+            alive_voters(n).filter(|v| v == &[1, 2, 3])
+        });
+    }
+    (nodes, tls)
+}
+
 /// Voter ids that the leader reports alive, once there is a leader.
 pub fn alive_voters(node: &Node) -> Option<Vec<u64>> {
     let s = node.status()?;
