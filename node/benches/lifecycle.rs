@@ -202,7 +202,10 @@ fn copy_dir(from: &Path, to: &Path) -> u64 {
         if entry.metadata().unwrap().is_dir() {
             total += copy_dir(&entry.path(), &target);
         } else {
-            let bytes = std::fs::read(entry.path()).unwrap();
+            // A file RocksDB removed since the listing (the node just closed) is not data.
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
             let mut f = std::fs::File::create(&target).unwrap();
             f.write_all(&bytes).unwrap();
             f.sync_all().unwrap();

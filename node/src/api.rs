@@ -283,6 +283,15 @@ pub struct UpgradeRequest {
     pub limits: LimitsRequest,
 }
 
+/// An import: an export file (`airssys component export`) under `name`, new or (with
+/// `replace`) written over the component of that name.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub name: String,
+    pub file: Vec<u8>,
+    pub replace: bool,
+}
+
 /// An install: name, binary and limits.
 #[derive(Debug, Clone)]
 pub struct InstallRequest {
@@ -369,6 +378,20 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// A backup of the whole replicated state at one Raft index, as the chunks of its
     /// file (an error in the stream: the backup broke off; the file is incomplete).
     fn backup(&self) -> impl Future<Output = Result<BackupStream, ApiError>> + Send {
+        async { Err(no_cluster()) }
+    }
+
+    /// One component's code and storage at one Raft index, as the chunks of its file.
+    fn export(&self, _name: &str) -> impl Future<Output = Result<BackupStream, ApiError>> + Send {
+        async { Err(no_cluster()) }
+    }
+
+    /// Takes an export under a name: installed anew, or written over the component of that
+    /// name (`replace`) as one fenced transaction with its code.
+    fn import(
+        &self,
+        _req: ImportRequest,
+    ) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send {
         async { Err(no_cluster()) }
     }
 

@@ -12,6 +12,12 @@ pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 /// Largest component binary an install accepts (a Python component is about 18 MB).
 pub const MAX_BINARY_BYTES: usize = 64 << 20;
 
+/// Most data (keys and values) one import carries: it is written as one transaction, one
+/// Raft entry.
+pub const MAX_IMPORT_DATA_BYTES: usize = 32 << 20;
+/// Largest export file an import accepts: a binary, the data, and the file's own framing.
+pub const MAX_IMPORT_FILE_BYTES: usize = MAX_BINARY_BYTES + MAX_IMPORT_DATA_BYTES + (4 << 20);
+
 /// Upper bounds an install may ask for; beyond them the install is refused.
 pub const MAX_MEMORY_MB: u32 = 4_096;
 pub const MAX_DEADLINE_MS: u64 = 600_000;

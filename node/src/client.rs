@@ -345,9 +345,52 @@ impl AdminClient {
     /// cut short leaves a file its checksum refuses.
     pub async fn backup(
         &self,
+        sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ClientError> {
+        self.download(&["v1", "backup"], sink).await
+    }
+
+    /// `GET /v1/components/{name}/export`: the export file's chunks to `sink`, as
+    /// [`AdminClient::backup`].
+    pub async fn export(
+        &self,
+        name: &str,
+        sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ClientError> {
+        self.download(&["v1", "components", name, "export"], sink)
+            .await
+    }
+
+    /// `POST /v1/components/{name}/import?replace=…` with an export file as the body.
+    pub async fn import(
+        &self,
+        name: &str,
+        file: Vec<u8>,
+        replace: bool,
+    ) -> Result<ComponentInfo, ClientError> {
+        if file.len() > crate::caps::MAX_IMPORT_FILE_BYTES {
+            return Err(ClientError::Api(crate::caps::too_large(
+                crate::caps::MAX_IMPORT_FILE_BYTES,
+                "export file",
+            )));
+        }
+        let url = self.url(
+            &["v1", "components", name, "import"],
+            &[("replace", replace.to_string())],
+        );
+        let resp = self
+            .call(Method::POST, url, Some(file), INSTALL_TIMEOUT)
+            .await?;
+        self.json(resp).await
+    }
+
+    /// A streamed GET: each chunk of the body to `sink`; answers the bytes received.
+    async fn download(
+        &self,
+        path: &[&str],
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64, ClientError> {
-        let url = self.url(&["v1", "backup"], &[]);
+        let url = self.url(path, &[]);
         let mut resp = self.call(Method::GET, url, None, BACKUP_TIMEOUT).await?;
         let mut received = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.body_error(e))? {

@@ -164,3 +164,88 @@ async fn a_changed_or_cut_backup_is_refused() {
         "{err}"
     );
 }
+
+async fn take_export(node: &ClusterHost, name: &str) -> Vec<u8> {
+    let mut chunks = node.export(name).await.unwrap();
+    let mut file = Vec::new();
+    while let Some(chunk) = chunks.recv().await {
+        file.extend_from_slice(&chunk.unwrap());
+    }
+    file
+}
+
+async fn import(
+    node: &ClusterHost,
+    name: &str,
+    file: &[u8],
+    replace: bool,
+) -> Result<airssys_node::api::ComponentInfo, airssys_node::api::ApiError> {
+    node.import(airssys_node::api::ImportRequest {
+        name: name.into(),
+        file: file.to_vec(),
+        replace,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_imports_as_a_copy_and_over_a_component_as_one_transaction() {
+    use airssys_node::api::ErrorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::open(dir.path()).await;
+    install(&node, "c", "counter").await;
+    for i in 0..3 {
+        ask(&node, "c", &format!("inc x{i}")).await.unwrap();
+    }
+    let original = node.describe("c").await.unwrap();
+    let file = take_export(&node, "c").await;
+    let summary = backup::verify(file.as_slice()).unwrap();
+    assert_eq!(summary.components, 1);
+
+    // A copy under a new name: the same code, limits and data.
+    let copy = import(&node, "copy", &file, false).await.unwrap();
+    assert_eq!(copy.sha256, original.sha256);
+    assert_eq!(copy.limits, original.limits);
+    assert_eq!(ask(&node, "copy", "get").await.unwrap(), "3");
+    assert_eq!(ask(&node, "copy", "times x1").await.unwrap(), "1");
+    // The copy goes its own way; the original is untouched.
+    ask(&node, "copy", "inc y").await.unwrap();
+    assert_eq!(ask(&node, "c", "get").await.unwrap(), "3");
+
+    // Over an existing one only with `replace`: then its store is the export's, whole
+    // (what it wrote since is gone), in one step of its generation.
+    let refused = import(&node, "copy", &file, false).await.unwrap_err();
+    assert_eq!(refused.error, ErrorKind::AlreadyExists, "{refused}");
+    let before = node.describe("copy").await.unwrap();
+    let replaced = import(&node, "copy", &file, true).await.unwrap();
+    assert_eq!(replaced.generation, before.generation + 1);
+    assert_eq!(ask(&node, "copy", "get").await.unwrap(), "3");
+    assert_eq!(ask(&node, "copy", "times y").await.unwrap(), "0");
+    assert_eq!(replaced.previous, None, "the same code: no code history");
+
+    // Over a component running other code: code and data switch together.
+    install(&node, "old", "counter_v1").await;
+    ask(&node, "old", "inc").await.unwrap();
+    let v1 = node.describe("old").await.unwrap();
+    let switched = import(&node, "old", &file, true).await.unwrap();
+    assert_eq!(switched.sha256, original.sha256);
+    assert_eq!(switched.previous.unwrap().sha256, v1.sha256);
+    assert_eq!(ask(&node, "old", "get").await.unwrap(), "3");
+    assert!(ask(&node, "old", "tally").await.unwrap().contains("x0 1"));
+
+    // Bad input: a whole-cluster backup, garbage, a cut file, an unknown export name.
+    let cluster = take_backup(&node).await;
+    let err = import(&node, "z", &cluster, false).await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::BadRequest, "{err}");
+    assert!(err.message.contains("backup restore"), "{err}");
+    let err = import(&node, "z", b"garbage", false).await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::BadRequest, "{err}");
+    let err = import(&node, "z", &file[..file.len() - 1], false)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("truncated"), "{err}");
+    assert!(node.describe("z").await.is_err(), "nothing was installed");
+    let err = node.export("nope").await.unwrap_err();
+    assert_eq!(err.error, ErrorKind::NotFound, "{err}");
+    node.shutdown().await;
+}

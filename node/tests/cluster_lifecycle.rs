@@ -3,7 +3,8 @@
 //! across the switch, v1's keys rewritten by the migration), a failing migration that leaves
 //! the old code and its state, rollback and forth, an upgrade while the owner is killed,
 //! then a backup under load restored into a new node that answers with the state as of the
-//! backup's index, and a damaged backup refused with nothing left behind.
+//! backup's index, a damaged backup refused with nothing left behind, and one component
+//! exported from the old cluster and imported into the new one.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -243,6 +244,10 @@ fn upgrade_rollback_and_backup_through_the_cli_on_three_nodes() {
     assert!(!into_running.status.success());
     assert!(String::from_utf8_lossy(&into_running.stderr).contains("holds a node's data already"));
     let c_count = nodes[0].ok(&["request", "c", "get"]).trim().to_string();
+    // One component exported, to copy it into the restored cluster below.
+    let export = dir.path().join("c.export");
+    let exported = nodes[1].ok(&["component", "export", "c", export.to_str().unwrap()]);
+    assert!(exported.contains("checksum verified"), "{exported}");
     for n in &mut nodes {
         n.kill();
     }
@@ -307,6 +312,12 @@ fn upgrade_rollback_and_backup_through_the_cli_on_three_nodes() {
         let times = ask("busy", &format!("times {id}"));
         assert_eq!(times, if (i as u64) < n { "1" } else { "0" }, "{id}");
     }
+    // A component copied from the old cluster into the new one under another name.
+    let imported = restored.ok(&["component", "import", "c-copy", export.to_str().unwrap()]);
+    assert!(imported.contains("c-copy"), "{imported}");
+    assert_eq!(ask("c-copy", "get"), c_count);
+    let again = restored.cli(&["component", "import", "c-copy", export.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--replace"));
     let list = json(&restored.ok(&["component", "list", "--json"]));
     assert!(list
         .as_array()

@@ -35,19 +35,43 @@ fn sys_cf(db: &Db) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, Sto
 }
 
 impl Storage {
-    /// Walks one consistent snapshot: first hands `first` the value `peek` has in it (so a
-    /// caller can say where the snapshot stands before anything else), then every sys
+    /// Walks one consistent snapshot: first hands `first` the values the `peek` keys have in
+    /// it (so a caller can say where the snapshot stands before anything else), then every sys
     /// record for which `take_sys(key)` holds, then each component (in name order) with its
     /// pairs. The visitor's error stops the walk and is returned.
     pub fn export_each<E: From<StorageError>>(
         &self,
-        peek: &[u8],
-        first: impl FnOnce(Option<&[u8]>) -> Result<(), E>,
+        peek: &[&[u8]],
+        first: impl FnOnce(Vec<Option<Vec<u8>>>) -> Result<(), E>,
         take_sys: impl Fn(&[u8]) -> bool,
         visit: &mut dyn FnMut(Record<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut names = self.component_names();
         names.sort();
+        self.walk(&names, peek, first, take_sys, visit)
+    }
+
+    /// [`Storage::export_each`] of one component: the sys records `take_sys` takes, then
+    /// the component's own pairs (none, and no [`Record::Component`], if it has no store).
+    pub fn export_component_each<E: From<StorageError>>(
+        &self,
+        name: &str,
+        peek: &[&[u8]],
+        first: impl FnOnce(Vec<Option<Vec<u8>>>) -> Result<(), E>,
+        take_sys: impl Fn(&[u8]) -> bool,
+        visit: &mut dyn FnMut(Record<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.walk(&[name.to_string()], peek, first, take_sys, visit)
+    }
+
+    fn walk<E: From<StorageError>>(
+        &self,
+        names: &[String],
+        peek: &[&[u8]],
+        first: impl FnOnce(Vec<Option<Vec<u8>>>) -> Result<(), E>,
+        take_sys: impl Fn(&[u8]) -> bool,
+        visit: &mut dyn FnMut(Record<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let core = self.core();
         let guard = crate::store::read(&core.db);
         let db = guard
@@ -55,8 +79,11 @@ impl Storage {
             .ok_or_else(|| StorageError::Closed("database is not open".into()))?;
         let snap = db.snapshot();
         let sys = sys_cf(db)?;
-        let peeked = snap.get_cf(&sys, peek).map_err(StorageError::from)?;
-        first(peeked.as_deref())?;
+        let mut peeked = Vec::with_capacity(peek.len());
+        for key in peek {
+            peeked.push(snap.get_cf(&sys, key).map_err(StorageError::from)?);
+        }
+        first(peeked)?;
         let mut it = snap.raw_iterator_cf(&sys);
         it.seek_to_first();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -66,7 +93,7 @@ impl Storage {
             it.next();
         }
         it.status().map_err(StorageError::from)?;
-        for name in &names {
+        for name in names {
             // A family dropped since the name list was taken is not in the walk.
             let Ok(cf) = component_cf(db, name) else {
                 continue;
@@ -232,9 +259,9 @@ mod tests {
         let mut peeked = None;
         let mut seen = Vec::new();
         s.export_each::<StorageError>(
-            peek,
-            |v| {
-                peeked = v.map(<[u8]>::to_vec);
+            &[peek],
+            |mut v| {
+                peeked = v.remove(0);
                 Ok(())
             },
             |k| !k.starts_with(b"skip/"),
@@ -290,7 +317,7 @@ mod tests {
 
         let b = Storage::open(b_dir.path(), StorageOptions::default()).unwrap();
         let mut load = b.bulk_load();
-        a.export_each::<StorageError>(b"meta", |_| Ok(()), |_| true, &mut |r| load.record(r))
+        a.export_each::<StorageError>(&[b"meta"], |_| Ok(()), |_| true, &mut |r| load.record(r))
             .unwrap();
         load.finish().unwrap();
         assert_eq!(walk(&b, b"meta"), walk(&a, b"meta"));
@@ -323,7 +350,7 @@ mod tests {
         s.create_component("a").unwrap();
         s.commit(put("a", "k", "v")).unwrap();
         let mut visited = 0;
-        let r = s.export_each::<StorageError>(b"none", |_| Ok(()), |_| true, &mut |_| {
+        let r = s.export_each::<StorageError>(&[b"none"], |_| Ok(()), |_| true, &mut |_| {
             visited += 1;
             Err(StorageError::Closed("stop".into()))
         });

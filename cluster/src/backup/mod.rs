@@ -12,6 +12,7 @@
 //! own) and the generation base is set past every generation the old cluster gave. The checksum is checked
 //! before the load is reported done; the caller deletes the database when it is not.
 
+pub mod export;
 pub mod format;
 
 use crate::placement::NodeId;
@@ -58,6 +59,110 @@ fn carried(key: &[u8]) -> bool {
     !is_log_key(key)
 }
 
+/// The header a walk's file starts with, from the state machine's applied position as
+/// the walk's snapshot holds it.
+fn header_at(
+    meta: Option<&[u8]>,
+    node_id: NodeId,
+    taken_at_ms: u64,
+) -> Result<BackupHeader, BackupError> {
+    let position = match meta {
+        Some(bytes) => applied_position(bytes).map_err(|why| BackupError::BadRecord {
+            key: "raft/sm/meta".into(),
+            why,
+        })?,
+        None => None,
+    };
+    Ok(BackupHeader {
+        format: FORMAT,
+        index: position.map(|p| p.index).unwrap_or(0),
+        term: position.map(|p| p.leader_id.term).unwrap_or(0),
+        node_id,
+        taken_at_ms,
+    })
+}
+
+/// A backup file being written from a storage walk: the walk's two callbacks (the header
+/// once, then each record) reach it one at a time.
+struct FileSink<'p, W: Write> {
+    out: RefCell<Option<W>>,
+    writer: RefCell<Option<BackupWriter<W>>>,
+    header: RefCell<Option<BackupHeader>>,
+    components: RefCell<u64>,
+    reported: RefCell<u64>,
+    progress: RefCell<&'p mut dyn FnMut(u64)>,
+}
+
+impl<'p, W: Write> FileSink<'p, W> {
+    fn new(out: W, progress: &'p mut dyn FnMut(u64)) -> Self {
+        FileSink {
+            out: RefCell::new(Some(out)),
+            writer: RefCell::new(None),
+            header: RefCell::new(None),
+            components: RefCell::new(0),
+            reported: RefCell::new(0),
+            progress: RefCell::new(progress),
+        }
+    }
+
+    fn start(&self, header: BackupHeader) -> Result<(), BackupError> {
+        let out = self
+            .out
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| FormatError::Corrupt {
+                at: 0,
+                why: "the header was written twice".into(),
+            })?;
+        *self.writer.borrow_mut() = Some(BackupWriter::new(out, &header)?);
+        *self.header.borrow_mut() = Some(header);
+        Ok(())
+    }
+
+    fn record(&self, record: Record<'_>) -> Result<(), BackupError> {
+        let mut guard = self.writer.borrow_mut();
+        let w = guard.as_mut().ok_or_else(|| FormatError::Corrupt {
+            at: 0,
+            why: "a record before the header".into(),
+        })?;
+        match record {
+            Record::Sys { key, value } => w.sys(key, value)?,
+            Record::Component(name) => {
+                *self.components.borrow_mut() += 1;
+                w.component(name)?
+            }
+            Record::Pair { key, value } => w.pair(key, value)?,
+        }
+        let mut reported = self.reported.borrow_mut();
+        if w.bytes() >= *reported + (8 << 20) {
+            *reported = w.bytes();
+            (self.progress.borrow_mut())(*reported);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<BackupSummary, BackupError> {
+        let (writer, header) = match (self.writer.into_inner(), self.header.into_inner()) {
+            (Some(w), Some(h)) => (w, h),
+            _ => {
+                return Err(FormatError::Corrupt {
+                    at: 0,
+                    why: "nothing was written".into(),
+                }
+                .into())
+            }
+        };
+        let (_, bytes, sha256) = writer.finish()?;
+        (self.progress.into_inner())(bytes);
+        Ok(BackupSummary {
+            header,
+            bytes,
+            sha256,
+            components: self.components.into_inner(),
+        })
+    }
+}
+
 /// Writes a backup of `storage` (a node's, with its state machine's records) to `out`.
 /// `progress` is called with the bytes written so far, now and then.
 pub fn create<W: Write>(
@@ -67,77 +172,17 @@ pub fn create<W: Write>(
     out: W,
     progress: &mut dyn FnMut(u64),
 ) -> Result<BackupSummary, BackupError> {
-    // Both callbacks reach the writer; the walk calls them one at a time.
-    let writer: RefCell<Option<BackupWriter<W>>> = RefCell::new(None);
-    let mut out = Some(out);
-    let mut header = None;
-    let mut components = 0u64;
-    let mut reported = 0u64;
+    let sink = FileSink::new(out, progress);
     storage.export_each::<BackupError>(
-        SM_META_KEY,
-        |meta| {
-            let position = match meta {
-                Some(bytes) => applied_position(bytes).map_err(|why| BackupError::BadRecord {
-                    key: "raft/sm/meta".into(),
-                    why,
-                })?,
-                None => None,
-            };
-            let h = BackupHeader {
-                format: FORMAT,
-                index: position.map(|p| p.index).unwrap_or(0),
-                term: position.map(|p| p.leader_id.term).unwrap_or(0),
-                node_id,
-                taken_at_ms,
-            };
-            let sink = out.take().ok_or_else(|| FormatError::Corrupt {
-                at: 0,
-                why: "the header was written twice".into(),
-            })?;
-            *writer.borrow_mut() = Some(BackupWriter::new(sink, &h)?);
-            header = Some(h);
-            Ok(())
+        &[SM_META_KEY],
+        |peeked| {
+            let meta = peeked.first().and_then(Option::as_deref);
+            sink.start(header_at(meta, node_id, taken_at_ms)?)
         },
         |key| carried(key) && key != SM_META_KEY,
-        &mut |record| {
-            let mut guard = writer.borrow_mut();
-            let w = guard.as_mut().ok_or_else(|| FormatError::Corrupt {
-                at: 0,
-                why: "a record before the header".into(),
-            })?;
-            match record {
-                Record::Sys { key, value } => w.sys(key, value)?,
-                Record::Component(name) => {
-                    components += 1;
-                    w.component(name)?
-                }
-                Record::Pair { key, value } => w.pair(key, value)?,
-            }
-            if w.bytes() >= reported + (8 << 20) {
-                reported = w.bytes();
-                progress(reported);
-            }
-            Ok(())
-        },
+        &mut |record| sink.record(record),
     )?;
-    let (writer, header) = match (writer.into_inner(), header) {
-        (Some(w), Some(h)) => (w, h),
-        _ => {
-            return Err(FormatError::Corrupt {
-                at: 0,
-                why: "nothing was written".into(),
-            }
-            .into())
-        }
-    };
-    let (_, bytes, sha256) = writer.finish()?;
-    progress(bytes);
-    Ok(BackupSummary {
-        header,
-        bytes,
-        sha256,
-        components,
-    })
+    sink.finish()
 }
 
 /// Reads a whole backup without loading it: its header and what it holds, once its

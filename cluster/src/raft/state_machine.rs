@@ -292,6 +292,7 @@ fn apply_upgrade(
         from_sha256,
         at_ms,
         migration,
+        import,
     } = upgrade;
     if let Err(refusal) = command_check::check_install(&spec, &binary) {
         return Outcome::Refused(refusal);
@@ -306,7 +307,8 @@ fn apply_upgrade(
             now: entry.spec.sha256.clone(),
         });
     }
-    if entry.spec.sha256 == spec.sha256 {
+    let same_code = entry.spec.sha256 == spec.sha256;
+    if same_code && !import {
         return Outcome::Refused(Refusal::SameVersion {
             component: spec.name,
             sha256: spec.sha256,
@@ -348,6 +350,10 @@ fn apply_upgrade(
     let owner = entry.owner;
     entry.move_to(owner);
     let generation = entry.generation;
+    if same_code {
+        // An import over the same code: new data and limits, the same code history.
+        return Outcome::Upgraded { owner, generation };
+    }
     let new_sha = entry.spec.sha256.clone();
     let dropped = registry
         .versions
@@ -1064,6 +1070,7 @@ mod tests {
             from_sha256: sha(from),
             at_ms: 77,
             migration,
+            import: false,
         }))
     }
 
@@ -1130,6 +1137,41 @@ mod tests {
         );
         assert_eq!(fx.delete, vec![sha("v3"), sha("v1")]);
         assert!(reg.versions.is_empty());
+    }
+
+    #[test]
+    fn an_import_over_the_same_code_replaces_data_and_keeps_the_code_history() {
+        let members = BTreeSet::from([1]);
+        let mut reg = Registry::default();
+        apply(&mut reg, &members, false, install("a", "v1", 1));
+        apply(&mut reg, &members, true, upgrade("a", "v2", "v1", 1, 1));
+        let history = reg.versions["a"].clone();
+        let generation = reg.components["a"].generation;
+        let Command::Upgrade(mut import) = upgrade("a", "v2", "v2", 1, generation) else {
+            unreachable!()
+        };
+        import.import = true;
+        let (out, fx) = apply(&mut reg, &members, true, Command::Upgrade(import));
+        assert_eq!(
+            out,
+            Outcome::Upgraded {
+                owner: 1,
+                generation: generation + 1
+            }
+        );
+        assert_eq!(fx.commits.len(), 1, "the data goes with it");
+        assert_eq!(reg.versions["a"], history, "the code history stays");
+        // Without the import flag, the same code is refused.
+        let (out, _) = apply(
+            &mut reg,
+            &members,
+            true,
+            upgrade("a", "v2", "v2", 1, generation + 1),
+        );
+        assert!(
+            matches!(out, Outcome::Refused(Refusal::SameVersion { .. })),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -216,6 +216,10 @@ pub struct Upgrade {
     /// The migration's writes, fenced with the placement it ran under and unnumbered
     /// (`commit` 0): it applies only if that placement still stands.
     pub migration: CommitBatch,
+    /// An import: the "migration" replaces the component's data with an export's, and the
+    /// code may stay the same (then only the limits and the generation change, and the code
+    /// history is left as it is).
+    pub import: bool,
 }
 
 /// What applying a command did.

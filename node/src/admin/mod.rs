@@ -13,6 +13,8 @@
 //! | `DELETE /v1/components/{name}` | 204 |
 //! | `POST /v1/components/{name}/upgrade?memory_mb&deadline_ms&mailbox&quota_mb&fuel` (body: wasm) | 200 `ComponentInfo` |
 //! | `POST /v1/components/{name}/rollback` | 200 `ComponentInfo` |
+//! | `GET /v1/components/{name}/export` | 200 the export file, streamed |
+//! | `POST /v1/components/{name}/import?replace=true\|false` (body: an export file) | 200 `ComponentInfo` |
 //! | `POST /v1/components/{name}/messages?delivery=durable\|fast` (body ≤ 1 MiB) | 202 `{"accepted":true}` |
 //! | `POST /v1/components/{name}/requests?timeout_ms&delivery` (body ≤ 1 MiB) | 200 reply bytes |
 //! | `GET /v1/backup` | 200 the backup file, streamed (see `airssys_cluster::backup`) |
@@ -35,8 +37,8 @@ pub use params::{
 };
 
 use crate::api::{
-    AdminBackend, ApiError, ComponentInfo, ErrorKind, InstallRequest, LimitsRequest, NodeStatus,
-    UpgradeRequest,
+    AdminBackend, ApiError, ComponentInfo, ErrorKind, ImportRequest, InstallRequest, LimitsRequest,
+    NodeStatus, UpgradeRequest,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -50,6 +52,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tracing::Instrument;
 
+use crate::caps::MAX_IMPORT_FILE_BYTES;
 pub use crate::caps::REQUEST_GRACE;
 
 /// Installs whose bodies a node takes at once: each is held in memory whole (up to
@@ -116,7 +119,24 @@ pub fn router<B: AdminBackend>(backend: Arc<B>, auth: AdminAuth) -> Router {
             "/v1/components/{name}/upgrade",
             post(upgrade::<B>)
                 .layer(DefaultBodyLimit::max(MAX_BINARY_BYTES))
-                .layer(middleware::from_fn_with_state(uploads, limit_uploads))
+                .layer(middleware::from_fn_with_state(
+                    uploads.clone(),
+                    limit_uploads,
+                ))
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/components/{name}/export",
+            get(export::<B>).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/components/{name}/import",
+            post(import::<B>)
+                .layer(DefaultBodyLimit::max(MAX_IMPORT_FILE_BYTES))
+                .layer(middleware::from_fn_with_state(
+                    uploads.clone(),
+                    limit_uploads,
+                ))
                 .fallback(method_not_allowed),
         )
         .route(
@@ -455,18 +475,50 @@ async fn readyz<B: AdminBackend>(State(backend): State<Arc<B>>) -> Result<&'stat
 /// The backup file, streamed as the node writes it. Once the body has started, a failure
 /// can only cut it short: the client's check of the trailer's checksum refuses it.
 async fn backup<B: AdminBackend>(State(backend): State<Arc<B>>) -> Result<Response, ApiError> {
-    let chunks = backend.backup().await?;
+    Ok(file_response(backend.backup().await?))
+}
+
+/// A component's export file, streamed like a backup.
+async fn export<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = name_of(path)?;
+    Ok(file_response(backend.export(&name).await?))
+}
+
+async fn import<B: AdminBackend>(
+    State(backend): State<Arc<B>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Pairs>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    let name = name_of(path)?;
+    let replace = params::parse_import_query(&query_of(query)?)?;
+    let file = body_of(body, MAX_IMPORT_FILE_BYTES, "export file")?;
+    let info = backend
+        .import(ImportRequest {
+            name,
+            file: Vec::from(file),
+            replace,
+        })
+        .await?;
+    Ok(Json(info))
+}
+
+/// A file streamed from the node's chunks.
+fn file_response(chunks: crate::api::BackupStream) -> Response {
     let stream = futures_util::stream::unfold(chunks, |mut chunks| async move {
         chunks.recv().await.map(|chunk| (chunk, chunks))
     });
-    Ok((
+    (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         )],
         axum::body::Body::from_stream(stream),
     )
-        .into_response())
+        .into_response()
 }
 
 async fn metrics<B: AdminBackend>(State(backend): State<Arc<B>>) -> Response {

@@ -88,6 +88,19 @@ pub fn delivery_str(delivery: Delivery) -> &'static str {
     delivery.as_str()
 }
 
+/// `replace=true|false` (default false), the only parameter of an import.
+pub fn parse_import_query(pairs: &QueryPairs) -> Result<bool, ApiError> {
+    check_known(pairs, &["replace"])?;
+    match get(pairs, "replace") {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(bad_param(
+            "replace",
+            format!("must be `true` or `false`, got {other:?}"),
+        )),
+    }
+}
+
 fn delivery_param(pairs: &QueryPairs) -> Result<Delivery, ApiError> {
     match get(pairs, "delivery") {
         Some(v) => parse_delivery(v),

@@ -7,6 +7,7 @@
 //! behind either way.
 
 use super::{connect, note, out, print_json, CliError, ClientOpts};
+use crate::client::AdminClient;
 use airssys_cluster::backup::{self, BackupError, RestoreSummary};
 use airssys_storage::{Storage, StorageOptions};
 use clap::Subcommand;
@@ -143,56 +144,112 @@ fn partial_path(file: &Path) -> PathBuf {
 }
 
 async fn create(client: &ClientOpts, file: &Path, force: bool) -> Result<(), CliError> {
-    if file.exists() && !force {
-        return Err(CliError::Usage(format!(
-            "{} exists; give another file or --force to replace it",
-            file.display()
-        )));
-    }
     let client = connect(client)?;
-    let partial = partial_path(file);
-    let f = std::fs::File::create(&partial)
-        .map_err(io(format!("cannot create {}", partial.display())))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, f);
-    let mut said = 0u64;
-    let received = client
-        .backup(|chunk| {
-            writer.write_all(chunk)?;
-            let total = said + chunk.len() as u64;
-            if total / PROGRESS_EVERY_BYTES > said / PROGRESS_EVERY_BYTES {
-                note(&format!("backup: {} received", mib(total)));
-            }
-            said = total;
-            Ok(())
-        })
-        .await;
-    let finished = received.map_err(CliError::from).and_then(|_| {
-        let f = writer.into_inner().map_err(|e| {
-            CliError::io(
-                format!("cannot write {}", partial.display()),
-                e.into_error(),
-            )
-        })?;
-        f.sync_all()
-            .map_err(io(format!("cannot sync {}", partial.display())))
-    });
-    let checked = match finished {
-        Ok(()) => verify_file(partial.clone()).await,
-        Err(e) => Err(e),
-    };
-    let summary = match checked {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&partial, file).map_err(io(format!(
-        "cannot rename {} to {}",
-        partial.display(),
-        file.display()
-    )))?;
+    let mut download = Download::begin(file, force, "backup")?;
+    let received = client.backup(download.sink()).await;
+    let summary = download.finish(received).await?;
     out(&summary_line(file, &summary))
+}
+
+/// `component export NAME FILE`.
+pub(super) async fn export(
+    client: &AdminClient,
+    name: &str,
+    file: &Path,
+    force: bool,
+) -> Result<(), CliError> {
+    let mut download = Download::begin(file, force, "export")?;
+    let received = client.export(name, download.sink()).await;
+    let summary = download.finish(received).await?;
+    out(&format!(
+        "exported {name} at Raft index {} to {} ({} bytes), checksum verified\n",
+        summary.header.index,
+        file.display(),
+        summary.bytes
+    ))
+}
+
+/// A backup-format file being downloaded to `FILE.partial` (progress on stderr), renamed
+/// to `FILE` once verified; nothing is left at either path when any of it fails.
+struct Download {
+    file: PathBuf,
+    partial: PathBuf,
+    writer: BufWriter<std::fs::File>,
+    received: u64,
+    what: &'static str,
+}
+
+impl Download {
+    fn begin(file: &Path, force: bool, what: &'static str) -> Result<Download, CliError> {
+        if file.exists() && !force {
+            return Err(CliError::Usage(format!(
+                "{} exists; give another file or --force to replace it",
+                file.display()
+            )));
+        }
+        let partial = partial_path(file);
+        let f = std::fs::File::create(&partial)
+            .map_err(io(format!("cannot create {}", partial.display())))?;
+        Ok(Download {
+            file: file.to_path_buf(),
+            partial,
+            writer: BufWriter::with_capacity(1 << 20, f),
+            received: 0,
+            what,
+        })
+    }
+
+    /// Where the chunks go.
+    fn sink(&mut self) -> impl FnMut(&[u8]) -> std::io::Result<()> + '_ {
+        move |chunk| {
+            self.writer.write_all(chunk)?;
+            let total = self.received + chunk.len() as u64;
+            if total / PROGRESS_EVERY_BYTES > self.received / PROGRESS_EVERY_BYTES {
+                note(&format!("{}: {} received", self.what, mib(total)));
+            }
+            self.received = total;
+            Ok(())
+        }
+    }
+
+    async fn finish(
+        self,
+        received: Result<u64, crate::client::ClientError>,
+    ) -> Result<RestoreSummary, CliError> {
+        let Download {
+            file,
+            partial,
+            writer,
+            ..
+        } = self;
+        let finished = received.map_err(CliError::from).and_then(|_| {
+            let f = writer.into_inner().map_err(|e| {
+                CliError::io(
+                    format!("cannot write {}", partial.display()),
+                    e.into_error(),
+                )
+            })?;
+            f.sync_all()
+                .map_err(io(format!("cannot sync {}", partial.display())))
+        });
+        let checked = match finished {
+            Ok(()) => verify_file(partial.clone()).await,
+            Err(e) => Err(e),
+        };
+        let summary = match checked {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&partial, &file).map_err(io(format!(
+            "cannot rename {} to {}",
+            partial.display(),
+            file.display()
+        )))?;
+        Ok(summary)
+    }
 }
 
 /// Whether `dir` holds anything a node wrote (its database, its pinned id).

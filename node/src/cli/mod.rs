@@ -336,6 +336,37 @@ pub enum ComponentCommand {
         /// Component name
         name: String,
     },
+    /// Write a component's code and storage, at one Raft index, to a file
+    #[command(
+        after_help = "Example:\n  airssys component export counter counter.export\n\n\
+                             The file holds the binary, its limits and the component's storage (not its messages in flight). \
+                             `component import` takes it into this or another cluster; `backup verify` checks it."
+    )]
+    Export {
+        /// Component name
+        name: String,
+        /// Where to write the export
+        file: PathBuf,
+        /// Replace FILE if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// Take an export under a name: a new component, or written over one with --replace
+    #[command(
+        after_help = "Examples:\n  airssys component import counter-copy counter.export\n  airssys component import counter counter.export --replace\n\n\
+                             The export's code, limits and storage land as one fenced transaction (generation + 1); \
+                             with --replace the component's current storage is replaced whole. \
+                             At most 32 MiB of data per import."
+    )]
+    Import {
+        /// Component name (the export's own name need not match)
+        name: String,
+        /// An export file from `airssys component export`
+        file: PathBuf,
+        /// Write over the existing component of that name (its code, limits and data)
+        #[arg(long)]
+        replace: bool,
+    },
     /// Remove a component and its storage
     #[command(after_help = "Example:\n  airssys component remove counter")]
     Remove {
@@ -607,6 +638,19 @@ async fn component(client: &AdminClient, command: ComponentCommand) -> Result<()
         ComponentCommand::Rollback { name } => {
             let info = client.rollback(&name).await?;
             out(&upgraded_line("rolled back", &info))
+        }
+        ComponentCommand::Export { name, file, force } => {
+            backup::export(client, &name, &file, force).await
+        }
+        ComponentCommand::Import {
+            name,
+            file,
+            replace,
+        } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CliError::io(format!("cannot read {}", file.display()), e))?;
+            let info = client.import(&name, bytes, replace).await?;
+            out(&upgraded_line("imported into", &info))
         }
         ComponentCommand::List { json } => {
             let list = client.list().await?;

@@ -502,6 +502,14 @@ impl AdminBackend for ClusterHost {
         self.backup_stream().await
     }
 
+    async fn export(&self, name: &str) -> Result<crate::api::BackupStream, ApiError> {
+        self.export_stream(name).await
+    }
+
+    async fn import(&self, req: crate::api::ImportRequest) -> Result<ComponentInfo, ApiError> {
+        self.import_component(req).await
+    }
+
     async fn remove_node(&self, node: u64) -> Result<(), ApiError> {
         self.cluster.remove_node(node).await.map_err(cluster_err)?;
         Ok(())

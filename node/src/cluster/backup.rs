@@ -16,7 +16,7 @@ const CHUNK_BYTES: usize = 256 << 10;
 const CHUNKS_AHEAD: usize = 8;
 
 /// A `Write` that sends what it is given as chunks on a channel (from a blocking thread).
-struct ChunkSender {
+pub(super) struct ChunkSender {
     tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
     buf: Vec<u8>,
 }
@@ -50,6 +50,27 @@ impl Write for ChunkSender {
     }
 }
 
+/// Runs `write` on a blocking thread with a [`ChunkSender`]; answers the chunks as they
+/// come. An error of `write` ends the stream with that error (the client's file is then
+/// incomplete, and refused by its checksum).
+pub(super) fn stream_blocking<F>(write: F) -> BackupStream
+where
+    F: FnOnce(&mut ChunkSender) -> Result<(), String> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkSender {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK_BYTES),
+        };
+        if let Err(e) = write(&mut out) {
+            tracing::warn!("a backup or export broke off: {e}");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    rx
+}
+
 impl ClusterHost {
     /// Starts a backup of this node's replicated state; answers the stream of its file.
     pub(super) async fn backup_stream(&self) -> Result<BackupStream, ApiError> {
@@ -62,27 +83,18 @@ impl ClusterHost {
         self.cluster.catch_up().await;
         let storage = self.host.storage().clone();
         let node = self.cluster.id();
-        let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
-        tokio::task::spawn_blocking(move || {
-            let mut out = ChunkSender {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK_BYTES),
-            };
-            match airssys_cluster::backup::create(&storage, node, now_ms(), &mut out, &mut |_| {}) {
-                Ok(summary) => tracing::info!(
-                    index = summary.header.index,
-                    bytes = summary.bytes,
-                    components = summary.components,
-                    sha256 = %summary.sha256,
-                    "backup written"
-                ),
-                Err(e) => {
-                    tracing::warn!("backup broke off: {e}");
-                    // The client sees the stream fail; its file is incomplete and refused.
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                }
-            }
-        });
-        Ok(rx)
+        Ok(stream_blocking(move |out| {
+            let summary =
+                airssys_cluster::backup::create(&storage, node, now_ms(), out, &mut |_| {})
+                    .map_err(|e| e.to_string())?;
+            tracing::info!(
+                index = summary.header.index,
+                bytes = summary.bytes,
+                components = summary.components,
+                sha256 = %summary.sha256,
+                "backup written"
+            );
+            Ok(())
+        }))
     }
 }

@@ -7,6 +7,7 @@
 mod admin;
 mod backup;
 pub mod commit;
+mod import;
 pub mod proto;
 pub mod reconcile;
 pub mod route;

@@ -16,7 +16,7 @@ use crate::admin::params;
 use crate::api::{ApiError, ComponentInfo, ErrorKind, Limits, PreviousVersion, UpgradeRequest};
 use crate::caps::MAX_BINARY_BYTES;
 use crate::clock::now_ms;
-use crate::host::ProposeUpgrade;
+use crate::host::{CodeSwitch, ProposeUpgrade};
 use airssys_cluster::{Command, ComponentSpec, Outcome, Refusal, Registry, Upgrade};
 use airssys_storage::CommitBatch;
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,8 @@ pub struct UpgradeCall {
     pub binary: Vec<u8>,
     pub from_sha256: String,
     pub at_ms: u64,
+    /// An import: the store's new content (no migration runs; the code may stay).
+    pub data: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 /// A component's limits as its registry entry keeps them.
@@ -125,6 +127,7 @@ impl ClusterHost {
             binary: req.binary,
             from_sha256: entry.spec.sha256,
             at_ms: now_ms(),
+            data: None,
         };
         self.run_upgrade(call, entry.owner).await
     }
@@ -152,13 +155,18 @@ impl ClusterHost {
             binary: Vec::new(),
             from_sha256: entry.spec.sha256.clone(),
             at_ms: now_ms(),
+            data: None,
         };
         self.run_upgrade(call, entry.owner).await
     }
 
     /// Has the owner make the upgrade, then waits until this node applied it and the
     /// owner runs it.
-    async fn run_upgrade(&self, call: UpgradeCall, owner: u64) -> Result<ComponentInfo, ApiError> {
+    pub(super) async fn run_upgrade(
+        &self,
+        call: UpgradeCall,
+        owner: u64,
+    ) -> Result<ComponentInfo, ApiError> {
         let name = call.name.clone();
         let generation = if owner == self.cluster.id() {
             self.upgrade_here(call).await?
@@ -181,7 +189,7 @@ impl ClusterHost {
 
     /// On the owner: compiles the new code (from the cache, usually) and has the actor
     /// switch to it. Answers the generation the component now runs at.
-    pub(super) async fn upgrade_here(&self, call: UpgradeCall) -> Result<u64, ApiError> {
+    pub(super) async fn upgrade_here(&self, mut call: UpgradeCall) -> Result<u64, ApiError> {
         let name = call.name.clone();
         let registry = self.cluster.view().registry();
         let entry = registry
@@ -222,10 +230,21 @@ impl ClusterHost {
         let prepared = self.host.prepare(binary, call.sha256.clone()).await?;
         let since = registry.current_since_ms(&name).unwrap_or(0);
         let size_bytes = call.size_bytes;
-        let propose = self.proposer(call, entry.generation);
+        let data = call.data.take();
+        let propose = self.proposer(call, entry.generation, data.is_some());
         let generation = self
             .host
-            .upgrade(&name, prepared, limits, size_bytes, since, propose)
+            .upgrade(
+                &name,
+                CodeSwitch {
+                    prepared,
+                    limits,
+                    size_bytes,
+                    previous_since_ms: since,
+                    replace: data,
+                },
+                propose,
+            )
             .await;
         // Whatever happened, the actor here is settled: bring it in line with the registry
         // (an upgrade whose outcome the actor could not learn is taken over from there).
@@ -235,7 +254,7 @@ impl ClusterHost {
 
     /// What the actor calls with its migration's writes: proposes the upgrade's one entry
     /// and says what became of it.
-    fn proposer(&self, call: UpgradeCall, fenced_at: u64) -> ProposeUpgrade {
+    fn proposer(&self, call: UpgradeCall, fenced_at: u64, import: bool) -> ProposeUpgrade {
         let cluster = self.cluster.clone();
         Box::new(move |migration: CommitBatch| {
             Box::pin(async move {
@@ -258,6 +277,7 @@ impl ClusterHost {
                     from_sha256: call.from_sha256,
                     at_ms: call.at_ms,
                     migration,
+                    import,
                 }));
                 match cluster.propose(command).await {
                     Ok(Outcome::Upgraded { generation, .. }) => Ok(generation),

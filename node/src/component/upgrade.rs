@@ -1,6 +1,7 @@
 //! Switching a running component to new code, from inside its actor, between two
 //! messages: the handler it was running ended on the old code; the messages queued behind
-//! the order are handled by the new code.
+//! the order are handled by the new code. An import is the same switch whose writes replace
+//! the component's whole store with an export's (instead of the new code's migration).
 //!
 //! The actor first lets its commits in flight land (the migration must read what they
 //! wrote), then starts an instance of the new code beside the old one and runs its
@@ -13,7 +14,7 @@ use super::actor::{ComponentActor, InstantiateError};
 use super::Prepared;
 use crate::api::{ApiError, ErrorKind, Limits};
 use crate::engine::bindings::lifecycle::PreviousVersion;
-use airssys_storage::{CommitBatch, Fence};
+use airssys_storage::{CommitBatch, ComponentWrites, Fence, Storage};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct UpgradeOrder {
     /// When the code it replaces started to run (for `migrate`'s `previous`).
     pub previous_since_ms: u64,
     pub propose: ProposeUpgrade,
+    /// An import: the store's new content, in key order (no migration runs).
+    pub replace: Option<Vec<(Vec<u8>, Vec<u8>)>>,
     /// The generation it runs at after the switch, or why there was none.
     pub reply: oneshot::Sender<Result<u64, ApiError>>,
 }
@@ -57,6 +60,7 @@ impl ComponentActor {
             code,
             previous_since_ms,
             propose,
+            replace,
             reply,
         } = order;
         let name = self.shared().name.clone();
@@ -83,7 +87,7 @@ impl ComponentActor {
             since_ms: previous_since_ms,
         };
         let outcome = self
-            .migrate_and_propose(code.clone(), previous, propose)
+            .migrate_and_propose(code.clone(), previous, replace, propose)
             .await;
         let _ = reply.send(match outcome {
             Ok((fresh, generation)) => {
@@ -110,6 +114,7 @@ impl ComponentActor {
         &mut self,
         code: Arc<Code>,
         previous: PreviousVersion,
+        replace: Option<Vec<(Vec<u8>, Vec<u8>)>>,
         propose: ProposeUpgrade,
     ) -> Result<(ComponentActor, u64), ApiError> {
         let name = self.shared().name.clone();
@@ -128,10 +133,20 @@ impl ComponentActor {
                     not_applied(format!("the new code could not start now: {why}")),
                 ),
             })?;
-        let writes = fresh.run_migrate(&previous).await.map_err(|mut e| {
-            e.message = not_applied(format!("its migration failed: {}", e.message));
-            e
-        })?;
+        let writes = match replace {
+            Some(pairs) => Some(replacement(&self.shared().storage, &name, pairs).map_err(
+                |e| {
+                    api(
+                        ErrorKind::Unavailable,
+                        not_applied(format!("cannot read its store: {e}")),
+                    )
+                },
+            )?),
+            None => fresh.run_migrate(&previous).await.map_err(|mut e| {
+                e.message = not_applied(format!("its migration failed: {}", e.message));
+                e
+            })?,
+        };
         let shared = self.shared();
         let migration = CommitBatch {
             fence: Some(Fence {
@@ -148,4 +163,26 @@ impl ComponentActor {
         let generation = propose(migration).await?;
         Ok((fresh, generation))
     }
+}
+
+/// The writes that make `name`'s store hold exactly `pairs`: every key it has now deleted
+/// unless `pairs` writes it again.
+fn replacement(
+    storage: &Storage,
+    name: &str,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<ComponentWrites, airssys_storage::StorageError> {
+    let current = storage.keys_with_prefix(name, b"")?;
+    let now_used = storage.usage_bytes(name)?;
+    let new_used: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    let mut writes: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+        current.into_iter().map(|k| (k, None)).collect();
+    for (k, v) in pairs {
+        writes.insert(k, Some(v));
+    }
+    Ok(ComponentWrites {
+        component: name.to_string(),
+        writes: writes.into_iter().collect(),
+        usage_delta: new_used as i64 - now_used as i64,
+    })
 }

@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// Longest an external message waits for its receiver's code switch to end.
+const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(super) fn state_of(status: ActorStatus) -> ComponentState {
     match status {
         ActorStatus::Starting => ComponentState::Starting,
@@ -147,9 +150,58 @@ impl Host {
     }
 
     /// Commits an external durable message to the outbox, then delivers it. The commit is
-    /// fenced with the receiver's placement: only its owner numbers messages to it.
+    /// fenced with the receiver's placement: only its owner numbers messages to it. A commit
+    /// refused because the component switched code in place meanwhile (an upgrade or import:
+    /// same node, next generation) applied nothing and is numbered again at the new one.
     async fn send_external_durable(&self, to: &str, body: Body) -> Result<(), ApiError> {
         let _serial = self.inner.external_send.lock().await;
+        let mut attempt = 0;
+        loop {
+            let (fence, env, batch) = self.numbered_external(to, body.clone()).await?;
+            match self.committer().commit(batch).await {
+                Ok(()) => {
+                    self.inner.router.deliver(env);
+                    return Ok(());
+                }
+                Err(CommitError::Fenced(m)) => {
+                    attempt += 1;
+                    if attempt < 3 && self.switched_in_place(to, &fence).await {
+                        continue;
+                    }
+                    return Err(api_err(
+                        ErrorKind::Unavailable,
+                        format!("{to} is moving to another node; retry ({m})"),
+                    ));
+                }
+                Err(CommitError::Failed(m)) => {
+                    return Err(api_err(
+                        ErrorKind::Unavailable,
+                        format!("the message was not committed; it may be retried ({m})"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Whether `to` still runs here after switching its code in place since `fence` was
+    /// taken (waiting for a switch under way to end).
+    async fn switched_in_place(&self, to: &str, fence: &Fence) -> bool {
+        let started = tokio::time::Instant::now();
+        while self.upgrading().contains(to) && started.elapsed() < SWITCH_WAIT {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.inner.components.lock().await.get(to).is_some_and(|r| {
+            r.record.node_id == fence.node_id && r.shared.generation() > fence.generation
+        })
+    }
+
+    /// The next external message to `to`: its fence (the receiver's placement, numbered),
+    /// the envelope and the commit that puts it in the outbox.
+    async fn numbered_external(
+        &self,
+        to: &str,
+        body: Body,
+    ) -> Result<(Fence, Envelope, CommitBatch), ApiError> {
         let fence = {
             let components = self.inner.components.lock().await;
             let running = components.get(to).ok_or_else(|| {
@@ -197,21 +249,11 @@ impl Host {
         // Numbered in the fence too: the replicated log refuses it unless it is the next
         // one, so a number read before an earlier send of unknown outcome applied is never
         // applied twice (a 202 dropped as a duplicate).
-        batch.fence = Some(Fence {
+        let fence = Fence {
             sequence: next,
             ..fence
-        });
-        self.committer().commit(batch).await.map_err(|e| match e {
-            CommitError::Fenced(m) => api_err(
-                ErrorKind::Unavailable,
-                format!("{to} is moving to another node; retry ({m})"),
-            ),
-            CommitError::Failed(m) => api_err(
-                ErrorKind::Unavailable,
-                format!("the message was not committed; it may be retried ({m})"),
-            ),
-        })?;
-        self.inner.router.deliver(env);
-        Ok(())
+        };
+        batch.fence = Some(fence.clone());
+        Ok((fence, env, batch))
     }
 }

@@ -8,6 +8,7 @@ mod external;
 mod recovery;
 mod upgrade;
 
+pub(crate) use upgrade::CodeSwitch;
 pub use upgrade::ProposeUpgrade;
 
 pub(crate) use external::not_running_here;

@@ -28,6 +28,17 @@ impl Drop for Switching<'_> {
     }
 }
 
+/// What a component switches to.
+pub(crate) struct CodeSwitch {
+    pub prepared: Prepared,
+    pub limits: Limits,
+    pub size_bytes: u64,
+    /// When the code it replaces started to run (for `migrate`'s `previous`).
+    pub previous_since_ms: u64,
+    /// An import: the store's new content (no migration runs).
+    pub replace: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
 impl Host {
     /// Components whose actor is switching its code now.
     pub(crate) fn upgrading(&self) -> BTreeSet<String> {
@@ -46,12 +57,16 @@ impl Host {
     pub(crate) async fn upgrade(
         &self,
         name: &str,
-        prepared: Prepared,
-        limits: Limits,
-        size_bytes: u64,
-        previous_since_ms: u64,
+        switch: CodeSwitch,
         propose: ProposeUpgrade,
     ) -> Result<u64, ApiError> {
+        let CodeSwitch {
+            prepared,
+            limits,
+            size_bytes,
+            previous_since_ms,
+            replace,
+        } = switch;
         {
             let mut set = self
                 .inner
@@ -102,6 +117,7 @@ impl Host {
             code: Arc::new(Code { prepared, limits }),
             previous_since_ms,
             propose,
+            replace,
             reply,
         };
         // Past the mailbox's cap like a committed message: an upgrade is not dropped for a
