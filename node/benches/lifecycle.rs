@@ -183,7 +183,9 @@ fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
         total += if meta.is_dir() {
             dir_bytes(&entry.path())
         } else {
@@ -199,10 +201,13 @@ fn copy_dir(from: &Path, to: &Path) -> u64 {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
-        if entry.metadata().unwrap().is_dir() {
+        // A file RocksDB removed since the listing is not data.
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
             total += copy_dir(&entry.path(), &target);
         } else {
-            // A file RocksDB removed since the listing (the node just closed) is not data.
             let Ok(bytes) = std::fs::read(entry.path()) else {
                 continue;
             };
@@ -275,6 +280,8 @@ async fn backup_throughput(dir: &Path) {
     let backup_secs = started.elapsed().as_secs_f64();
     node.shutdown().await;
     drop(node);
+    // The storage's last background work ends shortly after the node is dropped.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let on_disk = dir_bytes(&data);
     let started = Instant::now();
