@@ -8,6 +8,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/airssys/target}"
 scripts/setup.sh
 scripts/build-examples.sh
 
+echo "== the node crate's layers (no import circle)"
+python3 scripts/check-layers.py node/src
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (host crates)"
