@@ -297,3 +297,60 @@ async fn a_component_marked_failed_is_restarted_before_it_is_upgraded() {
     assert_eq!(ask(&node, "x", "hello").await.unwrap(), "hello");
     node.shutdown().await;
 }
+
+/// `binary` with one more custom section: the same code under another digest.
+fn variant(binary: &[u8]) -> Vec<u8> {
+    let name = b"airssys-test-variant";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(b"same code, another digest");
+    let mut out = binary.to_vec();
+    out.push(0);
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pending_at_the_switch_calls_back_into_the_new_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::open(dir.path()).await;
+    // The target answers slowly: it spins until its 10 s deadline before it takes the request.
+    install_with(
+        &node,
+        "slow",
+        "crash",
+        LimitsRequest {
+            deadline_ms: Some(10_000),
+            ..Default::default()
+        },
+    )
+    .await;
+    ask(&node, "slow", "hog poison 1").await.unwrap();
+    install(&node, "p", "ping").await;
+    node.send("slow", b"spin".to_vec(), Delivery::Fast)
+        .await
+        .unwrap();
+    let sent = ask(&node, "p", "ping slow 30000").await.unwrap();
+    assert!(sent.starts_with("sent "), "{sent}");
+    // Switched while its request waits behind the spin: nothing has called back yet.
+    let generation = upgrade_with(
+        &node,
+        "p",
+        variant(&example("ping")),
+        LimitsRequest::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ask(&node, "p", "last").await.unwrap(), "none");
+    // The reply reaches the component as it now runs: the new code's callback stores it.
+    let last = eventually(Duration::from_secs(60), || async {
+        ask(&node, "p", "last").await.ok().filter(|l| l != "none")
+    })
+    .await;
+    assert_eq!(last.len(), 1024, "the target's 1 KiB value: {last:.40}");
+    let info = node.describe("p").await.unwrap();
+    assert_eq!(info.generation, generation, "no other switch happened");
+    assert_eq!(info.sha256, sha(&variant(&example("ping"))));
+    node.shutdown().await;
+}
