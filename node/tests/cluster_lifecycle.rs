@@ -324,6 +324,18 @@ fn upgrade_rollback_and_backup_through_the_cli_on_three_nodes() {
         .unwrap()
         .iter()
         .all(|c| c["node_id"] == 1 && c["state"]["state"] == "running"));
+
+    // The restored node grows into a cluster: a new node joins it and takes a component.
+    let joined = Node::start(&restored_root, 2, &tls[1], Some(&restored.peer));
+    wait_for("the new node to join the restored one", || {
+        alive_voters(&restored).filter(|v| v == &[1, 2])
+    });
+    restored.ok(&["component", "move", "idle", "--to", "2"]);
+    assert_eq!(owner_of(&joined, "idle"), 2);
+    let on_joined = wait_for("idle to answer on the new node", || {
+        admin_request(&joined.endpoint, "idle", "inc", "durable", 10_000).ok()
+    });
+    assert_eq!(on_joined.trim(), "5");
 }
 
 fn run_ok(args: &[&str]) -> String {

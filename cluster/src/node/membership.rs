@@ -117,6 +117,9 @@ impl ClusterNode {
             );
             self.evict(node).await?;
         }
+        if self.state_not_in_log() {
+            self.compact_log().await?;
+        }
         tracing::info!(node, %info, "admitting a node as learner");
         self.inner
             .raft
@@ -130,6 +133,63 @@ impl ClusterNode {
             .map_err(raft_err)?;
         tracing::info!(node, "promoted to voter");
         Ok(Outcome::Nothing)
+    }
+
+    /// Whether this node's applied state did not all come through its log: it was seeded
+    /// from a backup (its registry has a generation base) and no snapshot has covered the
+    /// log since. A learner replaying that log would miss the seeded state.
+    fn state_not_in_log(&self) -> bool {
+        self.inner.view.registry().generation_base > 0
+            && self.inner.raft.metrics().borrow().purged.is_none()
+    }
+
+    /// Builds a snapshot at the applied index and purges the log up to it, so that new
+    /// members start from the snapshot (all of the state) rather than from the log.
+    pub async fn compact_log(&self) -> Result<(), ClusterError> {
+        let applied = self
+            .inner
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        tracing::info!(
+            applied,
+            "compacting the log before the first new member (state seeded from a backup)"
+        );
+        self.inner
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(raft_err)?;
+        let limit = Duration::from_secs(60);
+        self.inner
+            .raft
+            .wait(Some(limit))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot at the applied index",
+            )
+            .await
+            .map_err(raft_err)?;
+        self.inner
+            .raft
+            .trigger()
+            .purge_log(applied)
+            .await
+            .map_err(raft_err)?;
+        self.inner
+            .raft
+            .wait(Some(limit))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= applied),
+                "log purged to the applied index",
+            )
+            .await
+            .map_err(raft_err)?;
+        Ok(())
     }
 
     pub(super) async fn evict(&self, node: NodeId) -> Result<Outcome, ClusterError> {
