@@ -152,6 +152,13 @@ pub enum PeerError {
     /// The answer was not the kind the request calls for (a bug, or mixed versions).
     #[error("unexpected answer {0}")]
     Unexpected(String),
+    /// A vote asked of a node that started without Raft state (new, or its data wiped)
+    /// and has not been admitted to the cluster since. Appended last: the variants above
+    /// keep their encoding.
+    #[error(
+        "this node started without Raft state and grants no vote until the cluster has admitted it"
+    )]
+    NotVotingYet,
 }
 
 fn certified_as(node: Option<NodeId>) -> String {

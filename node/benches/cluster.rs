@@ -165,7 +165,7 @@ async fn main() {
     let payload = vec![b'x'; 32];
     let timeout = Duration::from_secs(5);
     for _ in 0..50 {
-        n1.request("echo", payload.clone(), timeout, Delivery::Fast)
+        n1.request("echo", payload.clone(), timeout, Delivery::Fast, None)
             .await
             .unwrap();
     }
@@ -181,7 +181,7 @@ async fn main() {
 
         let t = Instant::now();
         let reply = n1
-            .request("echo", payload.clone(), timeout, Delivery::Fast)
+            .request("echo", payload.clone(), timeout, Delivery::Fast, None)
             .await
             .unwrap();
         our_lat.push(t.elapsed());
@@ -218,7 +218,7 @@ async fn main() {
     while sent < messages {
         let n = per_call.min(messages - sent);
         let cmd = format!("blast {n} echo fast {text}");
-        n1.request("ping", cmd.into_bytes(), timeout, Delivery::Fast)
+        n1.request("ping", cmd.into_bytes(), timeout, Delivery::Fast, None)
             .await
             .unwrap();
         sent += n;

@@ -66,6 +66,7 @@ async fn install(node: &ClusterHost, name: &str, binary: Vec<u8>) {
             b"get".to_vec(),
             Duration::from_secs(5),
             Delivery::Fast,
+            None,
         )
         .await
         .is_err()
@@ -89,6 +90,7 @@ fn spawn_client(
                 text.into_bytes(),
                 Duration::from_secs(30),
                 Delivery::Durable,
+                None,
             )
             .await
             .unwrap();

@@ -126,6 +126,7 @@ async fn echo_round_trip(host: &ClusterHost) {
         b"x".to_vec(),
         Duration::from_secs(5),
         Delivery::Fast,
+        None,
     )
     .await
     .unwrap();
@@ -175,6 +176,7 @@ async fn blast(host: &ClusterHost, n: usize, fast: bool) {
         cmd.into_bytes(),
         Duration::from_secs(60),
         Delivery::Fast,
+        None,
     )
     .await
     .unwrap();
@@ -183,6 +185,7 @@ async fn blast(host: &ClusterHost, n: usize, fast: bool) {
         b"done?".to_vec(),
         Duration::from_secs(60),
         Delivery::Fast,
+        None,
     )
     .await
     .unwrap();

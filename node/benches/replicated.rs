@@ -191,6 +191,7 @@ async fn main() {
                             b"inc".to_vec(),
                             Duration::from_secs(10),
                             Delivery::Fast,
+                            None,
                         )
                         .await
                         .unwrap();

@@ -79,7 +79,7 @@ fn main() {
             println!("installed {n} components in {:.1} s", start.elapsed().as_secs_f64());
             // Touch every actor once so each holds a live instance.
             for i in 0..n {
-                host.request(&format!("c{i:05}"), b"inc".to_vec(), Duration::from_secs(10), Delivery::Fast)
+                host.request(&format!("c{i:05}"), b"inc".to_vec(), Duration::from_secs(10), Delivery::Fast, None)
                     .await
                     .unwrap();
             }
@@ -99,7 +99,7 @@ fn main() {
         let opened = start.elapsed();
         let count = host.list().await.unwrap().len();
         let reply = host
-            .request("c00000", b"get".to_vec(), Duration::from_secs(10), Delivery::Fast)
+            .request("c00000", b"get".to_vec(), Duration::from_secs(10), Delivery::Fast, None)
             .await
             .unwrap();
         println!(

@@ -46,6 +46,8 @@ pub enum ErrorKind {
     /// already, one that lost a race with another upgrade, a rollback with nothing to go
     /// back to.
     Conflict,
+    /// An idempotency key came again with another payload.
+    KeyReused,
 }
 
 impl ErrorKind {
@@ -68,6 +70,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Internal => "internal",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::KeyReused => "key-reused",
         }
     }
 }
@@ -330,13 +333,16 @@ pub trait AdminBackend: Send + Sync + 'static {
         payload: Vec<u8>,
         delivery: Delivery,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
-    /// A request from an external client; resolves with the reply or the error.
+    /// A request from an external client; resolves with the reply or the error. With an
+    /// idempotency key (`Idempotency-Key`), the first attempt's outcome is kept and is
+    /// every retry's answer; the same key with another payload is `key-reused`.
     fn request(
         &self,
         name: &str,
         payload: Vec<u8>,
         timeout: Duration,
         delivery: Delivery,
+        idempotency_key: Option<String>,
     ) -> impl Future<Output = Result<Vec<u8>, ApiError>> + Send;
     fn status(&self) -> impl Future<Output = Result<NodeStatus, ApiError>> + Send;
     /// Prometheus text exposition.

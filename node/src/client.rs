@@ -449,6 +449,21 @@ impl AdminClient {
         timeout_ms: u64,
         delivery: Delivery,
     ) -> Result<Vec<u8>, ClientError> {
+        self.request_with_key(name, payload, timeout_ms, delivery, None)
+            .await
+    }
+
+    /// [`Client::request`] with an `Idempotency-Key` header: the node runs the request
+    /// once per key and answers every retry with the first attempt's outcome. One try;
+    /// retrying is the caller's (the CLI's `request --idempotency-key` retries by itself).
+    pub async fn request_with_key(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        timeout_ms: u64,
+        delivery: Delivery,
+        key: Option<&str>,
+    ) -> Result<Vec<u8>, ClientError> {
         check_payload(&payload)?;
         let url = self.url(
             &["v1", "components", name, "requests"],
@@ -460,8 +475,9 @@ impl AdminClient {
         let http_timeout = Duration::from_millis(timeout_ms)
             .saturating_add(crate::caps::REQUEST_GRACE)
             .saturating_add(REQUEST_SLACK);
+        let header = key.map(|k| ("idempotency-key", k));
         let resp = self
-            .call(Method::POST, url, Some(payload), http_timeout)
+            .call_with(Method::POST, url, Some(payload), http_timeout, header)
             .await?;
         let bytes = resp.bytes().await.map_err(|e| self.body_error(e))?;
         Ok(Vec::from(bytes))
@@ -545,7 +561,22 @@ impl AdminClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<reqwest::Response, ClientError> {
+        self.call_with(method, url, body, timeout, None).await
+    }
+
+    /// [`Client::call`] with one extra header.
+    async fn call_with(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+        header: Option<(&str, &str)>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut req = self.http.request(method, url).timeout(timeout);
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
+        }
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }

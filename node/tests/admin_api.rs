@@ -16,7 +16,7 @@ use std::time::Duration;
 
 const TOKEN: &str = "test-token-123";
 
-const ALL_KINDS: [ErrorKind; 16] = [
+const ALL_KINDS: [ErrorKind; 17] = [
     ErrorKind::NotFound,
     ErrorKind::AlreadyExists,
     ErrorKind::Conflict,
@@ -33,6 +33,7 @@ const ALL_KINDS: [ErrorKind; 16] = [
     ErrorKind::BadRequest,
     ErrorKind::Unauthorized,
     ErrorKind::Internal,
+    ErrorKind::KeyReused,
 ];
 
 fn expected_status(kind: ErrorKind) -> u16 {
@@ -48,6 +49,7 @@ fn expected_status(kind: ErrorKind) -> u16 {
         ErrorKind::Unavailable | ErrorKind::NotLeader => 503,
         ErrorKind::Unauthorized => 401,
         ErrorKind::Internal => 500,
+        ErrorKind::KeyReused => 422,
     }
 }
 
@@ -69,6 +71,7 @@ struct Fake {
     components: Mutex<BTreeMap<String, ComponentInfo>>,
     sent: Mutex<Vec<Received>>,
     last_timeout: Mutex<Option<Duration>>,
+    last_key: Mutex<Option<String>>,
     not_ready: AtomicBool,
 }
 
@@ -149,8 +152,10 @@ impl AdminBackend for Fake {
         payload: Vec<u8>,
         timeout: Duration,
         delivery: Delivery,
+        key: Option<String>,
     ) -> Result<Vec<u8>, ApiError> {
         self.get(name)?;
+        *self.last_key.lock().unwrap() = key;
         *self.last_timeout.lock().unwrap() = Some(timeout);
         // The reply: the payload reversed, then the delivery class.
         let mut reply: Vec<u8> = payload.into_iter().rev().collect();
@@ -489,6 +494,41 @@ async fn messages_and_requests_carry_bytes_exactly() {
         all.iter().rev().copied().collect::<Vec<_>>().as_slice()
     );
     assert_eq!(reply[256], b'D');
+
+    // An idempotency key reaches the backend as given; a bad one is refused at the door.
+    let keyed = client
+        .request_with_key(
+            "echo",
+            vec![7],
+            1500,
+            Delivery::Durable,
+            Some("order-7.a:1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(keyed, vec![7, b'D']);
+    assert_eq!(
+        server.backend.last_key.lock().unwrap().as_deref(),
+        Some("order-7.a:1")
+    );
+    client
+        .request("echo", vec![7], 1500, Delivery::Durable)
+        .await
+        .unwrap();
+    assert_eq!(*server.backend.last_key.lock().unwrap(), None);
+    for bad in ["a/b", "~fwd:1:x", &"k".repeat(129)] {
+        let resp = raw()
+            .post(format!("{}/v1/components/echo/requests", server.url))
+            .bearer_auth(TOKEN)
+            .header("idempotency-key", bad)
+            .body(vec![1u8])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad:?}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "bad-request", "{bad:?}");
+    }
 
     // Raw: 200 with octet-stream, default timeout and delivery.
     let resp = raw()

@@ -82,6 +82,7 @@ impl AdminBackend for Fake {
         payload: Vec<u8>,
         _timeout: Duration,
         _delivery: Delivery,
+        _key: Option<String>,
     ) -> Result<Vec<u8>, ApiError> {
         if name == "slow" {
             return Err(ApiError::new(ErrorKind::Timeout, "no reply within 10 ms"));

@@ -48,6 +48,7 @@ async fn ask(node: &ClusterHost, name: &str, text: &str) -> Result<String, ApiEr
         text.as_bytes().to_vec(),
         Duration::from_secs(20),
         Delivery::Durable,
+        None,
     )
     .await
     .map(|b| String::from_utf8(b).unwrap())

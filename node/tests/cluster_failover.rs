@@ -116,6 +116,36 @@ impl Tally {
         }
     }
 
+    /// An increment through the CLI with its id as idempotency key: the CLI tries again
+    /// by itself until its 10 s are spent. Returns how long it took.
+    fn inc_keyed(&mut self, via: &Node) -> std::time::Duration {
+        self.sent += 1;
+        let id = format!("{}-{}", self.who, self.sent);
+        let started = Instant::now();
+        let out = via.cli(&[
+            "request",
+            "counter",
+            &format!("inc {id}"),
+            "--idempotency-key",
+            &id,
+            "--timeout-ms",
+            "10000",
+        ]);
+        let took = started.elapsed();
+        let reply = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        match (out.status.success(), reply.parse()) {
+            (true, Ok(v)) => self.acked.push((id, v)),
+            _ => {
+                eprintln!(
+                    "{id} failed after {took:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                self.unsure.push(id)
+            }
+        }
+        took
+    }
+
     fn absorb(&mut self, other: Tally) {
         self.acked.extend(other.acked);
         self.unsure.extend(other.unsure);
@@ -274,6 +304,13 @@ fn killing_the_owner_while_incrementing_loses_and_doubles_nothing() {
             clients.into_iter().map(|c| c.join().unwrap()).collect()
         });
         for t in tallies {
+            // Through a node that stayed up, a request follows the counter to its new
+            // owner: none fails, even the ones in flight to the dead node.
+            assert!(
+                t.unsure.is_empty(),
+                "requests through node 1 failed when node {victim} died: {:?}",
+                t.unsure
+            );
             tally.absorb(t);
         }
         let owner = owner_now(&nodes[0], "counter").unwrap();
@@ -309,6 +346,110 @@ fn killing_the_owner_while_incrementing_loses_and_doubles_nothing() {
     for n in &nodes {
         assert_eq!(count(n), final_count);
     }
+}
+
+/// Two distinct nodes of the slice, both mutable.
+fn two_of(nodes: &mut [Node], a: usize, b: usize) -> (&mut Node, &mut Node) {
+    assert_ne!(a, b);
+    if a < b {
+        let (left, right) = nodes.split_at_mut(b);
+        (&mut left[a], &mut right[0])
+    } else {
+        let (left, right) = nodes.split_at_mut(a);
+        (&mut right[0], &mut left[b])
+    }
+}
+
+/// The node a node's status names as the leader.
+fn leader_now(via: &Node) -> Option<u64> {
+    via.status()?["leader"].as_u64()
+}
+
+/// A client increments the counter through a node that survives, with idempotency keys,
+/// while the counter's owner is killed: first the owner that also leads (the component
+/// and the Raft leader fail over at once), then one that does not. Every increment is
+/// answered (none waits out its 10 s and fails) and applied exactly once.
+#[test]
+fn keyed_requests_follow_the_counter_and_are_applied_exactly_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path(), &[]);
+    install(&nodes[0], "counter", "counter");
+    let mut tally = Tally::new("keyed");
+    for round in ["leader", "follower"] {
+        let alive: Vec<usize> = (0..3).filter(|&i| nodes[i].is_running()).collect();
+        let leader = wait_for("a leader", || leader_now(&nodes[alive[0]]));
+        let victim_id = match round {
+            "leader" => leader,
+            _ => alive
+                .iter()
+                .map(|&i| nodes[i].id)
+                .find(|&id| id != leader)
+                .unwrap(),
+        };
+        let victim = nodes.iter().position(|n| n.id == victim_id).unwrap();
+        let via = alive.iter().copied().find(|&i| i != victim).unwrap();
+        place(&nodes[via], "counter", victim_id, "get");
+        let acked = AtomicUsize::new(0);
+        let enough = AtomicUsize::new(usize::MAX);
+        let started = Instant::now();
+        let (via_node, victim_node) = two_of(&mut nodes, via, victim);
+        let via_node = &*via_node;
+        let (tallies, slowest) = std::thread::scope(|s| {
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|client| {
+                    let (acked, enough) = (&acked, &enough);
+                    s.spawn(move || {
+                        let mut t = Tally::new(&format!("{round}c{client}"));
+                        let mut slowest = std::time::Duration::ZERO;
+                        while acked.load(Ordering::SeqCst) < enough.load(Ordering::SeqCst) {
+                            let before = t.acked.len();
+                            slowest = slowest.max(t.inc_keyed(via_node));
+                            if t.acked.len() > before {
+                                acked.fetch_add(1, Ordering::SeqCst);
+                            }
+                            assert!(started.elapsed() < PATIENCE, "the counter never came back");
+                        }
+                        (t, slowest)
+                    })
+                })
+                .collect();
+            wait_for("20 increments before the kill", || {
+                (acked.load(Ordering::SeqCst) >= 20).then_some(())
+            });
+            victim_node.kill();
+            enough.store(acked.load(Ordering::SeqCst) + 20, Ordering::SeqCst);
+            let done: Vec<(Tally, std::time::Duration)> =
+                clients.into_iter().map(|c| c.join().unwrap()).collect();
+            let slowest = done.iter().map(|(_, d)| *d).max().unwrap_or_default();
+            (
+                done.into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
+                slowest,
+            )
+        });
+        eprintln!("{round} round: slowest increment {slowest:?}");
+        for t in tallies {
+            assert!(
+                t.unsure.is_empty(),
+                "{round} round: keyed increments failed: {:?}",
+                t.unsure
+            );
+            tally.absorb(t);
+        }
+        let owner = wait_for("a new owner", || owner_now(&nodes[via], "counter"));
+        assert_ne!(owner, victim_id, "the dead node still owns the counter");
+        nodes[victim].restart();
+        wait_for("the restarted node to be ready", || {
+            nodes[victim]
+                .cli(&["node", "ready"])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+    let final_count = count(&nodes[0]);
+    assert_eq!(final_count, tally.acked.len() as u64, "acked = applied");
+    tally.check(final_count, &applied(&nodes[0]));
 }
 
 /// The leader owns the counter and is killed. It restarts believing it still leads its old

@@ -279,6 +279,7 @@ async fn a_component_marked_failed_is_restarted_before_it_is_upgraded() {
                 b"trap".to_vec(),
                 Duration::from_secs(5),
                 Delivery::Durable,
+                None,
             )
             .await;
         matches!(

@@ -99,6 +99,7 @@ async fn bad_names_limits_and_duplicates_are_refused() {
             vec![0u8; (1 << 20) + 1],
             std::time::Duration::from_secs(1),
             airssys_node::api::Delivery::Fast,
+            None,
         )
         .await
         .unwrap_err();

@@ -36,6 +36,7 @@ async fn echo_replies_bytes_unchanged_and_unknown_commands_are_rejected() {
             bytes.clone(),
             Duration::from_secs(5),
             Delivery::Fast,
+            None,
         )
         .await
         .unwrap();

@@ -96,6 +96,7 @@ async fn external_requests_time_out_with_timeout() {
             b"spin".to_vec(),
             Duration::from_millis(100),
             Delivery::Fast,
+            None,
         )
         .await
         .unwrap_err();
@@ -288,6 +289,7 @@ async fn a_handler_that_writes_nothing_and_sends_nothing_durable_needs_no_commit
             b"hi".to_vec(),
             Duration::from_secs(5),
             Delivery::Fast,
+            None,
         )
         .await
         .unwrap();
@@ -296,6 +298,7 @@ async fn a_handler_that_writes_nothing_and_sends_nothing_durable_needs_no_commit
             b"get".to_vec(),
             Duration::from_secs(5),
             Delivery::Fast,
+            None,
         )
         .await
         .unwrap();
@@ -311,6 +314,7 @@ async fn a_handler_that_writes_nothing_and_sends_nothing_durable_needs_no_commit
         b"inc".to_vec(),
         Duration::from_secs(5),
         Delivery::Fast,
+        None,
     )
     .await
     .unwrap();

@@ -75,6 +75,7 @@ async fn inc(host: &ClusterHost) -> Result<String, ApiError> {
         b"inc".to_vec(),
         Duration::from_secs(60),
         Delivery::Fast,
+        None,
     )
     .await
     .map(|b| String::from_utf8(b).unwrap())

@@ -10,6 +10,7 @@ use crate::placement::{choose_node, failover_moves, rebalance_moves, NodeId, Nod
 use crate::raft::types::{Command, NodeInfo, Outcome};
 use openraft::ChangeMembers;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How often the leader looks for failed members and imbalance.
@@ -32,6 +33,7 @@ impl ClusterNode {
             .initialize(members)
             .await
             .map_err(raft_err)?;
+        self.admitted();
         tracing::info!(node = self.inner.id, "bootstrapped a new cluster");
         Ok(true)
     }
@@ -52,6 +54,7 @@ impl ClusterNode {
         loop {
             if self.is_voter() {
                 // An earlier attempt got through after all (its answer was lost).
+                self.admitted();
                 return Ok(());
             }
             for seed in seeds {
@@ -63,6 +66,7 @@ impl ClusterNode {
                 {
                     Ok(PeerResponse::Done(_)) => {
                         tracing::info!(node = self.inner.id, via = %seed, "joined the cluster");
+                        self.admitted();
                         return Ok(());
                     }
                     Ok(PeerResponse::Error(e)) => last_error = e.to_string(),
@@ -76,6 +80,12 @@ impl ClusterNode {
             tracing::info!("join not done yet ({last_error}); retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// The cluster took this node in (it bootstrapped one, or a join was completed): from
+    /// now on it votes.
+    fn admitted(&self) {
+        self.inner.withholds_votes.store(false, Ordering::SeqCst);
     }
 
     /// True when any of `seeds` answers that it belongs to a cluster already.

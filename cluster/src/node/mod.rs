@@ -42,6 +42,7 @@ use crate::transport::{Lanes, Transport, TransportError};
 use airssys_storage::Storage;
 use openraft::Raft;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -113,6 +114,12 @@ struct Inner {
     commits: mpsc::UnboundedSender<Queued>,
     /// The leader whose Raft calls (appends, heartbeats) this node received last, and when.
     last_leader_heard: Mutex<Option<(NodeId, Instant)>>,
+    /// Set while a node that started without Raft state (new, or its data directory
+    /// wiped) has not been admitted: it grants no vote. A wiped member may have voted in
+    /// the current term before it lost its record; granting another vote in that term
+    /// could elect two leaders. Admission (bootstrap, or a join the leader completes by
+    /// taking the member out and adding it afresh) gives it the leader's term first.
+    withholds_votes: AtomicBool,
 }
 
 fn raft_err(e: impl std::fmt::Display) -> ClusterError {
@@ -178,6 +185,7 @@ impl ClusterNode {
         )
         .await
         .map_err(raft_err)?;
+        let stateless = !raft.is_initialized().await.unwrap_or(false);
         let (app_calls, calls) = mpsc::channel(1024);
         let (app_frames, frames) = mpsc::channel(APP_FRAMES_WAITING);
         let (commits, queued) = mpsc::unbounded_channel();
@@ -196,6 +204,7 @@ impl ClusterNode {
                 failure_timeout: Duration::from_millis(config.failure_timeout_ms.max(1)),
                 commits,
                 last_leader_heard: Mutex::new(None),
+                withholds_votes: AtomicBool::new(stateless),
             }),
         };
         tokio::spawn(run_commit_groups(Arc::downgrade(&node.inner), queued));

@@ -11,6 +11,7 @@ use crate::raft::types::{Command, Outcome};
 use crate::transport::{Caller, PeerService};
 use openraft::Snapshot;
 use std::io::Cursor;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -64,6 +65,10 @@ impl ClusterNode {
                     Ok(r) => PeerResponse::Append(r),
                     Err(e) => PeerResponse::Error(PeerError::Raft(e.to_string())),
                 }
+            }
+            PeerRequest::Vote(_) if self.inner.withholds_votes.load(Ordering::SeqCst) => {
+                tracing::info!("vote refused: not admitted since starting without Raft state");
+                PeerResponse::Error(PeerError::NotVotingYet)
             }
             PeerRequest::Vote(rpc) => match raft.vote(rpc).await {
                 Ok(r) => PeerResponse::Vote(r),

@@ -367,16 +367,18 @@ async fn request<B: AdminBackend>(
     State(backend): State<Arc<B>>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<Pairs>, QueryRejection>,
+    headers: header::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let name = name_of(path)?;
     let (timeout, delivery) = params::parse_request_query(&query_of(query)?)?;
+    let key = params::idempotency_key(&headers)?;
     let payload = body_of(body, MAX_PAYLOAD_BYTES, "payload")?;
     // The request's trace starts here; its id goes back in a `traceparent` header.
     let span = tracing::info_span!("airssys.admin.request", component = %name);
     let traceparent = crate::telemetry::traceparent_of(&span);
     let call = backend
-        .request(&name, Vec::from(payload), timeout, delivery)
+        .request(&name, Vec::from(payload), timeout, delivery, key)
         .instrument(span);
     let reply = match tokio::time::timeout(timeout + REQUEST_GRACE, call).await {
         Ok(result) => result?,

@@ -34,7 +34,24 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unavailable | ErrorKind::NotLeader => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
     }
+}
+
+/// The `Idempotency-Key` header of a request, checked; `None` without one.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::new(
+            ErrorKind::BadRequest,
+            "the Idempotency-Key header is not plain ASCII",
+        )
+    })?;
+    crate::messaging::idempotency::validate_client_key(key)
+        .map_err(|m| ApiError::new(ErrorKind::BadRequest, m))?;
+    Ok(Some(key.to_string()))
 }
 
 /// Checks a component name ([`crate::names::validate`]) as an API error.

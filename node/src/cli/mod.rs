@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod cert;
+pub mod keyed;
 pub mod output;
 
 use crate::admin::read_token_file;
@@ -460,6 +461,14 @@ pub struct RequestArgs {
     /// Fast delivery: in memory only, at most once, lowest latency
     #[arg(long)]
     pub fast: bool,
+    /// Run the request once per KEY: the node keeps the first attempt's outcome (a day)
+    /// and answers every retry with it; the same key with another payload is refused
+    /// (`key-reused`, exit 12). With a key, the command itself tries again on
+    /// `unavailable`, `not-leader`, a timeout or a lost connection until --timeout-ms
+    /// is spent, so the request is applied exactly once across failovers.
+    /// Keys: 1-128 of A-Z a-z 0-9 . _ : -
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 }
 
 fn delivery(fast: bool) -> Delivery {
@@ -540,6 +549,7 @@ pub fn exit_code_for(kind: ErrorKind) -> u8 {
         ErrorKind::Trapped | ErrorKind::Rejected => 9,
         ErrorKind::TooLarge | ErrorKind::QuotaExceeded | ErrorKind::MailboxFull => 10,
         ErrorKind::Unavailable | ErrorKind::NotLeader => 11,
+        ErrorKind::KeyReused => 12,
     }
 }
 
@@ -611,9 +621,27 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Request(args) => {
             let client = connect(&args.client)?;
             let payload = read_data(&args.data)?;
-            let reply = client
-                .request(&args.name, payload, args.timeout_ms, delivery(args.fast))
-                .await?;
+            let reply = match &args.idempotency_key {
+                None => {
+                    client
+                        .request(&args.name, payload, args.timeout_ms, delivery(args.fast))
+                        .await?
+                }
+                Some(key) => {
+                    crate::messaging::idempotency::validate_client_key(key)
+                        .map_err(CliError::Usage)?;
+                    keyed::request(
+                        &client,
+                        &args.name,
+                        payload,
+                        std::time::Duration::from_millis(args.timeout_ms),
+                        delivery(args.fast),
+                        key,
+                        true,
+                    )
+                    .await?
+                }
+            };
             write_reply(&reply)
         }
         Command::Cert(command) => cert::run(command),

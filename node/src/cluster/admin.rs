@@ -3,7 +3,7 @@
 //! requests go to the owner node.
 
 use super::proto::{AppAnswer, AppCall};
-use super::ClusterHost;
+use super::{follow, ClusterHost};
 use crate::admin::params;
 use crate::api::{
     AdminBackend, ApiError, ComponentInfo, ComponentState, Delivery, ErrorKind, InstallRequest,
@@ -11,6 +11,7 @@ use crate::api::{
 };
 use crate::caps::{MAX_BINARY_BYTES, MAX_PAYLOAD_BYTES};
 use crate::clock::now_ms;
+use crate::messaging::idempotency::RequestKey;
 use airssys_cluster::{
     ClusterError, ClusterStatus, Command, ComponentSpec, Outcome, PeerError, Refusal,
 };
@@ -41,7 +42,8 @@ pub(super) fn cluster_err(e: ClusterError) -> ApiError {
             PeerError::Raft(_)
             | PeerError::Unreachable(_)
             | PeerError::Snapshot(_)
-            | PeerError::Stopping => ErrorKind::Unavailable,
+            | PeerError::Stopping
+            | PeerError::NotVotingYet => ErrorKind::Unavailable,
         },
         ClusterError::Transport(_) => ErrorKind::Unavailable,
         ClusterError::Storage(_)
@@ -86,6 +88,47 @@ impl ClusterHost {
             }
             if changes.changed().await.is_err() {
                 std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// One attempt of a request at another node, the owner. If the registry names
+    /// another owner while it is out (the owner failed, or the component moved), the
+    /// attempt ends `unavailable` at once rather than waiting on that node: the caller
+    /// sends it again under its key.
+    async fn forward_request(
+        &self,
+        owner: u64,
+        name: &str,
+        payload: Vec<u8>,
+        left: Duration,
+        delivery: Delivery,
+        key: RequestKey,
+    ) -> Result<Vec<u8>, ApiError> {
+        let call = AppCall::KeyedRequest {
+            name: name.into(),
+            payload,
+            timeout_ms: left.as_millis() as u64,
+            delivery,
+            trace: crate::telemetry::current_traceparent(),
+            key,
+        };
+        tokio::select! {
+            answer = self.call_owner(owner, &call, left + FORWARD_SLACK) => {
+                match answer? {
+                    AppAnswer::Reply(r) => r,
+                    _ => Err(ApiError::new(
+                        ErrorKind::Internal,
+                        "unexpected answer to a request",
+                    )),
+                }
+            }
+            () = self.owner_moved(name, owner) => {
+                tracing::debug!(component = name, from = owner, "owner changed while a request was out");
+                Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!("{name} moved away from node {owner} while the request was in flight"),
+                ))
             }
         }
     }
@@ -401,45 +444,51 @@ impl AdminBackend for ClusterHost {
         payload: Vec<u8>,
         timeout: Duration,
         delivery: Delivery,
+        idempotency_key: Option<String>,
     ) -> Result<Vec<u8>, ApiError> {
-        let deadline = tokio::time::Instant::now() + timeout + FORWARD_SLACK;
-        let owner = self.owner(name)?;
+        params::validate_name(name)?;
         params::check_size(payload.len(), MAX_PAYLOAD_BYTES, "payload")?;
-        if owner == self.cluster.id() {
-            return self.host.request(name, payload, timeout, delivery).await;
-        }
-        let call = AppCall::Request {
-            name: name.into(),
-            payload,
-            timeout_ms: timeout.as_millis() as u64,
-            delivery,
-            trace: crate::telemetry::current_traceparent(),
-        };
-        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
-        tokio::select! {
-            answer = self.call_owner(owner, &call, limit) => {
-                match answer? {
-                    AppAnswer::Reply(r) => r,
-                    _ => Err(ApiError::new(
-                        ErrorKind::Internal,
-                        "unexpected answer to a request",
-                    )),
-                }
+        let mut key = idempotency_key
+            .map(|k| RequestKey::from_client(&k))
+            .transpose()
+            .map_err(|m| ApiError::new(ErrorKind::BadRequest, m))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let owner = self.owner(name)?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let tried = if owner == self.cluster.id() {
+                self.host
+                    .request(name, payload.clone(), left, delivery, key.clone())
+                    .await
+            } else {
+                // A forwarded request carries a key, so that it can follow the component
+                // to a new owner if this one fails.
+                let k = key
+                    .get_or_insert_with(|| RequestKey::for_forwarding(self.cluster.id()))
+                    .clone();
+                self.forward_request(owner, name, payload.clone(), left, delivery, k)
+                    .await
+            };
+            let err = match tried {
+                Ok(reply) => return Ok(reply),
+                Err(e) => e,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !follow::try_again(&err, key.is_some(), left) {
+                return Err(err);
             }
-            // The owner failed (or the component was moved) while the call was out. The old
-            // owner may have run and committed the request (and a durable one is replayed
-            // from its outbox by the new owner), so sending it again could apply it twice:
-            // the client hears that the outcome is unknown instead of waiting on a dead node.
-            () = self.owner_moved(name, owner) => {
-                tracing::debug!(component = name, from = owner, "owner changed while a request was out");
-                Err(ApiError::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "{name} moved away from node {owner} while the request was in flight; \
-                         it may or may not have been applied"
-                    ),
-                ))
-            }
+            tracing::debug!(
+                component = name,
+                attempt,
+                "request sent again: {}",
+                err.message
+            );
+            // Soon once the registry names another owner; after a pause if it does not.
+            let _ =
+                tokio::time::timeout(follow::pause(attempt, left), self.owner_moved(name, owner))
+                    .await;
         }
     }
 

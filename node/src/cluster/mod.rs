@@ -7,6 +7,7 @@
 mod admin;
 mod backup;
 pub mod commit;
+mod follow;
 mod import;
 pub mod proto;
 pub mod reconcile;
@@ -424,7 +425,40 @@ impl ClusterHost {
                 crate::telemetry::adopt(&span, &trace);
                 AppAnswer::Reply(
                     self.host
-                        .request(&name, payload, Duration::from_millis(timeout_ms), delivery)
+                        .request(
+                            &name,
+                            payload,
+                            Duration::from_millis(timeout_ms),
+                            delivery,
+                            None,
+                        )
+                        .instrument(span)
+                        .await,
+                )
+            }
+            Ok(AppCall::KeyedRequest {
+                name,
+                payload,
+                timeout_ms,
+                delivery,
+                trace,
+                key,
+            }) => {
+                if let Err(why) = key.check() {
+                    return AppAnswer::Reply(Err(ApiError::new(ErrorKind::BadRequest, why)))
+                        .encode();
+                }
+                let span = tracing::info_span!("airssys.admin.forwarded", component = %name);
+                crate::telemetry::adopt(&span, &trace);
+                AppAnswer::Reply(
+                    self.host
+                        .request(
+                            &name,
+                            payload,
+                            Duration::from_millis(timeout_ms),
+                            delivery,
+                            Some(key),
+                        )
                         .instrument(span)
                         .await,
                 )

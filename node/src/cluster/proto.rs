@@ -27,6 +27,17 @@ pub enum AppCall {
     },
     /// Switch the component to new code (the owner runs its migration).
     Upgrade(Box<super::upgrade::UpgradeCall>),
+    /// A request with an idempotency key (the client's, or one the forwarding node chose
+    /// so that it may send the request again to a new owner). Appended last: the other
+    /// calls keep their encoding.
+    KeyedRequest {
+        name: String,
+        payload: Vec<u8>,
+        timeout_ms: u64,
+        delivery: Delivery,
+        trace: String,
+        key: crate::messaging::idempotency::RequestKey,
+    },
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]

@@ -22,6 +22,7 @@ use crate::api::Delivery;
 use crate::clock::now_ms;
 use crate::commit::CommitError;
 use crate::engine::bindings::{types, Component_};
+use crate::messaging::idempotency::{self, Judgement, RequestKey, ToRecord};
 use crate::messaging::{keys, Address, Body, Envelope, Mail, RequestErr};
 use airssys_actor::{Actor, ActorFactory, Crash, Rejection};
 use airssys_storage::CommitBatch;
@@ -389,6 +390,9 @@ impl ComponentActor {
             &now,
         );
         let peers = shared.adopt_pair_numbering(t.numbering);
+        if let Some((key, record)) = t.recorded {
+            shared.recent_keys.remember(key, record);
+        }
         Self::submit(
             shared.clone(),
             t.batch,
@@ -399,6 +403,41 @@ impl ComponentActor {
             done,
         )
         .await;
+    }
+
+    /// A keyed request: `Ok` to run it (with what to record), or `Err` with the answer
+    /// its key already has (a repeat's, or `key-reused`).
+    fn judge_key(
+        &self,
+        key: &RequestKey,
+        payload: &[u8],
+    ) -> Result<ToRecord, Result<Vec<u8>, RequestErr>> {
+        let shared = &self.shared;
+        let digest = idempotency::digest(payload);
+        let now = now_ms();
+        let found = shared
+            .recent_keys
+            .lookup(&shared.storage, &shared.name, &key.key)
+            .map_err(|e| {
+                Err(RequestErr::Unavailable(format!(
+                    "cannot read the idempotency record: {e}"
+                )))
+            })?;
+        match idempotency::judge(found.as_ref(), &digest, now) {
+            Judgement::Run => Ok(ToRecord {
+                key: key.clone(),
+                digest,
+                at_ms: now,
+                expired: shared
+                    .recent_keys
+                    .expired(&shared.storage, &shared.name, now),
+            }),
+            Judgement::Repeat(outcome) => {
+                tracing::debug!(component = %shared.name, key = %key.key, "repeat of a keyed request answered from its record");
+                Err(outcome)
+            }
+            Judgement::Reused => Err(Err(idempotency::reused(&key.key))),
+        }
     }
 
     fn me(&self) -> Me<'_> {
@@ -554,6 +593,8 @@ fn wit_request_error(err: RequestErr) -> types::RequestError {
         RequestErr::Rejected(t) => types::RequestError::Rejected(t),
         RequestErr::Trapped(t) => types::RequestError::Trapped(t),
         RequestErr::Unavailable(t) => types::RequestError::Unavailable(t),
+        // Only external clients' requests carry keys; never seen by a component.
+        RequestErr::KeyReused(t) => types::RequestError::Rejected(t),
     }
 }
 
@@ -615,8 +656,9 @@ impl ComponentActor {
             seq,
             request_id: None,
             callback_id: None,
+            keyed: None,
         };
-        self.recover_from_failed_commit(&incoming, request_id_of(&body))
+        self.recover_from_failed_commit(&incoming, body.request_id())
             .await?;
         if delivery == Delivery::Durable {
             match self
@@ -657,8 +699,28 @@ impl ComponentActor {
             }
         }
 
+        if let Body::KeyedRequest {
+            id, payload, key, ..
+        } = &body
+        {
+            incoming.request_id = Some(*id);
+            match self.judge_key(key, payload) {
+                Ok(to) => incoming.keyed = Some(to),
+                Err(outcome) => {
+                    // Answered from its record (or refused): the handler does not run.
+                    let seqs = Seqs::unchanged(self.shared.last_seq());
+                    let handled = Handled {
+                        writes: None,
+                        outgoing: Vec::new(),
+                        answer: outcome,
+                    };
+                    self.commit(incoming, handled, seqs, None).await;
+                    return Ok(());
+                }
+            }
+        }
         if let Err(why) = self.begin_call() {
-            if let Some(id) = request_id_of(&body) {
+            if let Some(id) = body.request_id() {
                 incoming.request_id = Some(id);
             }
             self.fail(incoming, RequestErr::Unavailable(why.clone()))
@@ -675,7 +737,7 @@ impl ComponentActor {
                 };
                 guest.call_handle_message(&mut self.store, &msg).await
             }
-            Body::Request { id, payload, .. } => {
+            Body::Request { id, payload, .. } | Body::KeyedRequest { id, payload, .. } => {
                 incoming.request_id = Some(id);
                 let msg = types::Message {
                     sender: wit_sender(&incoming.from),
@@ -728,13 +790,6 @@ impl ComponentActor {
     }
 }
 
-fn request_id_of(body: &Body) -> Option<u64> {
-    match body {
-        Body::Request { id, .. } => Some(*id),
-        _ => None,
-    }
-}
-
 /// Makes the component's instances for the supervisor, and answers the messages it
 /// will never run.
 pub struct ComponentFactory {
@@ -781,7 +836,7 @@ impl ActorFactory for ComponentFactory {
         // A waiting requester learns at once. A durable message stays in the outbox
         // and is delivered again when the component next starts.
         self.shared.router.taken(&env);
-        if let Body::Request { id, .. } = env.body {
+        if let Some(id) = env.body.request_id() {
             self.shared
                 .router
                 .answer(&env.from, id, Err(RequestErr::Unavailable(why.to_string())));

@@ -3,13 +3,15 @@
 //! the actor that runs one message at a time as a transaction (`ComponentActor`), and the
 //! pipeline its transactions commit through while it goes on (`CommitPipeline`, which
 //! knows of the component only its `CommitTarget`), the caps of component storage, and
-//! the switch to new code at an upgrade (`upgrade`).
+//! the switch to new code at an upgrade (`upgrade`), and the idempotency records its
+//! handlers see (`recent_keys`).
 
 mod actor;
 mod caps;
 mod host_state;
 mod limiter;
 mod pipeline;
+mod recent_keys;
 mod shared;
 mod transaction;
 mod upgrade;

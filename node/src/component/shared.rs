@@ -60,6 +60,8 @@ pub struct ComponentShared {
     pub log_budget: Arc<crate::engine::log_budget::LogBudget>,
     /// Where its handlers' transactions wait for their commit.
     pub pipeline: CommitPipeline,
+    /// Its idempotency records, those of commits in flight included.
+    pub recent_keys: super::recent_keys::RecentKeys,
 }
 
 /// The de-dup marks (per sender) and pair counters (per receiver) stored for `name`.
@@ -130,6 +132,7 @@ impl ComponentShared {
             restarts: AtomicU32::new(0),
             log_budget: Arc::default(),
             pipeline,
+            recent_keys: Default::default(),
         })
     }
 
@@ -142,6 +145,7 @@ impl ComponentShared {
     /// with its stored deadline and the redelivered reply is handled, not taken as late.
     pub fn reset_after_failure(&self) -> Result<(), String> {
         self.pipeline.reset();
+        self.recent_keys.forget_in_flight();
         self.reload_marks()
             .map_err(|e| format!("cannot reload the component's marks: {e}"))?;
         self.restore_pending_requests()

@@ -14,6 +14,7 @@ use super::host_state::Outgoing;
 use super::pipeline::{PendingReply, Release};
 use super::shared::{is_durable_request, PairNumbering};
 use crate::api::Delivery;
+use crate::messaging::idempotency::{self, Record, ToRecord};
 use crate::messaging::{keys, Address, Body, Envelope, RequestErr};
 use airssys_storage::{CommitBatch, ComponentWrites};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ pub(super) struct Incoming {
     pub request_id: Option<u64>,
     /// `Some(id)` when this is the callback of our own request `id`.
     pub callback_id: Option<u64>,
+    /// An external request's idempotency key, to record its outcome under.
+    pub keyed: Option<ToRecord>,
 }
 
 impl Incoming {
@@ -41,6 +44,7 @@ impl Incoming {
             seq: 0,
             request_id: None,
             callback_id: None,
+            keyed: None,
         }
     }
 }
@@ -113,6 +117,9 @@ pub(super) struct Transaction {
     pub numbering: PairNumbering,
     pub usage_after: Option<u64>,
     pub release: Release,
+    /// The idempotency record it writes (key, record), for the component to remember
+    /// while the commit is on its way.
+    pub recorded: Option<(String, Record)>,
 }
 
 /// The transaction of a handler that ran on `incoming` and did `handled`.
@@ -127,6 +134,12 @@ pub(super) fn transaction(
     book: &impl PairBook,
     now: &Now,
 ) -> Transaction {
+    // Kept for the record: the reply itself goes to the requester.
+    let keyed_outcome = incoming
+        .keyed
+        .as_ref()
+        .filter(|_| idempotency::is_final(&handled.answer))
+        .map(|_| handled.answer.clone());
     let mut batch = consumption(me, incoming, input_ends_former_sender);
     let usage_after = handled.writes.map(|(writes, usage)| {
         batch.components.push(writes);
@@ -165,6 +178,10 @@ pub(super) fn transaction(
             .push((keys::seq(me.name), Some(keys::encode_u64(seqs.now))));
     }
     batch.sys.extend(numbering.writes(me.name));
+    let recorded = match (&incoming.keyed, keyed_outcome) {
+        (Some(to), Some(outcome)) => record_outcome(me, to, outcome, &mut batch),
+        _ => None,
+    };
     Transaction {
         batch,
         numbering,
@@ -174,7 +191,40 @@ pub(super) fn transaction(
             envelopes,
             reply,
         },
+        recorded,
     }
+}
+
+/// Adds a keyed request's record (and the pruning of expired ones) to its batch: always
+/// for a client's key; for a forwarding node's key only when the batch commits anything
+/// anyway (a handler without effects may simply run again).
+fn record_outcome(
+    me: &Me,
+    to: &ToRecord,
+    outcome: Result<Vec<u8>, RequestErr>,
+    batch: &mut CommitBatch,
+) -> Option<(String, Record)> {
+    if !to.key.client && batch.is_empty() {
+        return None;
+    }
+    let record = to.record(outcome);
+    let key = &to.key.key;
+    batch
+        .sys
+        .push((keys::idem(me.name, key), Some(record.encode())));
+    batch.sys.push((
+        keys::idem_expiry(me.name, record.expires_ms, key),
+        Some(Vec::new()),
+    ));
+    for (expires, old) in &to.expired {
+        if old != key {
+            batch.sys.push((keys::idem(me.name, old), None));
+        }
+        batch
+            .sys
+            .push((keys::idem_expiry(me.name, *expires, old), None));
+    }
+    Some((key.clone(), record))
 }
 
 /// A batch that consumes the incoming durable message (outbox entry deleted, de-dup mark
@@ -377,6 +427,7 @@ mod tests {
             seq,
             request_id,
             callback_id: None,
+            keyed: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub fn removal_writes(
         keys::dedup_for_receiver(name),
         keys::pending_for(name),
         keys::pair_seqs_of(name),
+        keys::idem_for(name),
+        keys::idem_expiry_for(name),
     ] {
         deletes.extend(
             storage

@@ -4,6 +4,7 @@
 //! validation and its routing to the owner, is the cluster host's ([`crate::cluster`]).
 
 use super::*;
+use crate::messaging::idempotency::RequestKey;
 
 /// Longest an external message waits for its receiver's code switch to end.
 const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -35,13 +36,14 @@ pub(super) fn request_error_to_api(err: RequestErr) -> ApiError {
         RequestErr::Rejected(_) => ErrorKind::Rejected,
         RequestErr::Trapped(_) => ErrorKind::Trapped,
         RequestErr::Unavailable(_) => ErrorKind::Unavailable,
+        RequestErr::KeyReused(_) => ErrorKind::KeyReused,
     };
     let message = match err {
         RequestErr::NotFound => "no such component".to_string(),
         RequestErr::Timeout => "no reply within the request's timeout".to_string(),
         RequestErr::MailboxFull => "the component's mailbox is full".to_string(),
         RequestErr::Rejected(t) => format!("the handler returned an error: {t}"),
-        RequestErr::Trapped(t) | RequestErr::Unavailable(t) => t,
+        RequestErr::Trapped(t) | RequestErr::Unavailable(t) | RequestErr::KeyReused(t) => t,
     };
     api_err(kind, message)
 }
@@ -67,23 +69,34 @@ impl Host {
             .await
     }
 
-    /// An external client's request to `name`, running here: its reply or why not.
+    /// An external client's request to `name`, running here: its reply or why not. A
+    /// keyed one runs once per key (see [`crate::messaging::idempotency`]).
     pub(crate) async fn request(
         &self,
         name: &str,
         payload: Vec<u8>,
         timeout: Duration,
         delivery: Delivery,
+        key: Option<RequestKey>,
     ) -> Result<Vec<u8>, ApiError> {
         self.check_room(name)?;
         let (id, answer) = self
             .inner
             .router
             .register_external(Instant::now() + timeout);
-        let body = Body::Request {
-            id,
-            payload,
-            deadline_ms: now_ms() + timeout.as_millis() as u64,
+        let deadline_ms = now_ms() + timeout.as_millis() as u64;
+        let body = match key {
+            None => Body::Request {
+                id,
+                payload,
+                deadline_ms,
+            },
+            Some(key) => Body::KeyedRequest {
+                id,
+                payload,
+                deadline_ms,
+                key,
+            },
         };
         if let Err(e) = self.send_external(name, body, delivery).await {
             self.inner.router.answer(

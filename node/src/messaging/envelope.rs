@@ -38,6 +38,9 @@ pub enum RequestErr {
     Rejected(String),
     Trapped(String),
     Unavailable(String),
+    /// An idempotency key came again with another payload (appended last: the stored
+    /// encodings of the variants above are unchanged).
+    KeyReused(String),
 }
 
 impl RequestErr {
@@ -50,6 +53,7 @@ impl RequestErr {
             RequestErr::Rejected(_) => "rejected",
             RequestErr::Trapped(_) => "trapped",
             RequestErr::Unavailable(_) => "unavailable",
+            RequestErr::KeyReused(_) => "key-reused",
         }
     }
 }
@@ -57,7 +61,10 @@ impl RequestErr {
 impl std::fmt::Display for RequestErr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RequestErr::Rejected(t) | RequestErr::Trapped(t) | RequestErr::Unavailable(t) => {
+            RequestErr::Rejected(t)
+            | RequestErr::Trapped(t)
+            | RequestErr::Unavailable(t)
+            | RequestErr::KeyReused(t) => {
                 write!(f, "{}: {t}", self.name())
             }
             _ => f.write_str(self.name()),
@@ -82,6 +89,25 @@ pub enum Body {
         id: u64,
         outcome: Result<Vec<u8>, RequestErr>,
     },
+    /// An external client's request with an idempotency key: run once per key, its
+    /// outcome stored with the handler's commit (appended last: the stored encodings of
+    /// the variants above are unchanged).
+    KeyedRequest {
+        id: u64,
+        payload: Vec<u8>,
+        deadline_ms: u64,
+        key: super::idempotency::RequestKey,
+    },
+}
+
+impl Body {
+    /// The id of a request (keyed or not): its sender waits for a reply under it.
+    pub fn request_id(&self) -> Option<u64> {
+        match self {
+            Body::Request { id, .. } | Body::KeyedRequest { id, .. } => Some(*id),
+            Body::Message { .. } | Body::Reply { .. } => None,
+        }
+    }
 }
 
 /// One message from `from` to `to`.

@@ -9,6 +9,8 @@
 //! | `ps/<sender>/<receiver>` | last durable sequence number committed on that pair (gapless per pair), with the receiver's incarnation ([`encode_mark`]) |
 //! | `pend/<requester>/<id:be64>` | a durable request awaiting its callback: deadline ms |
 //! | `init/<name>` | the incarnation's `init` ran |
+//! | `ik/<name>/<key>` | a keyed external request's outcome ([`super::idempotency::Record`]) |
+//! | `ix/<name>/<expires:be64><key>` | the same record's place in expiry order (empty value) |
 //!
 //! The registry and the binaries are the Raft state machine's (`raft/…` keys, in
 //! `airssys-cluster`).
@@ -19,6 +21,8 @@ pub const SEQ: &[u8] = b"seq/";
 pub const PENDING: &[u8] = b"pend/";
 pub const PAIR_SEQ: &[u8] = b"ps/";
 pub const INIT: &[u8] = b"init/";
+pub const IDEM: &[u8] = b"ik/";
+pub const IDEM_EXPIRY: &[u8] = b"ix/";
 
 fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -119,6 +123,43 @@ pub fn outbox_receiver(key: &[u8]) -> Option<String> {
     let rest = key.strip_prefix(OUTBOX)?;
     let slash = rest.iter().position(|&b| b == b'/')?;
     String::from_utf8(rest[..slash].to_vec()).ok()
+}
+
+/// Where the outcome of `name`'s request keyed `key` is kept.
+pub fn idem(name: &str, key: &str) -> Vec<u8> {
+    let mut out = idem_for(name);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// Prefix of every idempotency record of `name`.
+pub fn idem_for(name: &str) -> Vec<u8> {
+    let mut key = join(IDEM, &[name.as_bytes()]);
+    key.push(b'/');
+    key
+}
+
+/// The record of `key` in `name`'s expiry order.
+pub fn idem_expiry(name: &str, expires_ms: u64, key: &str) -> Vec<u8> {
+    let mut out = idem_expiry_for(name);
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// Prefix of `name`'s expiry order.
+pub fn idem_expiry_for(name: &str) -> Vec<u8> {
+    let mut key = join(IDEM_EXPIRY, &[name.as_bytes()]);
+    key.push(b'/');
+    key
+}
+
+/// The expiry and the key an `ix/<name>/…` key holds.
+pub fn idem_expiry_parts<'a>(name: &str, key: &'a [u8]) -> Option<(u64, &'a str)> {
+    let rest = key.strip_prefix(idem_expiry_for(name).as_slice())?;
+    let expires: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+    let k = std::str::from_utf8(rest.get(8..)?).ok()?;
+    Some((u64::from_be_bytes(expires), k))
 }
 
 /// The id at the end of a `pend/` key.
@@ -230,7 +271,25 @@ pub fn commit_may_write(component: &str, key: &[u8], put: bool) -> bool {
     if let Some(rest) = key.strip_prefix(INIT) {
         return rest == me;
     }
+    if let Some(rest) = key.strip_prefix(IDEM) {
+        return own_key(rest, me, 0);
+    }
+    if let Some(rest) = key.strip_prefix(IDEM_EXPIRY) {
+        return own_key(rest, me, 8);
+    }
     false
+}
+
+/// `me/` then `skip` bytes of any value, then a non-empty key without `/`.
+fn own_key(rest: &[u8], me: &[u8], skip: usize) -> bool {
+    let Some(tail) = rest
+        .strip_prefix(me)
+        .and_then(|r| r.strip_prefix(b"/".as_slice()))
+    else {
+        return false;
+    };
+    tail.get(skip..)
+        .is_some_and(|k| !k.is_empty() && !k.contains(&b'/'))
 }
 
 /// `a/b` split at its first `/` (neither side empty).
@@ -303,6 +362,17 @@ mod tests {
     }
 
     #[test]
+    fn idempotency_keys_sort_by_expiry_and_split_back() {
+        let a = idem_expiry("c", 5, "zz");
+        let b = idem_expiry("c", 0x2f00, "aa");
+        assert!(a < b && a.starts_with(&idem_expiry_for("c")));
+        assert_eq!(idem_expiry_parts("c", &b), Some((0x2f00, "aa")));
+        assert_eq!(idem_expiry_parts("cc", &b), None);
+        assert!(idem("c", "k").starts_with(&idem_for("c")));
+        assert!(!idem("cc", "k").starts_with(&idem_for("c")));
+    }
+
+    #[test]
     fn pending_id_roundtrip() {
         assert_eq!(pending_id(&pending("ping", 42)), Some(42));
         assert_eq!(pending_id(b"x"), None);
@@ -323,6 +393,8 @@ mod tests {
         assert!(may(&pending("a", 9), true));
         assert!(may(&seq("a"), true));
         assert!(may(&init_ran("a"), true));
+        assert!(may(&idem("a", "k-1"), true));
+        assert!(may(&idem_expiry("a", 0x2f2f, "k-1"), false));
         // An external client's message to it, and that pair's counter.
         assert!(may(&outbox("a", "@external", 3), true));
         assert!(may(&pair_seq("@external", "a"), true));
@@ -343,6 +415,12 @@ mod tests {
         assert!(!may(&seq("b"), true));
         assert!(!may(&seq("ab"), true));
         assert!(!may(&init_ran("b"), false));
+        assert!(!may(&idem("b", "k"), true));
+        assert!(!may(&idem("ab", "k"), true));
+        assert!(!may(&idem_expiry("b", 1, "k"), false));
+        assert!(!may(b"ik/a/", true), "no key");
+        assert!(!may(b"ik/a/x/y", true), "a key with a slash");
+        assert!(!may(b"ix/a/1234567", true), "a torn expiry");
         // Nor anything outside the layout, nor a torn key.
         for key in [
             &b"raft/sm/c/a"[..],

@@ -4,6 +4,7 @@
 
 pub mod envelope;
 pub mod histogram;
+pub mod idempotency;
 pub mod keys;
 pub mod mail;
 pub mod router;

@@ -244,10 +244,10 @@ impl Router {
                 Elsewhere::NotRunningHere => {
                     // A durable message stays stored (replayed on activation, or resent
                     // by its origin); a request is answered now.
-                    if let Body::Request { id, .. } = &env.body {
+                    if let Some(id) = env.body.request_id() {
                         self.answer(
                             &env.from,
-                            *id,
+                            id,
                             Err(RequestErr::Unavailable(format!(
                                 "{} is not running on its node",
                                 env.to
@@ -320,9 +320,9 @@ impl Router {
     /// fast message is dropped (at most once); a durable one stays stored unless its
     /// receiver no longer exists.
     fn undeliverable(&self, env: Envelope, err: RequestErr) {
-        match &env.body {
-            Body::Request { id, .. } => {
-                self.answer(&env.from, *id, Err(err.clone()));
+        match env.body.request_id() {
+            Some(id) => {
+                self.answer(&env.from, id, Err(err.clone()));
                 if err == RequestErr::NotFound {
                     self.forget_durable(&env);
                 }

@@ -116,6 +116,7 @@ pub async fn ask(
         payload.as_bytes().to_vec(),
         Duration::from_secs(10),
         Delivery::Durable,
+        None,
     )
     .await
     .map(|b| String::from_utf8(b).unwrap())
