@@ -10,5 +10,9 @@ STATE="deploy/compose/state-$PROJECT"
 if [ -f "$STATE/docker-compose.yml" ]; then
   docker-compose -p "$PROJECT" -f "$STATE/docker-compose.yml" down -v --remove-orphans >/dev/null 2>&1 || true
 fi
+# The small tmpfs disk of the chaos tests, if up.sh mounted one.
+for disk in "$STATE"/disk-*; do
+  if mountpoint -q "$disk" 2>/dev/null; then umount "$disk" || umount -l "$disk"; fi
+done
 rm -rf "$STATE"
 echo "cluster of $N stopped and removed"

@@ -4,8 +4,16 @@
 //! turn, so about a third of them kill the Raft leader). The killed node is restarted and
 //! the cluster settles before the next kill.
 //!
-//! `cargo bench -p airssys-node --bench failover` (env AIRSSYS_BENCH_KILLS, default 21;
+//! `cargo bench --bench failover` (env AIRSSYS_BENCH_KILLS, default 21;
 //! AIRSSYS_BENCH_KEEP_LOGS=1 keeps the nodes' logs and prints each kill's wall-clock time).
+//!
+//! `AIRSSYS_BENCH_CLIENT=keyed`: the client's view instead. A client increments the counter
+//! through the survivor without pause, each increment durable, under its own idempotency
+//! key, with a 10 s timeout, and tries again under the same key on any failure (as
+//! `airssys request --idempotency-key` does). Per kill: the time from the kill to the
+//! client's first answer, and the longest any increment took; at the end the count must
+//! equal the increments answered, each applied once.
+//! `AIRSSYS_BENCH_VICTIM=leader`: every kill is of the node that leads (and owns the counter).
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +21,54 @@
 mod procs;
 
 use procs::{alive_voters, make_certs, owner_of, wait_for, Node};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What the keyed client saw: when each increment was answered, and how long it took.
+#[derive(Default)]
+struct Seen {
+    answered: Vec<(Instant, Duration)>,
+    ids: Vec<String>,
+}
+
+/// Increments `c` through `endpoint` until `stop`, each under its own key, retrying a key
+/// until it is answered (10 s per attempt).
+fn keyed_client(endpoint: String, prefix: String, stop: Arc<AtomicBool>, seen: Arc<Mutex<Seen>>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let id = format!("{prefix}-{n}");
+        let started = Instant::now();
+        loop {
+            let r = procs::admin_request_keyed(
+                &endpoint,
+                "c",
+                &format!("inc {id}"),
+                "durable",
+                10_000,
+                Some(&id),
+            );
+            match r {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(
+                        !e.contains("key-reused"),
+                        "a retry was refused as another payload: {e}"
+                    );
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "no failover: {e}"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let mut s = seen.lock().unwrap();
+        s.answered.push((Instant::now(), started.elapsed()));
+        s.ids.push(id);
+    }
+}
 
 fn request_at(endpoint: &str, name: &str, text: &str) -> Result<String, String> {
     procs::admin_request(endpoint, name, text, "fast", 300)
@@ -55,11 +110,18 @@ fn main() {
         "c",
         examples.join("counter.wasm").to_str().unwrap(),
     ]);
+    let keyed = std::env::var("AIRSSYS_BENCH_CLIENT").is_ok_and(|v| v == "keyed");
     let mut all = Vec::new();
     let mut leader_kills = Vec::new();
     let mut other_kills = Vec::new();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let always_leader = std::env::var("AIRSSYS_BENCH_VICTIM").is_ok_and(|v| v == "leader");
     for k in 0..kills {
-        let victim = (k % 3) as u64 + 1;
+        let victim = if always_leader {
+            wait_for("a leader", || leader_of(&nodes[0]))
+        } else {
+            (k % 3) as u64 + 1
+        };
         let via = if victim == 1 { 1 } else { 0 }; // a survivor's index
         if owner_of(&nodes[via], "c") != victim {
             nodes[via].ok(&["component", "move", "c", "--to", &victim.to_string()]);
@@ -70,6 +132,26 @@ fn main() {
             .then_some(())
         });
         let was_leader = leader_of(&nodes[via]) == Some(victim);
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = keyed.then(|| {
+            let (endpoint, stop, shared) =
+                (nodes[via].endpoint.clone(), stop.clone(), seen.clone());
+            let client =
+                std::thread::spawn(move || keyed_client(endpoint, format!("k{k}"), stop, shared));
+            // Under way before the kill.
+            wait_for("the client's first increments", || {
+                (seen
+                    .lock()
+                    .unwrap()
+                    .ids
+                    .iter()
+                    .filter(|i| i.starts_with(&format!("k{k}-")))
+                    .count()
+                    >= 5)
+                    .then_some(())
+            });
+            client
+        });
         let t = Instant::now();
         if keep_logs {
             let since_epoch = std::time::SystemTime::now()
@@ -83,14 +165,35 @@ fn main() {
         }
         nodes[victim as usize - 1].kill();
         let endpoint = nodes[via].endpoint.clone();
-        loop {
-            if request_at(&endpoint, "c", "get").is_ok() {
-                break;
+        let took = match client {
+            None => {
+                loop {
+                    if request_at(&endpoint, "c", "get").is_ok() {
+                        break;
+                    }
+                    assert!(t.elapsed() < Duration::from_secs(60), "no failover");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                t.elapsed()
             }
-            assert!(t.elapsed() < Duration::from_secs(60), "no failover");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let took = t.elapsed();
+            Some(client) => {
+                // The first answer the client gets after the kill (an increment in flight
+                // at the kill included), once the counter runs elsewhere.
+                let first = wait_for("the client's first answer after the kill", || {
+                    let s = seen.lock().unwrap();
+                    s.answered
+                        .iter()
+                        .find(|(at, _)| *at > t)
+                        .map(|(at, _)| *at - t)
+                });
+                wait_for("the counter elsewhere", || {
+                    (owner_of(&nodes[via], "c") != victim).then_some(())
+                });
+                stop.store(true, Ordering::SeqCst);
+                client.join().unwrap();
+                first
+            }
+        };
         println!(
             "kill {:>2}: node {victim}{}  first reply after {:>6.0} ms",
             k + 1,
@@ -127,7 +230,33 @@ fn main() {
             at(1.0)
         );
     };
-    println!("failover: kill -9 of the owner -> first reply from the moved actor");
+    if keyed {
+        let s = seen.lock().unwrap();
+        let slowest_increment = s.answered.iter().map(|(_, d)| *d).max().unwrap_or_default();
+        let count: u64 = wait_for("the final count", || {
+            request_at(&nodes[0].endpoint, "c", "get").ok()
+        })
+        .trim()
+        .parse()
+        .unwrap();
+        let tally = wait_for("the tally", || {
+            request_at(&nodes[0].endpoint, "c", "tally").ok()
+        });
+        let doubled: Vec<&str> = tally.lines().filter(|l| !l.ends_with(" 1")).collect();
+        assert!(doubled.is_empty(), "applied more than once: {doubled:?}");
+        assert_eq!(count, s.ids.len() as u64, "acked = applied");
+        println!(
+            "keyed client: {} increments, all answered and applied once; count {count}",
+            s.ids.len()
+        );
+        println!(
+            "slowest increment {:.0} ms (its timeout: 10,000 ms)",
+            slowest_increment.as_secs_f64() * 1e3
+        );
+        println!("failover: kill -9 of the owner -> the keyed client's first answer");
+    } else {
+        println!("failover: kill -9 of the owner -> first reply from the moved actor");
+    }
     show("all kills", all);
     show("leader killed", leader_kills);
     show("follower killed", other_kills);

@@ -39,4 +39,21 @@ pub trait Committer: Send + Sync + 'static {
     /// messages to `name` for that incarnation, and a replicated log refuses the commit if
     /// it has ended meanwhile.
     fn incarnation_of(&self, name: &str) -> Option<u64>;
+
+    /// Whether this node may now answer from what it holds without a commit (a handler
+    /// that only read): the cluster's owner lease ([`airssys_cluster::node::lease`]), so
+    /// that an old owner cut off from the cluster stops answering before a new owner
+    /// starts. A committer of one process's own (a test double) always may.
+    fn reads_confirmed(&self) -> bool {
+        true
+    }
+
+    /// Waits up to `limit` until [`Committer::reads_confirmed`] holds; false if it does
+    /// not by then.
+    fn confirm_reads(&self, _limit: std::time::Duration) -> ConfirmFuture {
+        Box::pin(std::future::ready(true))
+    }
 }
+
+/// A wait for the owner lease.
+pub type ConfirmFuture = Pin<Box<dyn Future<Output = bool> + Send>>;

@@ -31,6 +31,10 @@ pub enum DaemonError {
     Serve(std::io::Error),
     #[error("admin API TLS: {0}")]
     Tls(String),
+    /// Raft stopped on a fatal error (the disk refused a write, say); the process ends so
+    /// that the node is started again.
+    #[error("Raft stopped on a fatal error: {0}; start the node again once the cause is fixed")]
+    RaftStopped(String),
 }
 
 /// The token the admin API requires: the configured one, or the one stored in the
@@ -137,16 +141,37 @@ pub async fn run(config: NodeConfig, settings: ClusterSettings) -> Result<(), Da
     );
     let backend = Arc::new(host.clone());
     let auth = AdminAuth { token };
+    // Raft stopped on a fatal error (a full disk refused its log) does not start again
+    // in this process: the node stops, with an error, so that its supervisor (Kubernetes,
+    // docker's restart policy, systemd) starts it again once the cause is gone.
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let stop = {
+        let (cluster, fatal) = (host.cluster().clone(), fatal.clone());
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                why = cluster.raft_stopped() => {
+                    tracing::error!("Raft stopped on a fatal error: {why}; the node stops so that it can be started again");
+                    if let Ok(mut f) = fatal.lock() {
+                        *f = Some(why);
+                    }
+                }
+            }
+        }
+    };
     let served = match server_tls {
         Some(server_tls) => {
             let listener = crate::admin::tls::TlsListener::new(listener, server_tls)
                 .map_err(DaemonError::Serve)?;
-            crate::admin::serve(listener, backend, auth, shutdown_signal()).await
+            crate::admin::serve(listener, backend, auth, stop).await
         }
-        None => crate::admin::serve(listener, backend, auth, shutdown_signal()).await,
+        None => crate::admin::serve(listener, backend, auth, stop).await,
     };
     tracing::info!("shutting down: stopping components");
     host.shutdown().await;
+    if let Some(why) = fatal.lock().ok().and_then(|mut f| f.take()) {
+        return Err(DaemonError::RaftStopped(why));
+    }
     served.map_err(DaemonError::Serve)
 }
 

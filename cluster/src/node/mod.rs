@@ -18,6 +18,7 @@
 //! - `app`: the node layer's own traffic (lane frames and calls) and its [`AppInbox`].
 
 mod app;
+pub mod lease;
 mod membership;
 mod serve;
 mod status;
@@ -120,6 +121,8 @@ struct Inner {
     /// could elect two leaders. Admission (bootstrap, or a join the leader completes by
     /// taking the member out and adding it afresh) gives it the leader's term first.
     withholds_votes: AtomicBool,
+    /// Until when this node may answer reads of what it owns ([`lease`]).
+    lease: Arc<lease::Lease>,
 }
 
 fn raft_err(e: impl std::fmt::Display) -> ClusterError {
@@ -205,6 +208,7 @@ impl ClusterNode {
                 commits,
                 last_leader_heard: Mutex::new(None),
                 withholds_votes: AtomicBool::new(stateless),
+                lease: Arc::default(),
             }),
         };
         tokio::spawn(run_commit_groups(Arc::downgrade(&node.inner), queued));
@@ -230,6 +234,7 @@ impl ClusterNode {
             )));
         }
         tokio::spawn(node.clone().watch_members());
+        tokio::spawn(node.clone().keep_lease());
         Ok((node, AppInbox { calls, frames }))
     }
 
@@ -262,6 +267,21 @@ impl ClusterNode {
     /// Whether Raft was shut down (or stopped on a fatal error) here.
     pub fn is_stopped(&self) -> bool {
         self.inner.raft.metrics().borrow().running_state.is_err()
+    }
+
+    /// Resolves once Raft has stopped here: shut down, or stopped on a fatal error (a
+    /// disk that refused a write of the log, say), whose text it returns. Raft does not
+    /// start again by itself; the node must be restarted.
+    pub async fn raft_stopped(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Err(e) = &metrics.borrow_and_update().running_state {
+                return e.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "Raft's metrics channel closed".to_string();
+            }
+        }
     }
 
     /// Stops Raft and closes the endpoint.

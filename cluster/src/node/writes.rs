@@ -102,6 +102,40 @@ impl ClusterNode {
         }
     }
 
+    /// Until when this node may answer reads of what it owns.
+    pub fn lease(&self) -> &Arc<super::lease::Lease> {
+        &self.inner.lease
+    }
+
+    /// Renews the owner lease ([`super::lease`]) while the node runs: the leader's read
+    /// index, confirmed by a quorum, asked for at `asked`, and applied here.
+    pub(super) async fn keep_lease(self) {
+        let timeout = self.inner.failure_timeout;
+        let every = super::lease::renew_every(timeout);
+        loop {
+            if self.is_stopped() {
+                return;
+            }
+            let asked = std::time::Instant::now();
+            let answer =
+                tokio::time::timeout(timeout / 2, self.on_leader(PeerRequest::ReadIndex)).await;
+            if let Ok(Ok(PeerResponse::ReadIndex(index))) = answer {
+                let applied = self
+                    .inner
+                    .raft
+                    .wait(Some(timeout / 2))
+                    .applied_index_at_least(Some(index), "applied the leader's read index")
+                    .await;
+                if applied.is_ok() {
+                    self.inner
+                        .lease
+                        .extend(super::lease::lease_end(asked, timeout));
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Commits a handler's transaction through the log, in a group with whatever else this
     /// node has waiting ([`group_commit`]). Returns the outcome once this node has applied it
     /// too (so the next handler here reads its writes). An error means the outcome is

@@ -63,6 +63,15 @@ fn refused(outcome: Outcome) -> CommitError {
 }
 
 impl Committer for Arc<RaftCommitter> {
+    fn reads_confirmed(&self) -> bool {
+        self.cluster.lease().holds()
+    }
+
+    fn confirm_reads(&self, limit: Duration) -> crate::commit::ConfirmFuture {
+        let lease = self.cluster.lease().clone();
+        Box::pin(async move { lease.wait(limit).await })
+    }
+
     fn commit_handler(&self, mut batch: CommitBatch) -> CommitFuture {
         let this = self.clone();
         Box::pin(async move {

@@ -478,7 +478,27 @@ impl ComponentActor {
         done: Option<tokio::sync::oneshot::Sender<Result<(), CommitError>>>,
     ) {
         if batch.is_empty() && shared.pipeline.waiting() == 0 {
-            release.send(&shared.name, &shared.router);
+            // Nothing commits, so nothing but the owner lease says this node still owns
+            // the component: without it, the answer waits for it or is refused.
+            if shared.committer.reads_confirmed() {
+                release.send(&shared.name, &shared.router);
+            } else {
+                let confirm = shared.committer.confirm_reads(READ_CONFIRM_WAIT);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if confirm.await {
+                        release.send(&shared.name, &shared.router);
+                    } else {
+                        tracing::info!(component = %shared.name, "a read was not answered: no owner lease");
+                        release
+                            .refused(&format!(
+                                "this node cannot confirm with the cluster that it still runs {}; retry",
+                                shared.name
+                            ))
+                            .send(&shared.name, &shared.router);
+                    }
+                });
+            }
             if let Some(done) = done {
                 let _ = done.send(Ok(()));
             }
@@ -562,6 +582,9 @@ impl ComponentActor {
         Ok(())
     }
 }
+
+/// How long an answer without a commit waits for the owner lease before it is refused.
+const READ_CONFIRM_WAIT: Duration = Duration::from_secs(1);
 
 /// The requester that must hear `unavailable` if the commit fails: one whose request is
 /// not kept in an outbox (a fast request, or an external client's).

@@ -64,6 +64,30 @@ impl PendingReply {
 }
 
 impl Release {
+    /// What is left of it when this node may not answer (it cannot confirm it still owns
+    /// the component): the requester hears `unavailable` instead of the reply, fast
+    /// messages are dropped (at most once), its own requests are left to time out.
+    pub fn refused(self, why: &str) -> Release {
+        let err = || RequestErr::Unavailable(why.to_string());
+        let reply = self.reply.map(|r| match r {
+            PendingReply::External { id, .. } => PendingReply::External {
+                id,
+                outcome: Err(err()),
+            },
+            PendingReply::Component(mut env) => {
+                if let crate::messaging::Body::Reply { outcome, .. } = &mut env.body {
+                    *outcome = Err(err());
+                }
+                PendingReply::Component(env)
+            }
+        });
+        Release {
+            requests: self.requests,
+            envelopes: Vec::new(),
+            reply,
+        }
+    }
+
     /// Sends everything, in the order the handler produced it.
     pub fn send(self, me: &str, router: &Router) {
         for (id, deadline) in self.requests {

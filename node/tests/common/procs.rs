@@ -353,7 +353,22 @@ pub fn admin_request(
     delivery: &str,
     timeout_ms: u64,
 ) -> Result<String, String> {
+    admin_request_keyed(endpoint, name, text, delivery, timeout_ms, None)
+}
+
+/// [`admin_request`] with an `Idempotency-Key` header when `key` is given.
+pub fn admin_request_keyed(
+    endpoint: &str,
+    name: &str,
+    text: &str,
+    delivery: &str,
+    timeout_ms: u64,
+    key: Option<&str>,
+) -> Result<String, String> {
     use std::io::{Read, Write};
+    let key_header = key
+        .map(|k| format!("Idempotency-Key: {k}\r\n"))
+        .unwrap_or_default();
     let addr = endpoint.trim_start_matches("http://").to_string();
     let path =
         format!("/v1/components/{name}/requests?delivery={delivery}&timeout_ms={timeout_ms}");
@@ -362,7 +377,7 @@ pub fn admin_request(
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n{key_header}\
          Content-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     )
