@@ -9,7 +9,7 @@ mod common;
 use airssys_cluster::peer::{PeerError, PeerRequest, PeerResponse};
 use airssys_cluster::transport::Transport;
 use common::peers::peer_as;
-use common::procs::{alive_voters, make_certs, wait_for, Node};
+use common::procs::{alive_voters, three_nodes, wait_for, Node};
 use openraft::raft::VoteRequest;
 use openraft::Vote;
 use std::time::Duration;
@@ -29,16 +29,8 @@ fn leader_of(node: &Node) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_node_votes_only_after_the_cluster_admitted_it_again() {
     let dir = tempfile::tempdir().unwrap();
-    let tls = make_certs(dir.path(), "ca", &[1, 2, 3]);
-    let ca_dir = dir.path().join("ca");
-    let n1 = Node::start(dir.path(), 1, &tls[0], None);
-    let seed = n1.peer.clone();
-    let n2 = Node::start(dir.path(), 2, &tls[1], Some(&seed));
-    let n3 = Node::start(dir.path(), 3, &tls[2], Some(&seed));
-    let mut nodes = vec![n1, n2, n3];
-    wait_for("three live voters", || {
-        (alive_voters(&nodes[0]) == Some(vec![1, 2, 3])).then_some(())
-    });
+    let (mut nodes, _tls) = three_nodes(dir.path());
+    let ca_dir = dir.path().join("prod");
     let candidate = peer_as(&ca_dir, 1);
 
     // Node 3 loses its data while nodes 1 and 2 are down: it cannot be admitted (no leader),

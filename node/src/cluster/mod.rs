@@ -421,20 +421,8 @@ impl ClusterHost {
                 delivery,
                 trace,
             }) => {
-                let span = tracing::info_span!("airssys.admin.forwarded", component = %name);
-                crate::telemetry::adopt(&span, &trace);
-                AppAnswer::Reply(
-                    self.host
-                        .request(
-                            &name,
-                            payload,
-                            Duration::from_millis(timeout_ms),
-                            delivery,
-                            None,
-                        )
-                        .instrument(span)
-                        .await,
-                )
+                self.answer_request(name, payload, timeout_ms, delivery, trace, None)
+                    .await
             }
             Ok(AppCall::KeyedRequest {
                 name,
@@ -448,23 +436,32 @@ impl ClusterHost {
                     return AppAnswer::Reply(Err(ApiError::new(ErrorKind::BadRequest, why)))
                         .encode();
                 }
-                let span = tracing::info_span!("airssys.admin.forwarded", component = %name);
-                crate::telemetry::adopt(&span, &trace);
-                AppAnswer::Reply(
-                    self.host
-                        .request(
-                            &name,
-                            payload,
-                            Duration::from_millis(timeout_ms),
-                            delivery,
-                            Some(key),
-                        )
-                        .instrument(span)
-                        .await,
-                )
+                self.answer_request(name, payload, timeout_ms, delivery, trace, Some(key))
+                    .await
             }
         };
         answer.encode()
+    }
+
+    /// A request forwarded by another node, run here under the caller's trace.
+    async fn answer_request(
+        &self,
+        name: String,
+        payload: Vec<u8>,
+        timeout_ms: u64,
+        delivery: crate::api::Delivery,
+        trace: String,
+        key: Option<crate::messaging::idempotency::RequestKey>,
+    ) -> AppAnswer {
+        let span = tracing::info_span!("airssys.admin.forwarded", component = %name);
+        crate::telemetry::adopt(&span, &trace);
+        let timeout = Duration::from_millis(timeout_ms);
+        AppAnswer::Reply(
+            self.host
+                .request(&name, payload, timeout, delivery, key)
+                .instrument(span)
+                .await,
+        )
     }
 
     /// Stops actors, this node's loops and the cluster transport: afterwards nothing of
