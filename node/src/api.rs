@@ -327,11 +327,15 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn describe(&self, name: &str) -> impl Future<Output = Result<ComponentInfo, ApiError>> + Send;
     fn remove(&self, name: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// Fire-and-forget from an external client. Ok once accepted (durable: committed).
+    /// With an idempotency key (durable only), a send is accepted once per key: a repeat
+    /// is answered accepted and queues nothing; the same key with another payload is
+    /// `key-reused`.
     fn send(
         &self,
         name: &str,
         payload: Vec<u8>,
         delivery: Delivery,
+        idempotency_key: Option<String>,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// A request from an external client; resolves with the reply or the error. With an
     /// idempotency key (`Idempotency-Key`), the first attempt's outcome is kept and is

@@ -431,12 +431,26 @@ impl AdminClient {
         payload: Vec<u8>,
         delivery: Delivery,
     ) -> Result<(), ClientError> {
+        self.send_with_key(name, payload, delivery, None).await
+    }
+
+    /// [`AdminClient::send`] with an `Idempotency-Key` header (durable only): the node accepts
+    /// the message once per key and answers every retry accepted. One try; retrying is
+    /// the caller's (the CLI's `send --idempotency-key` retries by itself).
+    pub async fn send_with_key(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        delivery: Delivery,
+        key: Option<&str>,
+    ) -> Result<(), ClientError> {
         check_payload(&payload)?;
         let url = self.url(
             &["v1", "components", name, "messages"],
             &[("delivery", delivery.as_str().to_string())],
         );
-        self.call(Method::POST, url, Some(payload), CALL_TIMEOUT)
+        let header = key.map(|k| ("idempotency-key", k));
+        self.call_with(Method::POST, url, Some(payload), CALL_TIMEOUT, header)
             .await?;
         Ok(())
     }

@@ -137,8 +137,15 @@ impl AdminBackend for Fake {
             .map(|_| ())
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no component named {name}")))
     }
-    async fn send(&self, name: &str, payload: Vec<u8>, delivery: Delivery) -> Result<(), ApiError> {
+    async fn send(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        delivery: Delivery,
+        key: Option<String>,
+    ) -> Result<(), ApiError> {
         self.get(name)?;
+        *self.last_key.lock().unwrap() = key;
         self.sent.lock().unwrap().push(Received {
             name: name.into(),
             payload,
@@ -516,6 +523,27 @@ async fn messages_and_requests_carry_bytes_exactly() {
         .await
         .unwrap();
     assert_eq!(*server.backend.last_key.lock().unwrap(), None);
+    // A send's key too.
+    client
+        .send_with_key("echo", vec![8], Delivery::Durable, Some("send-8"))
+        .await
+        .unwrap();
+    assert_eq!(
+        server.backend.last_key.lock().unwrap().as_deref(),
+        Some("send-8")
+    );
+    let keyed_sent = std::mem::take(&mut *server.backend.sent.lock().unwrap());
+    assert_eq!(keyed_sent.len(), 1);
+    assert_eq!(keyed_sent[0].payload, vec![8]);
+    let resp = raw()
+        .post(format!("{}/v1/components/echo/messages", server.url))
+        .bearer_auth(TOKEN)
+        .header("idempotency-key", "a/b")
+        .body(vec![1u8])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "a bad key on a send");
     for bad in ["a/b", "~fwd:1:x", &"k".repeat(129)] {
         let resp = raw()
             .post(format!("{}/v1/components/echo/requests", server.url))

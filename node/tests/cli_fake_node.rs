@@ -68,7 +68,13 @@ impl AdminBackend for Fake {
             .map(|_| ())
             .ok_or_else(|| not_found(name))
     }
-    async fn send(&self, name: &str, payload: Vec<u8>, delivery: Delivery) -> Result<(), ApiError> {
+    async fn send(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        delivery: Delivery,
+        _key: Option<String>,
+    ) -> Result<(), ApiError> {
         self.describe(name).await?;
         self.sent
             .lock()

@@ -391,7 +391,7 @@ async fn an_external_send_numbered_before_a_late_one_applied_is_refused_not_drop
     let send = |text: &'static str| {
         let node = node.clone();
         async move {
-            node.send("c", text.as_bytes().to_vec(), Delivery::Durable)
+            node.send("c", text.as_bytes().to_vec(), Delivery::Durable, None)
                 .await
         }
     };
@@ -447,9 +447,14 @@ async fn the_redelivery_sweep_hands_again_no_more_than_the_mailbox_has_room_for(
     .await
     .unwrap();
     for i in 0..WAITING {
-        node.send("c", format!("inc m-{i}").into_bytes(), Delivery::Durable)
-            .await
-            .unwrap();
+        node.send(
+            "c",
+            format!("inc m-{i}").into_bytes(),
+            Delivery::Durable,
+            None,
+        )
+        .await
+        .unwrap();
     }
     // Four sweeps after the twelve were waiting (each one refused at least once).
     eventually(Duration::from_secs(30), || async {

@@ -96,6 +96,8 @@ struct Tally {
     sent: u64,
     /// (id, the count it replied).
     acked: Vec<(String, u64)>,
+    /// Ids of keyed durable sends accepted (a send has no reply to count by).
+    accepted: Vec<String>,
     unsure: Vec<String>,
 }
 
@@ -146,8 +148,37 @@ impl Tally {
         took
     }
 
+    /// An increment sent (not requested) through the CLI with its id as idempotency key;
+    /// the CLI tries again by itself for 10 s. Returns how long it took.
+    fn send_keyed(&mut self, via: &Node) -> std::time::Duration {
+        self.sent += 1;
+        let id = format!("{}-{}", self.who, self.sent);
+        let started = Instant::now();
+        let out = via.cli(&[
+            "send",
+            "counter",
+            &format!("inc {id}"),
+            "--idempotency-key",
+            &id,
+            "--timeout-ms",
+            "10000",
+        ]);
+        let took = started.elapsed();
+        if out.status.success() {
+            self.accepted.push(id);
+        } else {
+            eprintln!(
+                "{id} failed after {took:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            self.unsure.push(id)
+        }
+        took
+    }
+
     fn absorb(&mut self, other: Tally) {
         self.acked.extend(other.acked);
+        self.accepted.extend(other.accepted);
         self.unsure.extend(other.unsure);
     }
 
@@ -167,7 +198,7 @@ fn problems_of(t: &Tally, final_count: u64, applied: &BTreeMap<String, u64>) -> 
     if replies.len() != t.acked.len() {
         problems.push("two acknowledged increments saw the same count".to_string());
     }
-    for (id, _) in &t.acked {
+    for id in t.acked.iter().map(|(id, _)| id).chain(&t.accepted) {
         match applied.get(id).copied().unwrap_or(0) {
             1 => {}
             0 => problems.push(format!("acknowledged {id} was lost")),
@@ -184,6 +215,7 @@ fn problems_of(t: &Tally, final_count: u64, applied: &BTreeMap<String, u64>) -> 
         .acked
         .iter()
         .map(|(id, _)| id.as_str())
+        .chain(t.accepted.iter().map(String::as_str))
         .chain(t.unsure.iter().map(String::as_str))
         .collect();
     for id in applied.keys() {
@@ -403,9 +435,15 @@ fn keyed_requests_follow_the_counter_and_are_applied_exactly_once() {
                         let mut t = Tally::new(&format!("{round}c{client}"));
                         let mut slowest = std::time::Duration::ZERO;
                         while acked.load(Ordering::SeqCst) < enough.load(Ordering::SeqCst) {
-                            let before = t.acked.len();
-                            slowest = slowest.max(t.inc_keyed(via_node));
-                            if t.acked.len() > before {
+                            let before = t.acked.len() + t.accepted.len();
+                            // Half the clients send, half request: both follow the counter.
+                            let took = if client % 2 == 0 {
+                                t.inc_keyed(via_node)
+                            } else {
+                                t.send_keyed(via_node)
+                            };
+                            slowest = slowest.max(took);
+                            if t.acked.len() + t.accepted.len() > before {
                                 acked.fetch_add(1, Ordering::SeqCst);
                             }
                             assert!(started.elapsed() < PATIENCE, "the counter never came back");
@@ -447,8 +485,14 @@ fn keyed_requests_follow_the_counter_and_are_applied_exactly_once() {
                 .then_some(())
         });
     }
+    // A request queued behind every accepted send: the count includes them all.
     let final_count = count(&nodes[0]);
-    assert_eq!(final_count, tally.acked.len() as u64, "acked = applied");
+    assert!(!tally.accepted.is_empty(), "no keyed send was accepted");
+    assert_eq!(
+        final_count,
+        (tally.acked.len() + tally.accepted.len()) as u64,
+        "acked = applied"
+    );
     tally.check(final_count, &applied(&nodes[0]));
 }
 

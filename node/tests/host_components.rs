@@ -211,7 +211,7 @@ async fn a_failed_component_is_restarted_keeping_its_storage_and_waiting_message
         "{:?}",
         failed.state
     );
-    host.send("crash", b"hog second 1".to_vec(), Delivery::Durable)
+    host.send("crash", b"hog second 1".to_vec(), Delivery::Durable, None)
         .await
         .unwrap();
 
@@ -280,7 +280,7 @@ async fn a_full_mailbox_refuses_with_mailbox_full() {
         ..Default::default()
     };
     install_with(&host, "crash", "crash", limits).await;
-    host.send("crash", b"spin".to_vec(), Delivery::Fast)
+    host.send("crash", b"spin".to_vec(), Delivery::Fast, None)
         .await
         .unwrap();
     // Wait until the actor has taken `spin` out of its mailbox and is busy with it.
@@ -288,19 +288,19 @@ async fn a_full_mailbox_refuses_with_mailbox_full() {
         (host.describe("crash").await.unwrap().mailbox_depth == 0).then_some(())
     })
     .await;
-    host.send("crash", b"a".to_vec(), Delivery::Fast)
+    host.send("crash", b"a".to_vec(), Delivery::Fast, None)
         .await
         .unwrap();
-    host.send("crash", b"b".to_vec(), Delivery::Fast)
+    host.send("crash", b"b".to_vec(), Delivery::Fast, None)
         .await
         .unwrap();
     let err = host
-        .send("crash", b"c".to_vec(), Delivery::Fast)
+        .send("crash", b"c".to_vec(), Delivery::Fast, None)
         .await
         .unwrap_err();
     assert_eq!(err.error, ErrorKind::MailboxFull);
     let err = host
-        .send("crash", b"d".to_vec(), Delivery::Durable)
+        .send("crash", b"d".to_vec(), Delivery::Durable, None)
         .await
         .unwrap_err();
     assert_eq!(err.error, ErrorKind::MailboxFull);

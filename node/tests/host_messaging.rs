@@ -70,7 +70,7 @@ async fn a_request_that_gets_no_answer_in_time_calls_back_timeout_once() {
     install(&host, "ping", "ping").await;
     // `crash` answers `get` with its stored poison ("none") but first it is kept busy
     // spinning until its deadline, far past ping's 100 ms timeout.
-    host.send("crash", b"spin".to_vec(), Delivery::Fast)
+    host.send("crash", b"spin".to_vec(), Delivery::Fast, None)
         .await
         .unwrap();
     ask(&host, "ping", "ping crash 100").await.unwrap();
@@ -162,6 +162,7 @@ async fn money_is_conserved_across_transfers_and_a_restart() {
                 from,
                 format!("transfer {amount} {to}").into_bytes(),
                 Delivery::Durable,
+                None,
             )
             .await
             .unwrap();
@@ -228,10 +229,10 @@ async fn each_delivery_class_keeps_fifo_order_per_sender_and_receiver() {
     // first: any reordering leaves money behind in `source`.
     for delivery in [Delivery::Durable, Delivery::Fast] {
         for _ in 0..100 {
-            host.send("source", b"deposit 1".to_vec(), delivery)
+            host.send("source", b"deposit 1".to_vec(), delivery, None)
                 .await
                 .unwrap();
-            host.send("source", b"transfer 1 sink".to_vec(), delivery)
+            host.send("source", b"transfer 1 sink".to_vec(), delivery, None)
                 .await
                 .unwrap();
         }

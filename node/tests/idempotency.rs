@@ -1,7 +1,8 @@
 //! Idempotency keys on one node, through the node's own front door: a keyed request runs
 //! once and every retry gets the first attempt's outcome (a reply or the handler's
 //! error), another payload under the same key is refused, bad keys are refused at the
-//! door, records are removed with their component, and the header works over HTTP.
+//! door, records are removed with their component, and the header works over HTTP. A
+//! keyed durable send is queued once per key the same way.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -152,6 +153,70 @@ async fn records_survive_a_restart_and_go_with_their_component() {
     assert_eq!(
         common::ask(&host, "counter", "get").await.unwrap().trim(),
         "1"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_send_is_queued_once_and_every_retry_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = common::open(dir.path()).await;
+    common::install(&host, "counter", "counter").await;
+    let send = |payload: &str, delivery, key: &str| {
+        host.send(
+            "counter",
+            payload.as_bytes().to_vec(),
+            delivery,
+            Some(key.to_string()),
+        )
+    };
+
+    for _ in 0..3 {
+        send("inc a", Delivery::Durable, "s-1").await.unwrap();
+    }
+    // A durable request is queued behind the sends: they were all handled before it.
+    assert_eq!(
+        common::ask(&host, "counter", "times a")
+            .await
+            .unwrap()
+            .trim(),
+        "1",
+        "a retried keyed send was queued again"
+    );
+
+    // The same key with another payload, or for a request: refused, nothing queued.
+    let reused = send("inc b", Delivery::Durable, "s-1").await.unwrap_err();
+    assert_eq!(reused.error, ErrorKind::KeyReused, "{reused}");
+    let as_request = keyed(&host, "counter", "inc a", Delivery::Durable, Some("s-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(as_request.error, ErrorKind::KeyReused, "{as_request}");
+    // A fast message is never recorded: a key on it is refused, not ignored.
+    let fast = send("inc a", Delivery::Fast, "s-2").await.unwrap_err();
+    assert_eq!(fast.error, ErrorKind::BadRequest, "{fast}");
+    let bad = send("inc a", Delivery::Durable, "a/b").await.unwrap_err();
+    assert_eq!(bad.error, ErrorKind::BadRequest, "{bad}");
+    assert_eq!(
+        common::ask(&host, "counter", "get").await.unwrap().trim(),
+        "1"
+    );
+
+    // The record outlives a restart.
+    host.shutdown().await;
+    drop(host);
+    let host = common::open(dir.path()).await;
+    host.send(
+        "counter",
+        b"inc a".to_vec(),
+        Delivery::Durable,
+        Some("s-1".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        common::ask(&host, "counter", "get").await.unwrap().trim(),
+        "1",
+        "the send's record was lost in the restart"
     );
     host.shutdown().await;
 }

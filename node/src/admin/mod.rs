@@ -347,14 +347,16 @@ async fn send<B: AdminBackend>(
     State(backend): State<Arc<B>>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<Pairs>, QueryRejection>,
+    headers: header::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let name = name_of(path)?;
     let delivery = params::parse_send_query(&query_of(query)?)?;
+    let key = params::idempotency_key(&headers)?;
     let payload = body_of(body, MAX_PAYLOAD_BYTES, "payload")?;
     let span = tracing::info_span!("airssys.admin.send", component = %name);
     backend
-        .send(&name, Vec::from(payload), delivery)
+        .send(&name, Vec::from(payload), delivery, key)
         .instrument(span)
         .await?;
     Ok((

@@ -1,8 +1,9 @@
-//! `airssys request --idempotency-key K`: one request, tried again on the failures that
-//! leave its outcome open (`unavailable`, `not-leader`, a timeout, a lost connection)
-//! until its time is up. The node answers every attempt under the same key with the
-//! first applied attempt's outcome, so the request is applied at most once however many
-//! attempts reach the cluster; with the retries, exactly once unless time runs out.
+//! `airssys request --idempotency-key K` and `airssys send --idempotency-key K`: one
+//! request or message, tried again on the failures that leave its outcome open
+//! (`unavailable`, `not-leader`, a timeout, a lost connection) until its time is up. The
+//! node answers every attempt under the same key with the first applied attempt's
+//! outcome, so it is applied at most once however many attempts reach the cluster; with
+//! the retries, exactly once unless time runs out.
 
 use crate::api::{Delivery, ErrorKind};
 use crate::client::{AdminClient, ClientError};
@@ -68,6 +69,37 @@ pub async fn request(
             .await
         {
             Ok(reply) => return Ok(reply),
+            Err(e) => e,
+        };
+        let pause = pause(attempt);
+        if !retryable(&err) || Instant::now() + pause + MIN_ATTEMPT > deadline {
+            return Err(err);
+        }
+        if verbose {
+            eprintln!("attempt {attempt} failed ({err}); trying again under the same key");
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Sends the durable message under `key` until it is accepted or `timeout` is spent.
+pub async fn send(
+    client: &AdminClient,
+    name: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+    key: &str,
+    verbose: bool,
+) -> Result<(), ClientError> {
+    let deadline = Instant::now() + timeout;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let err = match client
+            .send_with_key(name, payload.clone(), Delivery::Durable, Some(key))
+            .await
+        {
+            Ok(()) => return Ok(()),
             Err(e) => e,
         };
         let pause = pause(attempt);

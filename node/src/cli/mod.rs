@@ -444,6 +444,22 @@ pub struct SendArgs {
     /// Fast delivery: in memory only, at most once, lowest latency
     #[arg(long)]
     pub fast: bool,
+    /// Accept the message once per KEY (durable delivery only): a retry with the same
+    /// key is answered accepted and queues nothing; the same key with another payload
+    /// is refused (`key-reused`, exit 12). With a key, the command itself tries again on
+    /// `unavailable`, `not-leader`, a timeout or a lost connection for up to
+    /// --timeout-ms, so the message is queued exactly once across failovers.
+    /// Keys: 1-128 of A-Z a-z 0-9 . _ : -
+    #[arg(long, value_name = "KEY", conflicts_with = "fast")]
+    pub idempotency_key: Option<String>,
+    /// With --idempotency-key: how long to keep trying, in milliseconds
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 30_000,
+        requires = "idempotency_key"
+    )]
+    pub timeout_ms: u64,
 }
 
 /// Options of `airssys request`.
@@ -610,7 +626,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let client = connect(&args.client)?;
             let payload = read_data(&args.data)?;
             let d = delivery(args.fast);
-            client.send(&args.name, payload, d).await?;
+            match &args.idempotency_key {
+                None => client.send(&args.name, payload, d).await?,
+                Some(key) => {
+                    crate::messaging::idempotency::validate_client_key(key)
+                        .map_err(CliError::Usage)?;
+                    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+                    keyed::send(&client, &args.name, payload, timeout, key, true).await?
+                }
+            }
             note(&format!(
                 "accepted by {} ({} delivery)",
                 args.name,

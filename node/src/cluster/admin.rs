@@ -27,6 +27,10 @@ const REMOTE_POLL_MAX: Duration = Duration::from_millis(50);
 const LOCAL_RECHECK: Duration = Duration::from_millis(500);
 /// Extra time a forwarded request gets over its own timeout.
 const FORWARD_SLACK: Duration = Duration::from_secs(5);
+/// How long a send is tried (again, when keyed) before its last failure is the answer.
+const SEND_DEADLINE: Duration = Duration::from_secs(10);
+/// The least time one attempt of a send at another node is given.
+const SEND_ATTEMPT_MIN: Duration = Duration::from_millis(500);
 
 /// The one place a cluster failure becomes a user-facing kind.
 pub(super) fn cluster_err(e: ClusterError) -> ApiError {
@@ -128,6 +132,62 @@ impl ClusterHost {
                 Err(ApiError::new(
                     ErrorKind::Unavailable,
                     format!("{name} moved away from node {owner} while the request was in flight"),
+                ))
+            }
+        }
+    }
+
+    /// One attempt of a send at another node, the owner. A keyed one ends `unavailable`
+    /// as soon as the registry names another owner (the caller sends it again under its
+    /// key); an unkeyed one waits for the owner's answer.
+    async fn forward_send(
+        &self,
+        owner: u64,
+        name: &str,
+        payload: Vec<u8>,
+        delivery: Delivery,
+        key: Option<RequestKey>,
+        left: Duration,
+    ) -> Result<(), ApiError> {
+        let trace = crate::telemetry::current_traceparent();
+        let keyed = key.is_some();
+        let call = match key {
+            Some(key) => AppCall::KeyedSend {
+                name: name.into(),
+                payload,
+                delivery,
+                trace,
+                key,
+            },
+            None => AppCall::Send {
+                name: name.into(),
+                payload,
+                delivery,
+                trace,
+            },
+        };
+        let answer = async {
+            match self
+                .call_owner(owner, &call, left.max(SEND_ATTEMPT_MIN))
+                .await?
+            {
+                AppAnswer::Sent(r) => r,
+                _ => Err(ApiError::new(
+                    ErrorKind::Internal,
+                    "unexpected answer to a send",
+                )),
+            }
+        };
+        if !keyed {
+            return answer.await;
+        }
+        tokio::select! {
+            answer = answer => answer,
+            () = self.owner_moved(name, owner) => {
+                tracing::debug!(component = name, from = owner, "owner changed while a send was out");
+                Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!("{name} moved away from node {owner} while the message was in flight"),
                 ))
             }
         }
@@ -414,27 +474,58 @@ impl AdminBackend for ClusterHost {
         }
     }
 
-    async fn send(&self, name: &str, payload: Vec<u8>, delivery: Delivery) -> Result<(), ApiError> {
-        let owner = self.owner(name)?;
+    async fn send(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        delivery: Delivery,
+        idempotency_key: Option<String>,
+    ) -> Result<(), ApiError> {
+        params::validate_name(name)?;
         params::check_size(payload.len(), MAX_PAYLOAD_BYTES, "payload")?;
-        if owner == self.cluster.id() {
-            return self.host.send(name, payload, delivery).await;
+        let mut key = idempotency_key
+            .map(|k| RequestKey::from_client(&k))
+            .transpose()
+            .map_err(|m| ApiError::new(ErrorKind::BadRequest, m))?;
+        if key.is_some() && delivery == Delivery::Fast {
+            return Err(crate::host::fast_send_with_key());
         }
-        let call = AppCall::Send {
-            name: name.into(),
-            payload,
-            delivery,
-            trace: crate::telemetry::current_traceparent(),
-        };
-        match self
-            .call_owner(owner, &call, Duration::from_secs(10))
-            .await?
-        {
-            AppAnswer::Sent(r) => r,
-            _ => Err(ApiError::new(
-                ErrorKind::Internal,
-                "unexpected answer to a send",
-            )),
+        let deadline = tokio::time::Instant::now() + SEND_DEADLINE;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let owner = self.owner(name)?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let tried = if owner == self.cluster.id() {
+                self.host
+                    .send(name, payload.clone(), delivery, key.clone())
+                    .await
+            } else {
+                // A forwarded durable send carries a key, so that it can follow the
+                // component to a new owner if this one fails (a fast one is at most once).
+                if delivery == Delivery::Durable {
+                    key.get_or_insert_with(|| RequestKey::for_forwarding(self.cluster.id()));
+                }
+                self.forward_send(owner, name, payload.clone(), delivery, key.clone(), left)
+                    .await
+            };
+            let err = match tried {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !follow::try_again(&err, key.is_some(), left) {
+                return Err(err);
+            }
+            tracing::debug!(
+                component = name,
+                attempt,
+                "send made again: {}",
+                err.message
+            );
+            let _ =
+                tokio::time::timeout(follow::pause(attempt, left), self.owner_moved(name, owner))
+                    .await;
         }
     }
 

@@ -409,7 +409,27 @@ impl ClusterHost {
                 crate::telemetry::adopt(&span, &trace);
                 AppAnswer::Sent(
                     self.host
-                        .send(&name, payload, delivery)
+                        .send(&name, payload, delivery, None)
+                        .instrument(span)
+                        .await,
+                )
+            }
+            Ok(AppCall::KeyedSend {
+                name,
+                payload,
+                delivery,
+                trace,
+                key,
+            }) => {
+                if let Err(why) = key.check() {
+                    return AppAnswer::Sent(Err(ApiError::new(ErrorKind::BadRequest, why)))
+                        .encode();
+                }
+                let span = tracing::info_span!("airssys.admin.forwarded", component = %name);
+                crate::telemetry::adopt(&span, &trace);
+                AppAnswer::Sent(
+                    self.host
+                        .send(&name, payload, delivery, Some(key))
                         .instrument(span)
                         .await,
                 )

@@ -38,6 +38,16 @@ pub enum AppCall {
         trace: String,
         key: crate::messaging::idempotency::RequestKey,
     },
+    /// A durable send with an idempotency key (the client's, or the forwarding node's):
+    /// accepted once per key, so the forwarding node may send it again to a new owner.
+    /// Appended last, like `KeyedRequest`.
+    KeyedSend {
+        name: String,
+        payload: Vec<u8>,
+        delivery: Delivery,
+        trace: String,
+        key: crate::messaging::idempotency::RequestKey,
+    },
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -111,6 +121,14 @@ mod tests {
             trace: String::new(),
         };
         assert_eq!(AppCall::decode(&call.encode()).unwrap(), call);
+        let keyed = AppCall::KeyedSend {
+            name: "c".into(),
+            payload: vec![1],
+            delivery: Delivery::Durable,
+            trace: String::new(),
+            key: crate::messaging::idempotency::RequestKey::for_forwarding(4),
+        };
+        assert_eq!(AppCall::decode(&keyed.encode()).unwrap(), keyed);
         let answer = AppAnswer::Reply(Err(ApiError::new(crate::api::ErrorKind::Timeout, "late")));
         assert_eq!(AppAnswer::decode(&answer.encode()).unwrap(), answer);
         // Every description crosses, with its optional fields empty or set (a field skipped

@@ -13,7 +13,10 @@ use super::admin::{cluster_err, not_found, refusal};
 use super::proto::{AppAnswer, AppCall};
 use super::ClusterHost;
 use crate::admin::params;
-use crate::api::{ApiError, ComponentInfo, ErrorKind, Limits, PreviousVersion, UpgradeRequest};
+use crate::api::{
+    AdminBackend, ApiError, ComponentInfo, ComponentState, ErrorKind, Limits, PreviousVersion,
+    UpgradeRequest,
+};
 use crate::caps::MAX_BINARY_BYTES;
 use crate::clock::now_ms;
 use crate::host::{CodeSwitch, ProposeUpgrade};
@@ -168,6 +171,7 @@ impl ClusterHost {
         owner: u64,
     ) -> Result<ComponentInfo, ApiError> {
         let name = call.name.clone();
+        let owner = self.restarted_if_failed(&name, owner).await?;
         let generation = if owner == self.cluster.id() {
             self.upgrade_here(call).await?
         } else {
@@ -185,6 +189,36 @@ impl ClusterHost {
             }
         };
         self.await_generation(&name, generation).await
+    }
+
+    /// A component marked failed is restarted first (replicated, fenced, its queued
+    /// messages kept): the migration runs against a live instance of its state. Answers
+    /// the owner to upgrade at. If the current code cannot start even so, the upgrade is
+    /// refused with what to do instead.
+    async fn restarted_if_failed(&self, name: &str, owner: u64) -> Result<u64, ApiError> {
+        let failed = matches!(
+            self.describe(name).await.map(|i| i.state),
+            Ok(ComponentState::Failed { .. })
+        );
+        if !failed {
+            return Ok(owner);
+        }
+        tracing::info!(
+            component = name,
+            "restarting a failed component before its upgrade"
+        );
+        let restarted = self.restart(name).await?;
+        if let ComponentState::Failed { reason, .. } = restarted.state {
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{name} failed again when restarted for its upgrade ({reason}); its \
+                     current code cannot run, so no migration can: remove it and install the \
+                     new code, or `component import` its exported state"
+                ),
+            ));
+        }
+        Ok(restarted.node_id)
     }
 
     /// On the owner: compiles the new code (from the cache, usually) and has the actor

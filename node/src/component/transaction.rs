@@ -209,21 +209,12 @@ fn record_outcome(
     }
     let record = to.record(outcome);
     let key = &to.key.key;
-    batch
-        .sys
-        .push((keys::idem(me.name, key), Some(record.encode())));
-    batch.sys.push((
-        keys::idem_expiry(me.name, record.expires_ms, key),
-        Some(Vec::new()),
+    batch.sys.extend(idempotency::record_writes(
+        me.name,
+        key,
+        &record,
+        &to.expired,
     ));
-    for (expires, old) in &to.expired {
-        if old != key {
-            batch.sys.push((keys::idem(me.name, old), None));
-        }
-        batch
-            .sys
-            .push((keys::idem_expiry(me.name, *expires, old), None));
-    }
     Some((key.clone(), record))
 }
 

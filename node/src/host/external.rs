@@ -4,7 +4,7 @@
 //! validation and its routing to the owner, is the cluster host's ([`crate::cluster`]).
 
 use super::*;
-use crate::messaging::idempotency::RequestKey;
+use crate::messaging::idempotency::{self, Judgement, RequestKey};
 
 /// Longest an external message waits for its receiver's code switch to end.
 const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -48,6 +48,15 @@ pub(super) fn request_error_to_api(err: RequestErr) -> ApiError {
     api_err(kind, message)
 }
 
+/// The answer for a keyed fast send: a fast message is never recorded, so a key would
+/// promise what it cannot keep.
+pub(crate) fn fast_send_with_key() -> ApiError {
+    api_err(
+        ErrorKind::BadRequest,
+        "an idempotency key needs durable delivery: a fast message is not recorded",
+    )
+}
+
 /// The answer for a component this node owns but does not run at the moment.
 pub(crate) fn not_running_here(name: &str) -> ApiError {
     api_err(
@@ -57,15 +66,32 @@ pub(crate) fn not_running_here(name: &str) -> ApiError {
 }
 
 impl Host {
-    /// Hands an external client's message to `name`, running here.
+    /// Hands an external client's message to `name`, running here. A keyed one is
+    /// durable and accepted once per key: a repeat of an accepted send is answered
+    /// accepted again and queues nothing (see [`crate::messaging::idempotency`]).
     pub(crate) async fn send(
         &self,
         name: &str,
         payload: Vec<u8>,
         delivery: Delivery,
+        key: Option<RequestKey>,
     ) -> Result<(), ApiError> {
+        let Some(key) = key else {
+            self.check_room(name)?;
+            return self
+                .send_external(name, Body::Message { payload }, delivery)
+                .await;
+        };
+        if delivery == Delivery::Fast {
+            return Err(fast_send_with_key());
+        }
+        let digest = idempotency::send_digest(&payload);
+        // A repeat is answered before the mailbox's room is looked at: it queues nothing.
+        if self.judge_send(name, &key, &digest).await? {
+            return Ok(());
+        }
         self.check_room(name)?;
-        self.send_external(name, Body::Message { payload }, delivery)
+        self.send_external_durable(name, Body::Message { payload }, Some((key, digest)))
             .await
     }
 
@@ -145,7 +171,7 @@ impl Host {
         delivery: Delivery,
     ) -> Result<(), ApiError> {
         match delivery {
-            Delivery::Durable => self.send_external_durable(to, body).await,
+            Delivery::Durable => self.send_external_durable(to, body, None).await,
             Delivery::Fast => {
                 self.inner.router.deliver(Envelope {
                     from: Address::External,
@@ -166,11 +192,27 @@ impl Host {
     /// fenced with the receiver's placement: only its owner numbers messages to it. A commit
     /// refused because the component switched code in place meanwhile (an upgrade or import:
     /// same node, next generation) applied nothing and is numbered again at the new one.
-    async fn send_external_durable(&self, to: &str, body: Body) -> Result<(), ApiError> {
+    /// A keyed send's record goes in the same commit, so it exists exactly when the message
+    /// was queued.
+    async fn send_external_durable(
+        &self,
+        to: &str,
+        body: Body,
+        keyed: Option<(RequestKey, [u8; 32])>,
+    ) -> Result<(), ApiError> {
         let _serial = self.inner.external_send.lock().await;
         let mut attempt = 0;
         loop {
-            let (fence, env, batch) = self.numbered_external(to, body.clone()).await?;
+            if let Some((key, digest)) = &keyed {
+                // Again under the lock: an attempt that raced this one may have committed.
+                if self.judge_send(to, key, digest).await? {
+                    return Ok(());
+                }
+            }
+            let (fence, env, mut batch) = self.numbered_external(to, body.clone()).await?;
+            if let Some((key, digest)) = &keyed {
+                batch.sys.extend(self.send_record(to, key, digest).await);
+            }
             match self.committer().commit(batch).await {
                 Ok(()) => {
                     self.inner.router.deliver(env);
@@ -194,6 +236,55 @@ impl Host {
                 }
             }
         }
+    }
+
+    /// Whether a keyed send to `to` was accepted before (true: answer it accepted again),
+    /// or may go ahead (false); `key-reused` when the key was used for something else.
+    async fn judge_send(
+        &self,
+        to: &str,
+        key: &RequestKey,
+        digest: &[u8; 32],
+    ) -> Result<bool, ApiError> {
+        let shared = {
+            let components = self.inner.components.lock().await;
+            components
+                .get(to)
+                .map(|r| r.shared.clone())
+                .ok_or_else(|| not_running_here(to))?
+        };
+        let found = shared
+            .recent_keys
+            .lookup(&self.inner.storage, to, &key.key)
+            .map_err(storage_err)?;
+        match idempotency::judge(found.as_ref(), digest, now_ms()) {
+            Judgement::Run => Ok(false),
+            Judgement::Repeat(_) => Ok(true),
+            Judgement::Reused => Err(request_error_to_api(idempotency::reused(&key.key))),
+        }
+    }
+
+    /// The writes that record a keyed send's acceptance (and prune expired records).
+    async fn send_record(
+        &self,
+        to: &str,
+        key: &RequestKey,
+        digest: &[u8; 32],
+    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let now = now_ms();
+        let expired = {
+            let components = self.inner.components.lock().await;
+            components
+                .get(to)
+                .map(|r| r.shared.recent_keys.expired(&self.inner.storage, to, now))
+                .unwrap_or_default()
+        };
+        let record = idempotency::Record {
+            digest: *digest,
+            outcome: idempotency::SENT,
+            expires_ms: now.saturating_add(key.retention_ms()),
+        };
+        idempotency::record_writes(to, &key.key, &record, &expired)
     }
 
     /// Whether `to` still runs here after switching its code in place since `fence` was

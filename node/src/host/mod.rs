@@ -11,7 +11,7 @@ mod upgrade;
 pub(crate) use upgrade::CodeSwitch;
 pub use upgrade::ProposeUpgrade;
 
-pub(crate) use external::not_running_here;
+pub(crate) use external::{fast_send_with_key, not_running_here};
 
 pub use cluster_ops::removal_writes;
 

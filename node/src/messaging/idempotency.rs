@@ -103,6 +103,19 @@ pub fn digest(payload: &[u8]) -> [u8; 32] {
     Sha256::digest(payload).into()
 }
 
+/// What a repeat of a keyed durable send must match: its payload, in a domain of its own
+/// so that a request under the same key and payload is `key-reused`, not answered with
+/// the send's empty outcome.
+pub fn send_digest(payload: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(b"airssys-send\0");
+    hash.update(payload);
+    hash.finalize().into()
+}
+
+/// The outcome a keyed send records: accepted (committed to the receiver's queue).
+pub const SENT: Result<Vec<u8>, RequestErr> = Ok(Vec::new());
+
 /// A stored outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -205,6 +218,30 @@ impl ToRecord {
     }
 }
 
+/// The storage writes that keep `record` under `key` for component `name` and prune the
+/// `expired` records (expiry, key) with it: what a keyed commit adds to its batch.
+pub fn record_writes(
+    name: &str,
+    key: &str,
+    record: &Record,
+    expired: &[(u64, String)],
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut writes = vec![
+        (super::keys::idem(name, key), Some(record.encode())),
+        (
+            super::keys::idem_expiry(name, record.expires_ms, key),
+            Some(Vec::new()),
+        ),
+    ];
+    for (expires, old) in expired {
+        if old != key {
+            writes.push((super::keys::idem(name, old), None));
+        }
+        writes.push((super::keys::idem_expiry(name, *expires, old), None));
+    }
+    writes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +286,22 @@ mod tests {
         assert!(is_final(&Err(RequestErr::Trapped("t".into()))));
         assert!(!is_final(&Err(RequestErr::Unavailable("u".into()))));
         assert!(!is_final(&Err(RequestErr::Timeout)));
+    }
+
+    #[test]
+    fn a_send_and_a_request_under_one_key_are_different_payloads() {
+        assert_ne!(send_digest(b"inc"), digest(b"inc"));
+        assert_eq!(send_digest(b"inc"), send_digest(b"inc"));
+        let record = Record {
+            digest: send_digest(b"inc"),
+            outcome: SENT,
+            expires_ms: 10,
+        };
+        assert_eq!(judge(Some(&record), &digest(b"inc"), 1), Judgement::Reused);
+        assert_eq!(
+            judge(Some(&record), &send_digest(b"inc"), 1),
+            Judgement::Repeat(SENT)
+        );
     }
 
     #[test]
