@@ -158,6 +158,12 @@ pub enum ComponentState {
         error: Option<ErrorKind>,
     },
     Stopped,
+    /// Owned here, waiting for its code to compile (in the background, a few binaries at
+    /// a time) since `since_ms`; messages to it get `unavailable` until it runs. Appended
+    /// last: the peer protocol's encoding of the others is unchanged.
+    Compiling {
+        since_ms: u64,
+    },
 }
 
 /// [`ComponentState`] as JSON shows it.
@@ -176,6 +182,9 @@ enum TaggedState {
         error: Option<ErrorKind>,
     },
     Stopped,
+    Compiling {
+        since_ms: u64,
+    },
 }
 
 impl From<TaggedState> for ComponentState {
@@ -192,6 +201,7 @@ impl From<TaggedState> for ComponentState {
             },
             TaggedState::Failed { reason, error } => ComponentState::Failed { reason, error },
             TaggedState::Stopped => ComponentState::Stopped,
+            TaggedState::Compiling { since_ms } => ComponentState::Compiling { since_ms },
         }
     }
 }
@@ -210,6 +220,7 @@ impl From<&ComponentState> for TaggedState {
             },
             ComponentState::Failed { reason, error } => TaggedState::Failed { reason, error },
             ComponentState::Stopped => TaggedState::Stopped,
+            ComponentState::Compiling { since_ms } => TaggedState::Compiling { since_ms },
         }
     }
 }
@@ -353,6 +364,12 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn metrics(&self) -> impl Future<Output = String> + Send;
     /// True when the node is ready to serve (for `/readyz`).
     fn ready(&self) -> impl Future<Output = bool> + Send;
+    /// How many binaries this node is still compiling in the background (shown by
+    /// `/readyz`: a ready node serves while it compiles; what waits for the code answers
+    /// `unavailable`).
+    fn compiling(&self) -> impl Future<Output = usize> + Send {
+        async { 0 }
+    }
 
     /// Members, leader, term and where each component runs.
     fn cluster_status(

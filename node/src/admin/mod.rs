@@ -20,7 +20,7 @@
 //! | `GET /v1/backup` | 200 the backup file, streamed (see `airssys_cluster::backup`) |
 //! | `GET /v1/status` | 200 `NodeStatus` |
 //! | `GET /healthz` (no auth) | 200 `ok` |
-//! | `GET /readyz` | 200 `ready`, or 503 `unavailable` |
+//! | `GET /readyz` | 200 `ready` (`ready; compiling N binaries …` while code compiles), or 503 `unavailable` |
 //! | `GET /metrics` | 200 Prometheus text |
 //!
 //! The node serves it over HTTPS with its own certificate unless the admin address is a
@@ -465,9 +465,12 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz<B: AdminBackend>(State(backend): State<Arc<B>>) -> Result<&'static str, ApiError> {
+async fn readyz<B: AdminBackend>(State(backend): State<Arc<B>>) -> Result<String, ApiError> {
     if backend.ready().await {
-        Ok("ready")
+        Ok(match backend.compiling().await {
+            0 => "ready".to_string(),
+            n => format!("ready; compiling {n} binaries in the background"),
+        })
     } else {
         Err(ApiError::new(
             ErrorKind::Unavailable,

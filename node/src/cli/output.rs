@@ -203,6 +203,7 @@ pub fn state_short(state: &ComponentState) -> &'static str {
         ComponentState::Restarting { .. } => "restarting",
         ComponentState::Failed { .. } => "failed",
         ComponentState::Stopped => "stopped",
+        ComponentState::Compiling { .. } => "compiling",
     }
 }
 
@@ -214,6 +215,10 @@ pub fn state_label(state: &ComponentState) -> String {
             last_error,
         } => format!("restarting (after {restarts} restarts; last error: {last_error})"),
         ComponentState::Failed { reason, .. } => format!("failed: {reason}"),
+        ComponentState::Compiling { since_ms } => {
+            let secs = crate::clock::now_ms().saturating_sub(*since_ms) / 1000;
+            format!("compiling its code (for {secs} s); messages get `unavailable` until it runs")
+        }
         other => state_short(other).to_string(),
     }
 }

@@ -290,7 +290,14 @@ impl ClusterHost {
         let mut pause = Duration::from_millis(2);
         loop {
             match self.describe(name).await {
-                Ok(info) if info.state != ComponentState::Starting => return Ok(info),
+                Ok(info)
+                    if !matches!(
+                        info.state,
+                        ComponentState::Starting | ComponentState::Compiling { .. }
+                    ) =>
+                {
+                    return Ok(info)
+                }
                 Err(e) if e.error == ErrorKind::NotFound => return Err(e),
                 Ok(_) | Err(_) if started.elapsed() > ACTIVATION_WAIT => {
                     return self.describe(name).await
@@ -601,6 +608,10 @@ impl AdminBackend for ClusterHost {
 
     async fn ready(&self) -> bool {
         self.host.ready() && self.cluster.is_ready()
+    }
+
+    async fn compiling(&self) -> usize {
+        self.compiles.pending()
     }
 
     async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {

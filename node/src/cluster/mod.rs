@@ -7,6 +7,7 @@
 mod admin;
 mod backup;
 pub mod commit;
+pub mod compile;
 mod follow;
 mod import;
 pub mod proto;
@@ -97,6 +98,8 @@ pub struct ClusterHost {
     /// Binaries compiled into this node's cache (every installed one, so a failover here
     /// activates without compiling).
     warmed: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// Binaries compiling in the background ([`compile`]).
+    compiles: compile::Compiles,
     /// The incarnation of every registered name as of the last reconcile: a name whose
     /// incarnation changed (removed, maybe installed again) has its counters and marks
     /// forgotten by the actors here.
@@ -182,6 +185,7 @@ impl ClusterHost {
             host,
             cluster,
             warmed: Arc::default(),
+            compiles: compile::Compiles::new(compile::parallelism()),
             seen: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
         };
@@ -263,7 +267,12 @@ impl ClusterHost {
                 node.cluster.catch_up().await;
                 node.run_what_is_owned().await;
             }
-            while changes.changed().await.is_ok() {
+            loop {
+                // A finished background compile lets a component waiting for it start.
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { break },
+                    () = node.compiles.finished() => {}
+                }
                 node.reconcile().await;
             }
         });
@@ -302,6 +311,16 @@ impl ClusterHost {
         // One reconcile at a time: `seen` is what the previous one left.
         let mut seen = self.seen.lock().await;
         let registry = self.cluster.view().registry();
+        // A component waiting for its code is planned afresh once the code is ready (or
+        // its compile failed, or the registry changed under it).
+        for (name, sha, generation) in self.host.compiling() {
+            let same = registry.components.get(&name).is_some_and(|e| {
+                e.owner == self.cluster.id() && e.generation == generation && e.spec.sha256 == sha
+            });
+            if !same || !self.compiles.must_wait(&self.host, &sha) {
+                self.host.unmark_compiling(&name);
+            }
+        }
         let local = self.host.local_generations().await;
         let upgrading = self.host.upgrading();
         let steps = reconcile::plan(
@@ -347,18 +366,14 @@ impl ClusterHost {
         if todo.is_empty() {
             return;
         }
-        let node = self.clone();
-        tokio::spawn(async move {
-            for sha in todo {
-                if let Some(binary) = node.cluster.binary(&sha) {
-                    if let Err(e) = node.host.validate_binary(binary, sha.clone()).await {
-                        tracing::debug!(sha, "warm-up compile failed: {e}");
-                    }
-                }
-            }
-        });
+        for sha in todo {
+            self.compiles
+                .start(&self.host, &sha, || self.cluster.binary(&sha));
+        }
     }
 
+    /// Starts the component here, or, when its code is not compiled yet, queues the
+    /// compile and marks it `compiling` (the reconcile after the compile starts it).
     async fn activate(&self, entry: &airssys_cluster::ComponentEntry) -> Result<(), ApiError> {
         let limits: Limits = serde_json::from_slice(&entry.spec.config).map_err(|e| {
             ApiError::new(
@@ -382,6 +397,17 @@ impl ClusterHost {
             incarnation: entry.incarnation,
             installed_at_ms: entry.spec.installed_at_ms,
         };
+        if self.compiles.must_wait(&self.host, &record.sha256) {
+            self.host.mark_compiling(record.clone());
+            self.compiles
+                .start(&self.host, &record.sha256, || Some(binary.clone()));
+            // Unless it compiled in between: then it starts now.
+            if self.compiles.must_wait(&self.host, &record.sha256) {
+                tracing::info!(component = %record.name, "waiting for its code to compile");
+                return Ok(());
+            }
+            self.host.unmark_compiling(&record.name);
+        }
         self.host.activate(record, binary).await
     }
 

@@ -54,6 +54,17 @@ impl CodeCache {
         })
     }
 
+    /// Whether compiled code for the binary with this SHA-256 (hex) is on disk: loading it
+    /// takes milliseconds, compiling it may take seconds. (The file's tag is checked when
+    /// it is loaded; one that fails is compiled again then.)
+    pub(super) fn has(&self, engine: &wasmtime::Engine, digest: &str) -> bool {
+        self.path(engine_hash(engine), digest).is_file()
+    }
+
+    fn path(&self, engine_hash: u64, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}-{engine_hash:016x}.cwasm"))
+    }
+
     /// Loads the cached compilation of `binary`, or compiles and caches it.
     pub(super) fn load_or_compile(
         &self,
@@ -62,7 +73,7 @@ impl CodeCache {
     ) -> Result<Component, EngineError> {
         let digest = hex::encode(Sha256::digest(binary));
         let engine_hash = engine_hash(engine);
-        let path = self.dir.join(format!("{digest}-{engine_hash:016x}.cwasm"));
+        let path = self.path(engine_hash, &digest);
         if let Some(code) = self.read_tagged(&path, engine_hash, &digest) {
             // SAFETY: the tag proves this node wrote these bytes, from `Component::serialize`
             // of this binary on an engine with this compatibility hash; wasmtime also

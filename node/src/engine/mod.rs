@@ -152,6 +152,12 @@ impl<T: 'static> WasmEngine<T> {
         self.link(component, sha256)
     }
 
+    /// Whether the binary with this SHA-256 (hex) is compiled already: [`Self::prepare`]
+    /// then only loads it.
+    pub fn is_compiled(&self, sha256: &str) -> bool {
+        self.cache.has(&self.engine, sha256)
+    }
+
     fn link(&self, component: Component, sha256: &str) -> Result<Prepared<T>, EngineError> {
         validate::check_imports(&self.engine, &component)?;
         let pre = self

@@ -149,6 +149,7 @@ impl Host {
         if let Ok(mut f) = self.inner.failed.lock() {
             f.remove(&name);
         }
+        self.unmark_compiling(&name);
         self.inner
             .components
             .lock()
@@ -174,6 +175,7 @@ impl Host {
 
     fn record_failure(&self, record: ComponentRecord, e: ApiError) -> ApiError {
         tracing::error!(component = %record.name, "cannot activate: {e}");
+        self.unmark_compiling(&record.name);
         if let Ok(mut f) = self.inner.failed.lock() {
             f.insert(record.name.clone(), (record, e.clone()));
         }
@@ -221,6 +223,7 @@ impl Host {
         if let Ok(mut f) = self.inner.failed.lock() {
             f.remove(name);
         }
+        self.unmark_compiling(name);
         let running = self.inner.components.lock().await.remove(name);
         if let Some(r) = running {
             self.inner.router.unregister(name);
@@ -253,6 +256,9 @@ impl Host {
                 out.insert(n.clone(), r.generation);
             }
         }
+        for (name, _, generation) in self.compiling() {
+            out.insert(name, generation);
+        }
         out
     }
 
@@ -272,6 +278,9 @@ impl Host {
     pub(crate) async fn local_info(&self, name: &str) -> Option<ComponentInfo> {
         if let Some(r) = self.inner.components.lock().await.get(name) {
             return Some(self.info(r));
+        }
+        if let Some(info) = self.compiling_info(name) {
+            return Some(info);
         }
         let f = self.inner.failed.lock().ok()?;
         let (r, e) = f.get(name)?;

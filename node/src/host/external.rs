@@ -153,7 +153,9 @@ impl Host {
     /// whichever node asked).
     fn check_room(&self, name: &str) -> Result<(), ApiError> {
         match self.inner.router.mailbox_room(name) {
-            None => Err(not_running_here(name)),
+            None => Err(self
+                .still_compiling(name)
+                .unwrap_or_else(|| not_running_here(name))),
             Some(0) => Err(api_err(
                 ErrorKind::MailboxFull,
                 format!("the mailbox of {name} is full; try again later"),
@@ -251,7 +253,10 @@ impl Host {
             components
                 .get(to)
                 .map(|r| r.shared.clone())
-                .ok_or_else(|| not_running_here(to))?
+                .ok_or_else(|| {
+                    self.still_compiling(to)
+                        .unwrap_or_else(|| not_running_here(to))
+                })?
         };
         let found = shared
             .recent_keys

@@ -4,6 +4,7 @@
 //! nothing of the admin API, placement or other nodes.
 
 mod cluster_ops;
+mod compiling;
 mod external;
 mod recovery;
 mod upgrade;
@@ -129,6 +130,9 @@ struct Inner {
     activations: watch::Sender<u64>,
     /// Components whose actor is switching its code now ([`Host::upgrading`]).
     upgrading: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Components owned here waiting for their code to compile, and since when
+    /// ([`compiling`]).
+    compiling: std::sync::Mutex<HashMap<String, (ComponentRecord, u64)>>,
 }
 
 fn api_err(kind: ErrorKind, message: impl Into<String>) -> ApiError {
@@ -180,6 +184,7 @@ impl Host {
                 failed: std::sync::Mutex::new(HashMap::new()),
                 activations: watch::channel(0).0,
                 upgrading: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+                compiling: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
