@@ -121,6 +121,10 @@ struct Inner {
     /// could elect two leaders. Admission (bootstrap, or a join the leader completes by
     /// taking the member out and adding it afresh) gives it the leader's term first.
     withholds_votes: AtomicBool,
+    /// Set once this node has applied what the leader had committed when it asked
+    /// ([`ClusterNode::catch_up`]) or had applied all of its log: from then on it stays
+    /// ready while it lags by the entries in flight (see [`status::caught_up`]).
+    caught_up_once: AtomicBool,
     /// Until when this node may answer reads of what it owns ([`lease`]).
     lease: Arc<lease::Lease>,
 }
@@ -208,6 +212,7 @@ impl ClusterNode {
                 commits,
                 last_leader_heard: Mutex::new(None),
                 withholds_votes: AtomicBool::new(stateless),
+                caught_up_once: AtomicBool::new(false),
                 lease: Arc::default(),
             }),
         };

@@ -93,7 +93,7 @@ impl ClusterNode {
         }
     }
 
-    /// Joined, a leader known, and everything received applied.
+    /// Joined, a leader known, and caught up once since it started.
     pub fn is_ready(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
@@ -102,7 +102,8 @@ impl ClusterNode {
             .membership()
             .get_node(&self.inner.id)
             .is_some();
-        let caught_up = m.last_applied.map(|l| l.index) == m.last_log_index;
+        let level = m.last_applied.map(|l| l.index) == m.last_log_index;
+        let caught_up = caught_up(&self.inner.caught_up_once, level);
         // A Raft that stopped (an apply or a log write failed: a full or failing disk)
         // keeps its last figures; this node serves nothing until it restarts.
         let running = m.running_state.is_ok();
@@ -177,5 +178,34 @@ impl ClusterNode {
                 actors: counts.get(id).copied().unwrap_or(0),
             })
             .collect()
+    }
+}
+
+/// Whether a node counts as caught up: once it has been (its whole log applied, or the
+/// leader's read index reached), it stays so. Under load every node, the leader first, has
+/// a few entries appended and not yet applied at any moment; asking for none flapped
+/// readiness, and a five-node cluster was almost never seen ready everywhere at once.
+pub(super) fn caught_up(once: &std::sync::atomic::AtomicBool, level_now: bool) -> bool {
+    use std::sync::atomic::Ordering;
+    if level_now {
+        once.store(true, Ordering::Relaxed);
+    }
+    once.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caught_up;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn once_caught_up_a_node_stays_so_while_entries_are_in_flight() {
+        let once = AtomicBool::new(false);
+        assert!(!caught_up(&once, false), "never level, never caught up");
+        assert!(caught_up(&once, true));
+        assert!(
+            caught_up(&once, false),
+            "a lag after that is entries in flight"
+        );
     }
 }

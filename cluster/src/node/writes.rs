@@ -92,6 +92,9 @@ impl ClusterNode {
                     .applied_index_at_least(Some(index), "caught up with the leader")
                     .await;
                 if reached.is_ok() {
+                    self.inner
+                        .caught_up_once
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
             }

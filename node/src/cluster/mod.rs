@@ -397,7 +397,10 @@ impl ClusterHost {
             incarnation: entry.incarnation,
             installed_at_ms: entry.spec.installed_at_ms,
         };
-        if self.compiles.must_wait(&self.host, &record.sha256) {
+        // Limits no install would accept are refused by the activation at once: nothing
+        // to compile for.
+        if record.limits.problem().is_none() && self.compiles.must_wait(&self.host, &record.sha256)
+        {
             self.host.mark_compiling(record.clone());
             self.compiles
                 .start(&self.host, &record.sha256, || Some(binary.clone()));
