@@ -40,8 +40,40 @@ pub fn pause(attempt: u32) -> Duration {
         .min(MAX_PAUSE)
 }
 
+/// Makes `attempt` (given the time left) until it succeeds, fails for good, or `timeout`
+/// is spent. Each attempt's failure is told on stderr when `verbose`.
+async fn until_settled<T, F, Fut>(
+    timeout: Duration,
+    verbose: bool,
+    mut attempt: F,
+) -> Result<T, ClientError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(MIN_ATTEMPT);
+        let err = match attempt(left).await {
+            Ok(done) => return Ok(done),
+            Err(e) => e,
+        };
+        let pause = pause(tries);
+        if !retryable(&err) || Instant::now() + pause + MIN_ATTEMPT > deadline {
+            return Err(err);
+        }
+        if verbose {
+            eprintln!("attempt {tries} failed ({err}); trying again under the same key");
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// Sends the request under `key` until it has an outcome or `timeout` is spent.
-/// Each attempt's failure is told on stderr when `verbose`.
 pub async fn request(
     client: &AdminClient,
     name: &str,
@@ -51,35 +83,16 @@ pub async fn request(
     key: &str,
     verbose: bool,
 ) -> Result<Vec<u8>, ClientError> {
-    let deadline = Instant::now() + timeout;
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(MIN_ATTEMPT);
-        let err = match client
-            .request_with_key(
-                name,
-                payload.clone(),
-                left.as_millis() as u64,
-                delivery,
-                Some(key),
-            )
-            .await
-        {
-            Ok(reply) => return Ok(reply),
-            Err(e) => e,
-        };
-        let pause = pause(attempt);
-        if !retryable(&err) || Instant::now() + pause + MIN_ATTEMPT > deadline {
-            return Err(err);
-        }
-        if verbose {
-            eprintln!("attempt {attempt} failed ({err}); trying again under the same key");
-        }
-        tokio::time::sleep(pause).await;
-    }
+    until_settled(timeout, verbose, |left| {
+        client.request_with_key(
+            name,
+            payload.clone(),
+            left.as_millis() as u64,
+            delivery,
+            Some(key),
+        )
+    })
+    .await
 }
 
 /// Sends the durable message under `key` until it is accepted or `timeout` is spent.
@@ -91,26 +104,10 @@ pub async fn send(
     key: &str,
     verbose: bool,
 ) -> Result<(), ClientError> {
-    let deadline = Instant::now() + timeout;
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let err = match client
-            .send_with_key(name, payload.clone(), Delivery::Durable, Some(key))
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        let pause = pause(attempt);
-        if !retryable(&err) || Instant::now() + pause + MIN_ATTEMPT > deadline {
-            return Err(err);
-        }
-        if verbose {
-            eprintln!("attempt {attempt} failed ({err}); trying again under the same key");
-        }
-        tokio::time::sleep(pause).await;
-    }
+    until_settled(timeout, verbose, |_| {
+        client.send_with_key(name, payload.clone(), Delivery::Durable, Some(key))
+    })
+    .await
 }
 
 #[cfg(test)]
